@@ -1,0 +1,154 @@
+// Every setting the service reads from the environment, in one place: typed, with defaults,
+// and a clear error naming the variable when a value is invalid. Functions and scripts call
+// loadConfig() once; the core receives plain values and never reads process.env itself.
+import { ConfigError } from "./errors.ts";
+
+type Env = Record<string, string | undefined>;
+
+interface Spec<T> {
+  env: string;
+  doc: string;
+  parse: (raw: string, env: string) => T;
+  fallback: T;
+}
+
+const str = (env: string, fallback: string, doc: string): Spec<string> => ({ env, doc, fallback, parse: (r) => r });
+const optStr = (env: string, doc: string): Spec<string | undefined> => ({ env, doc, fallback: undefined, parse: (r) => r });
+const int = (env: string, fallback: number, doc: string, min = 0, max = Number.MAX_SAFE_INTEGER): Spec<number> => ({
+  env,
+  doc,
+  fallback,
+  parse: (r, name) => {
+    const n = Number(r);
+    if (!Number.isInteger(n) || n < min || n > max) throw new ConfigError(name, `expected an integer in [${min}, ${max}], got "${r}"`);
+    return n;
+  },
+});
+const optInt = (env: string, doc: string, min = 0): Spec<number | undefined> => ({
+  env,
+  doc,
+  fallback: undefined,
+  parse: (r, name) => int(name, 0, doc, min).parse(r, name),
+});
+const bool = (env: string, fallback: boolean, doc: string): Spec<boolean> => ({
+  env,
+  doc,
+  fallback,
+  parse: (r, name) => {
+    const v = r.trim().toLowerCase();
+    if (["1", "true", "yes", "on"].includes(v)) return true;
+    if (["0", "false", "no", "off"].includes(v)) return false;
+    throw new ConfigError(name, `expected true/false, got "${r}"`);
+  },
+});
+const oneOf = <const T extends string>(env: string, values: readonly T[], fallback: T, doc: string): Spec<T> => ({
+  env,
+  doc,
+  fallback,
+  parse: (r, name) => {
+    if (!(values as readonly string[]).includes(r)) throw new ConfigError(name, `expected one of ${values.join(", ")}, got "${r}"`);
+    return r as T;
+  },
+});
+const prefix = (env: string, fallback: string, doc: string): Spec<string> => ({
+  env,
+  doc,
+  fallback,
+  parse: (r, name) => {
+    if (r.startsWith("/")) throw new ConfigError(name, `an S3 prefix must not start with "/", got "${r}"`);
+    return r === "" || r.endsWith("/") ? r : `${r}/`;
+  },
+});
+
+/** The settings table; docs/CONFIG.md is generated from it (npm run cli -- config). */
+export const settings = {
+  // storage
+  storeKind: oneOf("STORE_KIND", ["fs", "s3"] as const, "fs", "Object store: local filesystem (embedded default) or S3."),
+  storeDir: str("STORE_DIR", ".data/store", "Root folder of the filesystem store."),
+  bucket: optStr("BUCKET", "S3 bucket (set by SST linking on AWS)."),
+  s3Endpoint: optStr("S3_ENDPOINT", "Custom S3 endpoint for S3-compatible servers (s3rver, MinIO)."),
+  s3ForcePathStyle: bool("S3_FORCE_PATH_STYLE", false, "Path-style S3 addressing (needed by most S3-compatible servers)."),
+  awsRegion: str("AWS_REGION", "us-east-1", "AWS region."),
+  corpusPrefix: prefix("CORPUS_PREFIX", "corpus/", "Prefix of corpus documents; uploads here trigger a reindex."),
+  indexPrefix: prefix("INDEX_PREFIX", "index/", "Prefix of index snapshots and the live pointer."),
+  modelPrefix: prefix("MODEL_PREFIX", "models/", "Prefix of model folders in the bucket."),
+  cachePrefix: prefix("EMBED_CACHE_PREFIX", "cache/embeddings/", "Prefix of the embedding cache."),
+  // embedder
+  embedder: oneOf("EMBEDDER", ["auto", "openai", "onnx", "hashing"] as const, "auto", "auto = openai when OPENAI_API_KEY is set, else onnx when EMBEDDING_MODEL_DIR holds a model, else hashing."),
+  openaiApiKey: optStr("OPENAI_API_KEY", "OpenAI API key (an SST secret on AWS)."),
+  openaiBaseUrl: optStr("OPENAI_BASE_URL", "Base URL of an OpenAI-compatible embeddings server."),
+  openaiModel: str("OPENAI_EMBEDDING_MODEL", "text-embedding-3-small", "OpenAI embedding model."),
+  openaiDimensions: optInt("OPENAI_EMBEDDING_DIMENSIONS", "Shortened embedding size (text-embedding-3-* only).", 1),
+  embeddingModelDir: optStr("EMBEDDING_MODEL_DIR", "Local sentence-transformers model folder (tokenizer.json, config.json, onnx/model.onnx)."),
+  embeddingPooling: oneOf("EMBEDDING_POOLING", ["mean", "cls"] as const, "mean", "Pooling of the local ONNX embedder."),
+  hashingDimensions: int("HASHING_DIMENSIONS", 2048, "Vector size of the hashing embedder.", 16, 65536),
+  embedTimeoutMs: int("EMBED_TIMEOUT_MS", 10_000, "Time budget for embedding one query, retries included.", 100),
+  // chunking
+  chunkTokens: int("CHUNK_TOKENS", 256, "Passage window in tokens (cross-encoders truncate at 512).", 16, 512),
+  chunkOverlap: int("CHUNK_OVERLAP", 32, "Token overlap between neighbouring passages.", 0, 256),
+  // index
+  indexType: oneOf("INDEX_TYPE", ["auto", "flat", "hnsw", "ivf", "ivfpq", "sq8", "fp16"] as const, "auto", "FAISS index type; auto picks by corpus size."),
+  indexRefreshS: int("INDEX_REFRESH_S", 30, "How often a warm search function rechecks the snapshot pointer.", 0),
+  // reranker
+  reranker: oneOf("RERANKER", ["in-process", "lambda", "http", "none"] as const, "in-process", "Where the search function sends rerank calls."),
+  rerankerUrl: optStr("RERANKER_URL", "HTTP reranker base URL (our reranker service or any Cohere/TEI-compatible /rerank)."),
+  rerankerToken: optStr("RERANKER_TOKEN", "Bearer token for the HTTP reranker."),
+  rerankerFunction: optStr("RERANKER_FUNCTION", "Lambda function name of the reranker (lambda mode)."),
+  rerankerTimeoutMs: int("RERANKER_TIMEOUT_MS", 1500, "Time budget of one rerank call; past it the search answers with first-stage results.", 1),
+  rerankerModelDir: optStr("RERANKER_MODEL_DIR", "Local cross-encoder folder (config.json, tokenizer.json, onnx/model.onnx)."),
+  rerankerModelS3: optStr("RERANKER_MODEL_S3_PREFIX", "Bucket prefix of the cross-encoder; cached under MODEL_CACHE_DIR."),
+  modelCacheDir: str("MODEL_CACHE_DIR", "/tmp/models", "Local cache of models fetched from the bucket."),
+  rerankerProvider: oneOf("RERANKER_PROVIDER", ["auto", "cuda", "webgpu", "cpu", "wasm"] as const, "auto", "ONNX Runtime execution provider; auto tries cuda, webgpu, then cpu."),
+  rerankerQuantized: bool("RERANKER_QUANTIZED", false, "Use onnx/model_quantized.onnx when present."),
+  rerankerMaxLength: optInt("RERANKER_MAX_LENGTH", "Pair length limit in tokens (default: the model's).", 8),
+  rerankerBatchTokens: int("RERANKER_BATCH_TOKENS", 8192, "Padded tokens per inference micro-batch.", 64),
+  rerankerMaxDocuments: int("RERANKER_MAX_DOCUMENTS", 1000, "Most documents one rerank request may carry.", 1),
+  rerankerThreads: optInt("RERANKER_THREADS", "Intra-op threads (default: the cores available).", 1),
+  // search API
+  defaultK: int("SEARCH_DEFAULT_K", 4, "Results returned when k is not given.", 1),
+  defaultCandidates: int("SEARCH_DEFAULT_CANDIDATES", 20, "First-stage candidates when not given.", 1),
+  maxCandidates: int("SEARCH_MAX_CANDIDATES", 200, "Upper limit of candidates.", 1),
+  maxQueryChars: int("SEARCH_MAX_QUERY_CHARS", 2000, "Upper limit of query length in characters.", 1),
+  maxBodyBytes: int("SEARCH_MAX_BODY_BYTES", 65536, "Upper limit of a request body.", 256),
+  budgetMs: optInt("SEARCH_BUDGET_MS", "Default latency budget per search (unset = none).", 1),
+  corsOrigins: str("CORS_ORIGINS", "*", "Allowed CORS origins, comma separated."),
+  // security and metering
+  authMode: oneOf("AUTH_MODE", ["off", "required"] as const, "off", "required = every search/rerank call needs an API key (x-api-key)."),
+  apiKeysPrefix: prefix("API_KEYS_PREFIX", "auth/keys/", "Prefix of API key records (hashes only)."),
+  rateLimitRps: int("RATE_LIMIT_RPS", 20, "Sustained requests per second per API key.", 1),
+  rateLimitBurst: int("RATE_LIMIT_BURST", 40, "Burst size per API key.", 1),
+  // local stack
+  port: int("PORT", 3000, "Search API port (local).", 0, 65535),
+  rerankerPort: int("RERANKER_PORT", 3001, "Reranker service port (local).", 0, 65535),
+  s3Port: int("S3_PORT", 4569, "Local S3 (s3rver) port.", 0, 65535),
+  // observability
+  serviceName: str("POWERTOOLS_SERVICE_NAME", "two-stage-retrieval", "Service name in logs and metrics."),
+  logLevel: oneOf("LOG_LEVEL", ["DEBUG", "INFO", "WARN", "ERROR", "SILENT"] as const, "INFO", "Log level."),
+} as const;
+
+type Settings = typeof settings;
+export type Config = { [K in keyof Settings]: Settings[K] extends Spec<infer T> ? T : never };
+
+/** Reads every setting; throws ConfigError naming the first invalid variable. */
+export function loadConfig(env: Env = process.env, overrides: Partial<Config> = {}): Config {
+  const out: Record<string, unknown> = {};
+  for (const [key, spec] of Object.entries(settings) as [string, Spec<unknown>][]) {
+    const raw = env[spec.env];
+    out[key] = raw === undefined || raw === "" ? spec.fallback : spec.parse(raw, spec.env);
+  }
+  const cfg = { ...(out as Config), ...overrides };
+  if (cfg.chunkOverlap >= cfg.chunkTokens) throw new ConfigError("CHUNK_OVERLAP", "must be smaller than CHUNK_TOKENS");
+  if (cfg.storeKind === "s3" && !cfg.bucket) throw new ConfigError("BUCKET", "required when STORE_KIND=s3");
+  if (cfg.reranker === "http" && !cfg.rerankerUrl) throw new ConfigError("RERANKER_URL", "required when RERANKER=http");
+  if (cfg.reranker === "lambda" && !cfg.rerankerFunction) throw new ConfigError("RERANKER_FUNCTION", "required when RERANKER=lambda");
+  if (cfg.defaultCandidates > cfg.maxCandidates) throw new ConfigError("SEARCH_DEFAULT_CANDIDATES", "must not exceed SEARCH_MAX_CANDIDATES");
+  return cfg;
+}
+
+/** Markdown table of every setting, for docs/CONFIG.md. */
+export function settingsTable(): string {
+  const rows = (Object.values(settings) as Spec<unknown>[]).map(
+    (s) => `| \`${s.env}\` | ${s.fallback === undefined ? "(unset)" : `\`${String(s.fallback)}\``} | ${s.doc} |`,
+  );
+  return ["| variable | default | meaning |", "| --- | --- | --- |", ...rows].join("\n");
+}

@@ -1,0 +1,117 @@
+// The seams between the pure core and the technology adapters (shared/adapters/*).
+import type { EmbedderIdentity, Passage, RerankRequest, RerankResponse } from "./types.ts";
+
+// ---------- object storage (S3 or local filesystem) ----------
+
+export interface ObjectInfo {
+  key: string;
+  size: number;
+  etag: string;
+  lastModified?: Date;
+}
+
+export interface PutOptions {
+  contentType?: string;
+  /** Only write if the current object's ETag equals this (compare-and-swap). */
+  ifMatch?: string;
+  /** "*" = only write if the object does not exist. */
+  ifNoneMatch?: "*";
+}
+
+export interface StoreDescription {
+  kind: "s3" | "fs";
+  bucket?: string;
+  /** Only for S3-compatible servers (custom endpoint). */
+  endpoint?: string;
+  root?: string;
+}
+
+export interface ObjectStore {
+  describe(): StoreDescription;
+  /** Whole object, or null when it does not exist. `range` is inclusive [start, end]. */
+  get(key: string, opts?: { range?: [number, number]; signal?: AbortSignal }): Promise<{ body: Uint8Array; etag: string } | null>;
+  /** Streamed body, or null when it does not exist. */
+  getStream(key: string, opts?: { signal?: AbortSignal }): Promise<{ body: AsyncIterable<Uint8Array>; etag: string; size: number } | null>;
+  head(key: string): Promise<ObjectInfo | null>;
+  /** Throws PreconditionFailedError when a conditional write loses. */
+  put(key: string, body: Uint8Array | string, opts?: PutOptions): Promise<{ etag: string }>;
+  delete(key: string): Promise<void>;
+  list(prefix: string): AsyncIterable<ObjectInfo>;
+}
+
+// ---------- embedders ----------
+
+export interface EmbedOptions {
+  signal?: AbortSignal;
+  /** Called with the number of texts embedded so far (progress bars). */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface EmbedderUsage {
+  /** Requests sent to a paid provider (0 for local embedders). */
+  calls: number;
+  /** Texts embedded. */
+  texts: number;
+  /** Tokens billed or processed. */
+  tokens: number;
+}
+
+export interface Embedder {
+  readonly identity: EmbedderIdentity;
+  /** Passage vectors, L2-normalised when identity.normalized. */
+  embedDocuments(texts: string[], opts?: EmbedOptions): Promise<Float32Array[]>;
+  /** Query vector; may differ from a document vector (e.g. IDF weighting in the hashing embedder). */
+  embedQuery(text: string, opts?: EmbedOptions): Promise<Float32Array>;
+  /** Counters since creation. */
+  usage(): EmbedderUsage;
+}
+
+// ---------- first-stage index ----------
+
+export interface VectorSearchResult {
+  /** Passage ordinals in the snapshot, best first. */
+  ordinals: number[];
+  scores: number[];
+}
+
+export interface VectorIndex {
+  readonly dimensions: number;
+  readonly count: number;
+  /** Inner-product (cosine on normalised vectors) top-k; fewer results if the index is smaller. */
+  search(query: Float32Array, k: number): VectorSearchResult;
+}
+
+export interface PassageStore {
+  readonly count: number;
+  /** Random access by ordinal without parsing the whole store. */
+  get(ordinal: number): Passage;
+}
+
+// ---------- second stage ----------
+
+export interface RerankCallOptions {
+  signal?: AbortSignal;
+  /** Hard time limit for this call; adapters abort past it. */
+  timeoutMs?: number;
+}
+
+export interface RerankerDescription {
+  kind: "in-process" | "lambda" | "http" | "none";
+  model?: string;
+  provider?: string;
+  url?: string;
+  fixture?: boolean;
+}
+
+export interface RerankerPort {
+  describe(): RerankerDescription;
+  rerank(req: RerankRequest, opts?: RerankCallOptions): Promise<RerankResponse>;
+}
+
+// ---------- clock (tests inject their own) ----------
+
+export interface Clock {
+  now(): number;
+}
+
+export const systemClock: Clock = { now: () => performance.now() };

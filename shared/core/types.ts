@@ -1,0 +1,94 @@
+// Plain data shapes shared by every stage. No SDKs, no native addons.
+
+export type Metadata = Record<string, unknown>;
+
+/** A source document as users provide it (JSONL/JSON rows, Markdown or text files). */
+export interface SourceDocument {
+  id: string;
+  text: string;
+  source?: string;
+  metadata?: Metadata;
+}
+
+/** A model-sized piece of a document; the unit that is embedded, indexed and reranked. */
+export interface Passage {
+  /** Stable passage id: `${docId}#${chunkIndex}`. */
+  id: string;
+  docId: string;
+  text: string;
+  source?: string;
+  metadata?: Metadata;
+  /** Character offsets of this passage in the document text (UTF-16 code units, end exclusive). */
+  start: number;
+  end: number;
+}
+
+export type EmbedderKind = "openai" | "onnx" | "hashing";
+
+/** What produced the vectors of a snapshot; a query embedder must match it exactly. */
+export interface EmbedderIdentity {
+  kind: EmbedderKind;
+  model: string;
+  dimensions: number;
+  normalized: boolean;
+  pooling?: "mean" | "cls";
+}
+
+export interface RerankDocumentInput {
+  id?: string;
+  text: string;
+  metadata?: Metadata;
+}
+
+export type LongDocumentStrategy = "truncate" | "chunk";
+
+export interface RerankRequest {
+  query: string;
+  documents: Array<string | RerankDocumentInput>;
+  top_n?: number;
+  return_documents?: boolean;
+  raw_scores?: boolean;
+  max_tokens_per_doc?: number;
+  long_document_strategy?: LongDocumentStrategy;
+}
+
+export interface RerankResult {
+  /** Index into the request's `documents`. */
+  index: number;
+  /** sigmoid(logit) in [0,1]; the raw logit when `raw_scores` is true. */
+  relevance_score: number;
+  logit: number;
+  document?: string | RerankDocumentInput;
+}
+
+export interface RerankResponse {
+  results: RerankResult[];
+  meta: {
+    model: string;
+    provider: string;
+    pairs: number;
+    tokens: number;
+    truncated: number;
+    timings: { tokenize_ms: number; inference_ms: number; total_ms: number };
+    /** Set when the model's scores carry no meaning (generated fixture weights). */
+    fixture?: boolean;
+  };
+}
+
+export type FusionMode = "rerank" | "linear" | "rrf";
+
+export interface StageScore {
+  score: number;
+  rank: number;
+}
+
+export interface SearchHit {
+  id: string;
+  doc_id: string;
+  text: string;
+  source?: string;
+  metadata?: Metadata;
+  score: number;
+  retrieval: StageScore;
+  rerank: StageScore | null;
+}
