@@ -115,3 +115,46 @@ export interface Clock {
 }
 
 export const systemClock: Clock = { now: () => performance.now() };
+
+// ---------- snapshots (first-stage index + passages, as published in the store) ----------
+
+export interface SnapshotFileEntry {
+  key: string;
+  bytes: number;
+  sha256: string;
+}
+
+/** manifest.json of a snapshot. Owned by shared/core/snapshot.ts, which may add fields. */
+export interface SnapshotManifest {
+  format_version: number;
+  version: string;
+  created_at: string;
+  embedder: import("./types.ts").EmbedderIdentity;
+  metric: "inner_product";
+  index_type: string;
+  counts: { documents: number; passages: number };
+  files: Record<string, SnapshotFileEntry>;
+  /** Embedder-specific corpus statistics (e.g. document frequencies for the hashing embedder). */
+  corpus_stats?: unknown;
+  /** Corpus objects (key → ETag) this snapshot was built from. */
+  sources?: Array<{ key: string; etag: string }>;
+  /** Skipped inputs (bad lines, unsupported files) with reasons. */
+  report?: { skipped: Array<{ key: string; line?: number; reason: string }> };
+}
+
+export interface LoadedSnapshot {
+  version: string;
+  manifest: SnapshotManifest;
+  index: VectorIndex;
+  passages: PassageStore;
+  /** performance.now()-independent wall-clock ms when it was loaded. */
+  loadedAt: number;
+}
+
+/** What the search function reads its snapshot from (module-scoped, hot-swapping loader). */
+export interface SnapshotSource {
+  /** The live snapshot; throws IndexNotReadyError when none is published or reachable yet. */
+  current(): Promise<LoadedSnapshot>;
+  /** Non-throwing view for /health. */
+  status(): { version: string | null; count: number; ageS: number | null; cold: boolean; lastError?: string };
+}
