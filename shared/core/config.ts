@@ -117,6 +117,9 @@ export const settings = {
   apiKeysPrefix: prefix("API_KEYS_PREFIX", "auth/keys/", "Prefix of API key records (hashes only)."),
   rateLimitRps: int("RATE_LIMIT_RPS", 20, "Sustained requests per second per API key.", 1),
   rateLimitBurst: int("RATE_LIMIT_BURST", 40, "Burst size per API key.", 1),
+  apiKeyCacheTtlS: int("API_KEY_CACHE_TTL_S", 30, "Seconds a looked-up API key record is cached; a revoked key stops working within this time.", 0, 3600),
+  usagePrefix: prefix("USAGE_PREFIX", "auth/usage/", "Prefix of per-key per-day usage counters."),
+  usageFlushS: int("USAGE_FLUSH_S", 10, "How often in-memory usage counters are written to the store (checked after each request).", 0),
   // local stack
   port: int("PORT", 3000, "Search API port (local).", 0, 65535),
   rerankerPort: int("RERANKER_PORT", 3001, "Reranker service port (local).", 0, 65535),
@@ -124,6 +127,7 @@ export const settings = {
   // observability
   serviceName: str("POWERTOOLS_SERVICE_NAME", "two-stage-retrieval", "Service name in logs and metrics."),
   logLevel: oneOf("LOG_LEVEL", ["DEBUG", "INFO", "WARN", "ERROR", "SILENT"] as const, "INFO", "Log level."),
+  metricsNamespace: str("POWERTOOLS_METRICS_NAMESPACE", "TwoStageRetrieval", "CloudWatch namespace of the EMF metrics."),
 } as const;
 
 type Settings = typeof settings;
