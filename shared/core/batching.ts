@@ -18,7 +18,11 @@ export interface MicroBatch {
  * which gets a batch of its own (it cannot be split here; callers truncate beforehand).
  * Optional `maxBatchSize` caps the rows of one batch.
  */
-export function planBatches(lengths: readonly number[], budgetTokens: number, maxBatchSize = Number.POSITIVE_INFINITY): MicroBatch[] {
+export function planBatches(
+  lengths: readonly number[],
+  budgetTokens: number,
+  maxBatchSize = Number.POSITIVE_INFINITY,
+): MicroBatch[] {
   if (!(budgetTokens >= 1)) throw new RangeError(`budgetTokens must be ≥ 1, got ${budgetTokens}`);
   if (!(maxBatchSize >= 1)) throw new RangeError(`maxBatchSize must be ≥ 1, got ${maxBatchSize}`);
   // Longest first, so the first row of a batch fixes its padded width; ties keep input order.
@@ -27,7 +31,11 @@ export function planBatches(lengths: readonly number[], budgetTokens: number, ma
   let current: MicroBatch | null = null;
   for (const i of order) {
     const len = Math.max(1, lengths[i]);
-    if (current && current.padTo * (current.indices.length + 1) <= budgetTokens && current.indices.length < maxBatchSize) {
+    if (
+      current &&
+      current.padTo * (current.indices.length + 1) <= budgetTokens &&
+      current.indices.length < maxBatchSize
+    ) {
       current.indices.push(i);
     } else {
       current = { indices: [i], padTo: len };

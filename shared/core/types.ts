@@ -58,6 +58,8 @@ export interface RerankResult {
   /** sigmoid(logit) in [0,1]; the raw logit when `raw_scores` is true. */
   relevance_score: number;
   logit: number;
+  /** The document's `id` when it was given as an object (passed through untouched). */
+  id?: string;
   document?: string | RerankDocumentInput;
 }
 

@@ -29,24 +29,32 @@ describe("planBatches", () => {
 
   it("property: every input appears once, budgets hold, each batch pads to its own longest", () => {
     fc.assert(
-      fc.property(fc.array(fc.integer({ min: 1, max: 600 }), { maxLength: 200 }), fc.integer({ min: 1, max: 20_000 }), (lengths, budget) => {
-        const batches = planBatches(lengths, budget);
-        const seen = batches.flatMap((b) => b.indices).sort((a, b) => a - b);
-        expect(seen).toEqual(lengths.map((_, i) => i));
-        for (const b of batches) {
-          expect(b.padTo).toBe(Math.max(...b.indices.map((i) => lengths[i])));
-          if (b.indices.length > 1) expect(b.padTo * b.indices.length).toBeLessThanOrEqual(budget);
-          else if (b.padTo > budget) expect(b.indices.length).toBe(1);
-        }
-      }),
+      fc.property(
+        fc.array(fc.integer({ min: 1, max: 600 }), { maxLength: 200 }),
+        fc.integer({ min: 1, max: 20_000 }),
+        (lengths, budget) => {
+          const batches = planBatches(lengths, budget);
+          const seen = batches.flatMap((b) => b.indices).sort((a, b) => a - b);
+          expect(seen).toEqual(lengths.map((_, i) => i));
+          for (const b of batches) {
+            expect(b.padTo).toBe(Math.max(...b.indices.map((i) => lengths[i])));
+            if (b.indices.length > 1) expect(b.padTo * b.indices.length).toBeLessThanOrEqual(budget);
+            else if (b.padTo > budget) expect(b.indices.length).toBe(1);
+          }
+        },
+      ),
     );
   });
 
   it("property: more budget never needs more batches", () => {
     fc.assert(
-      fc.property(fc.array(fc.integer({ min: 1, max: 300 }), { minLength: 1, maxLength: 100 }), fc.integer({ min: 1, max: 5000 }), (lengths, budget) => {
-        expect(planBatches(lengths, budget * 2).length).toBeLessThanOrEqual(planBatches(lengths, budget).length);
-      }),
+      fc.property(
+        fc.array(fc.integer({ min: 1, max: 300 }), { minLength: 1, maxLength: 100 }),
+        fc.integer({ min: 1, max: 5000 }),
+        (lengths, budget) => {
+          expect(planBatches(lengths, budget * 2).length).toBeLessThanOrEqual(planBatches(lengths, budget).length);
+        },
+      ),
     );
   });
 });
@@ -54,12 +62,18 @@ describe("planBatches", () => {
 describe("runInBatches", () => {
   it("property: results come back in input order", async () => {
     await fc.assert(
-      fc.asyncProperty(fc.array(fc.integer({ min: 1, max: 300 }), { maxLength: 100 }), fc.integer({ min: 1, max: 4000 }), async (lengths, budget) => {
-        // Each result identifies the row it was computed from (its length and padded width).
-        const out = await runInBatches(lengths, budget, (b) => b.indices.map((i) => ({ i, len: lengths[i], padTo: b.padTo })));
-        expect(out.map((r) => r.i)).toEqual(lengths.map((_, i) => i));
-        for (const r of out) expect(r.padTo).toBeGreaterThanOrEqual(r.len);
-      }),
+      fc.asyncProperty(
+        fc.array(fc.integer({ min: 1, max: 300 }), { maxLength: 100 }),
+        fc.integer({ min: 1, max: 4000 }),
+        async (lengths, budget) => {
+          // Each result identifies the row it was computed from (its length and padded width).
+          const out = await runInBatches(lengths, budget, (b) =>
+            b.indices.map((i) => ({ i, len: lengths[i], padTo: b.padTo })),
+          );
+          expect(out.map((r) => r.i)).toEqual(lengths.map((_, i) => i));
+          for (const r of out) expect(r.padTo).toBeGreaterThanOrEqual(r.len);
+        },
+      ),
     );
   });
 
