@@ -132,6 +132,8 @@ export interface SnapshotManifest {
   embedder: import("./types.ts").EmbedderIdentity;
   metric: "inner_product";
   index_type: string;
+  /** Index factory string and search parameters (efSearch, nprobe, ...) the loader applies. */
+  index_params?: Record<string, string | number>;
   counts: { documents: number; passages: number };
   files: Record<string, SnapshotFileEntry>;
   /** Embedder-specific corpus statistics (e.g. document frequencies for the hashing embedder). */

@@ -1,0 +1,412 @@
+// VectorIndex over faiss-node: exact inner product (cosine on normalised vectors) and the
+// approximate index types of faiss's index factory, built in bounded batches.
+//
+// faiss-node's own buffer paths are avoided on purpose: Index.fromBuffer copies the bytes twice
+// and never frees its VectorIOReader (RSS grows by the index size on every load, measured), and
+// toBuffer leaks its VectorIOWriter the same way. Going through a private temp file with
+// write()/read() costs one sequential file pass and frees everything.
+import { randomBytes } from "node:crypto";
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Config } from "../core/config.ts";
+import { ValidationError } from "../core/errors.ts";
+import type { SnapshotManifest, VectorIndex, VectorSearchResult } from "../core/ports.ts";
+
+const require = createRequire(import.meta.url);
+
+/** What faiss-node's Index looks like to us; the typed methods exist only in our patched build. */
+interface NativeIndex {
+  ntotal(): number;
+  getDimension(): number;
+  isTrained(): boolean;
+  add(x: number[]): void;
+  train(x: number[]): void;
+  search(x: number[], k: number): { distances: number[]; labels: number[] };
+  write(fname: string): void;
+  toBuffer(): Buffer;
+  addTyped?(x: Float32Array): void;
+  searchTyped?(x: Float32Array, k: number): { distances: Float32Array; labels: Float64Array };
+  setSearchParameter?(name: string, value: number): void;
+}
+
+interface FaissModule {
+  Index: {
+    fromFactory(d: number, descriptor: string, metric?: number): NativeIndex;
+    fromBuffer(buf: Buffer): NativeIndex;
+    read(fname: string): NativeIndex;
+  };
+  IndexFlatIP: new (d: number) => NativeIndex;
+}
+
+let faissModule: FaissModule | undefined;
+function faiss(): FaissModule {
+  faissModule ??= require("faiss-node") as FaissModule;
+  return faissModule;
+}
+
+const METRIC_INNER_PRODUCT = 0;
+
+export type IndexType = Config["indexType"];
+export type ConcreteIndexType = Exclude<IndexType, "auto">;
+export const INDEX_TYPES: readonly ConcreteIndexType[] = ["flat", "hnsw", "ivf", "ivfpq", "sq8", "fp16"];
+
+/**
+ * Default index type by corpus size (INDEX_TYPE overrides it):
+ * - fewer than 100,000 vectors → "flat": exact, and a single-threaded scan of ≤ 100K×384 floats
+ *   (≤ 154 MB) stays in the low tens of milliseconds, memory-bandwidth bound (see `npm run bench -- faiss`).
+ * - up to 5,000,000 → "hnsw" (HNSW32,Flat): sub-millisecond to few-ms queries at recall@20 ≥ 0.95,
+ *   costs the full vectors plus ~0.3 KB of graph links per vector.
+ * - beyond → "ivfpq": compressed codes (d/8 bytes per vector at 8 bits × d/8 sub-quantizers) so the
+ *   index still fits a function's memory (Lambda tops out at 10 GB), at a recall cost.
+ */
+export function chooseIndexType(count: number, override: IndexType = "auto"): ConcreteIndexType {
+  if (override !== "auto") return override;
+  if (count < 100_000) return "flat";
+  if (count <= 5_000_000) return "hnsw";
+  return "ivfpq";
+}
+
+/** Build-time knobs; anything unset gets a default derived from the vector count. */
+export interface FaissIndexParams {
+  /** HNSW graph degree (M). */
+  hnswM?: number;
+  /** HNSW candidate list size at query time. */
+  efSearch?: number;
+  /** IVF inverted lists. */
+  nlist?: number;
+  /** IVF lists probed per query. */
+  nprobe?: number;
+  /** PQ sub-quantizers (must divide the dimensions). */
+  pqM?: number;
+  /** Vectors used to train IVF/PQ (taken from the start of the stream). */
+  trainSize?: number;
+}
+
+/** Recorded in the manifest (`index_params`) so the loader sets the same search parameters. */
+export type IndexParamsRecord = Record<string, string | number>;
+
+export interface FaissIndexOptions {
+  dimensions: number;
+  type: IndexType;
+  /** Expected number of vectors: picks "auto" and the IVF size. The stream may differ. */
+  count?: number;
+  params?: FaissIndexParams;
+}
+
+export interface FaissVectorIndex extends VectorIndex {
+  readonly type: ConcreteIndexType | "unknown";
+  readonly params: IndexParamsRecord;
+  /** Serialised index (faiss's own format, as read back by faissIndexFromBuffer). */
+  toBuffer(): Uint8Array;
+  /** Sets a faiss ParameterSpace value (efSearch, nprobe); false when this build cannot. */
+  setSearchParameter(name: string, value: number): boolean;
+}
+
+/** Largest number of floats handed to faiss-node as a JS array at once (fallback paths only). */
+const MAX_JS_FLOATS = 1 << 20;
+
+function defaultNlist(n: number): number {
+  // ~2·sqrt(n) lists, rounded to a power of two (1024 at 200K), with at least 39 training points
+  // per list (faiss's k-means warns below that).
+  const target = 2 ** Math.round(Math.log2(Math.max(1, 2 * Math.sqrt(n))));
+  let nlist = Math.max(1, target);
+  while (nlist > 1 && nlist * 39 > n) nlist /= 2;
+  return nlist;
+}
+
+function defaultPqM(d: number): number {
+  // d/8 sub-quantizers of 8 bits: 1 byte per 8 dimensions (48 B for 384-d).
+  for (let m = Math.max(1, Math.floor(d / 8)); m >= 1; m--) if (d % m === 0) return m;
+  return 1;
+}
+
+interface Plan {
+  type: ConcreteIndexType;
+  factory: string;
+  params: IndexParamsRecord;
+  search: Record<string, number>;
+  trainSize: number;
+}
+
+function plan(type: ConcreteIndexType, d: number, n: number, p: FaissIndexParams): Plan {
+  switch (type) {
+    case "flat":
+      return { type, factory: "Flat", params: { factory: "Flat" }, search: {}, trainSize: 0 };
+    case "sq8":
+    case "fp16": {
+      const factory = type === "sq8" ? "SQ8" : "SQfp16";
+      // SQ8 learns per-dimension ranges; fp16 needs no training but faiss accepts a train call.
+      return {
+        type,
+        factory,
+        params: { factory },
+        search: {},
+        trainSize: type === "sq8" ? (p.trainSize ?? 16_384) : 0,
+      };
+    }
+    case "hnsw": {
+      const m = p.hnswM ?? 32;
+      const efSearch = p.efSearch ?? 128;
+      const factory = `HNSW${m},Flat`;
+      // efConstruction stays faiss's default (40): neither the factory string nor ParameterSpace can set it.
+      return {
+        type,
+        factory,
+        params: { factory, hnsw_m: m, efConstruction: 40, efSearch },
+        search: { efSearch },
+        trainSize: 0,
+      };
+    }
+    case "ivf":
+    case "ivfpq": {
+      const nlist = p.nlist ?? defaultNlist(n);
+      const nprobe = Math.min(nlist, p.nprobe ?? Math.max(1, Math.round(nlist / 32)));
+      let factory = `IVF${nlist},Flat`;
+      const params: IndexParamsRecord = { nlist, nprobe };
+      // The training sample is the one array handed to faiss-node as JS numbers: capped at 50K rows.
+      let trainSize = p.trainSize ?? Math.min(Math.max(nlist * 39, 10_000), 50_000);
+      if (type === "ivfpq") {
+        const m = p.pqM ?? defaultPqM(d);
+        if (d % m !== 0) throw new ValidationError(`PQ sub-quantizers (${m}) must divide the dimensions (${d})`);
+        // "np": skip polysemous training, a simulated-annealing pass that only helps Hamming-distance
+        // filtering (unused here) and made training ~20x slower in our measurements.
+        factory = `IVF${nlist},PQ${m}x8np`;
+        params.pq_m = m;
+        params.pq_bits = 8;
+        // PQ codebooks have 256 centroids each: at least 39·256 training points are wanted.
+        trainSize = p.trainSize ?? Math.min(Math.max(nlist * 39, 256 * 39), 50_000);
+      }
+      return { type, factory, params: { factory, ...params }, search: { nprobe }, trainSize };
+    }
+  }
+}
+
+function rowsPerBatch(d: number): number {
+  return Math.max(1, Math.floor(MAX_JS_FLOATS / d));
+}
+
+function addRows(index: NativeIndex, rows: Float32Array, d: number): void {
+  if (rows.length === 0) return;
+  if (typeof index.addTyped === "function") {
+    index.addTyped(rows);
+    return;
+  }
+  // Upstream faiss-node: bounded slices so at most MAX_JS_FLOATS JS numbers exist at once.
+  const step = rowsPerBatch(d) * d;
+  for (let off = 0; off < rows.length; off += step) index.add(Array.from(rows.subarray(off, off + step)));
+}
+
+function applySearchParams(index: NativeIndex, search: Record<string, number>): Record<string, number> {
+  const applied: Record<string, number> = {};
+  if (typeof index.setSearchParameter !== "function") return applied;
+  for (const [name, value] of Object.entries(search)) {
+    index.setSearchParameter(name, value);
+    applied[name] = value;
+  }
+  return applied;
+}
+
+class FaissIndex implements FaissVectorIndex {
+  readonly dimensions: number;
+  readonly count: number;
+  constructor(
+    private readonly native: NativeIndex,
+    readonly type: ConcreteIndexType | "unknown",
+    readonly params: IndexParamsRecord,
+  ) {
+    this.dimensions = native.getDimension();
+    this.count = native.ntotal();
+  }
+
+  search(query: Float32Array, k: number): VectorSearchResult {
+    if (query.length !== this.dimensions) {
+      throw new ValidationError(`query vector has ${query.length} dimensions, the index has ${this.dimensions}`);
+    }
+    // faiss-node's upstream search throws for k > ntotal; the contract is "fewer results".
+    const kk = Math.min(Math.floor(k), this.count);
+    if (!(kk > 0)) return { ordinals: [], scores: [] };
+    const ordinals: number[] = [];
+    const scores: number[] = [];
+    if (typeof this.native.searchTyped === "function") {
+      const r = this.native.searchTyped(query, kk);
+      for (let i = 0; i < kk; i++) {
+        if (r.labels[i] < 0) continue; // approximate indexes pad with -1 when they find fewer
+        ordinals.push(r.labels[i]);
+        scores.push(r.distances[i]);
+      }
+    } else {
+      const r = this.native.search(Array.from(query), kk);
+      for (let i = 0; i < kk; i++) {
+        if (r.labels[i] < 0) continue;
+        ordinals.push(r.labels[i]);
+        scores.push(r.distances[i]);
+      }
+    }
+    return { ordinals, scores };
+  }
+
+  setSearchParameter(name: string, value: number): boolean {
+    if (typeof this.native.setSearchParameter !== "function") return false;
+    this.native.setSearchParameter(name, value);
+    this.params[name] = value;
+    return true;
+  }
+
+  toBuffer(): Uint8Array {
+    return withTempFile((file) => {
+      this.native.write(file);
+      return readFileSync(file);
+    });
+  }
+}
+
+function withTempFile<T>(fn: (file: string) => T): T {
+  const dir = mkdtempSync(join(tmpdir(), "faiss-"));
+  try {
+    return fn(join(dir, `${randomBytes(6).toString("hex")}.faiss`));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Builds an inner-product index from row-major batches of vectors. Only one batch is held as JS
+ * numbers at a time (none with the typed add of our faiss-node build); IVF/PQ/SQ8 are trained
+ * on the first `trainSize` vectors of the stream, buffered as a Float32Array.
+ */
+export async function buildFaissIndex(
+  opts: FaissIndexOptions,
+  batches: Iterable<Float32Array> | AsyncIterable<Float32Array>,
+): Promise<FaissVectorIndex> {
+  const d = opts.dimensions;
+  if (!Number.isInteger(d) || d <= 0) throw new ValidationError(`dimensions must be a positive integer, got ${d}`);
+  const hint = opts.count ?? 0;
+  const params = opts.params ?? {};
+  let type = chooseIndexType(hint, opts.type);
+  let p = plan(type, d, Math.max(hint, 1), params);
+
+  let index: NativeIndex | undefined;
+  // Training buffer (only for types that need training): the first trainSize rows.
+  let pending: Float32Array | undefined = p.trainSize > 0 ? new Float32Array(p.trainSize * d) : undefined;
+  let pendingRows = 0;
+
+  const create = (n: number): NativeIndex => {
+    // The stream may be shorter than the hint: size IVF from what we actually have.
+    if (opts.type === "auto") type = chooseIndexType(n);
+    p = plan(type, d, n, params);
+    if (type === "flat") return new (faiss().IndexFlatIP)(d);
+    return faiss().Index.fromFactory(d, p.factory, METRIC_INNER_PRODUCT);
+  };
+
+  const train = (idx: NativeIndex, rows: Float32Array) => {
+    if (idx.isTrained()) return;
+    const n = rows.length / d;
+    if (n === 0) throw new ValidationError(`a ${type} index needs training vectors; none were given`);
+    if ((type === "ivfpq" && n < 256) || ((type === "ivf" || type === "ivfpq") && n < Number(p.params.nlist))) {
+      throw new ValidationError(
+        `a ${type} index needs at least ${type === "ivfpq" ? 256 : p.params.nlist} vectors to train, got ${n}`,
+      );
+    }
+    // faiss-node has no typed train: this one bounded sample is the largest JS array we build.
+    idx.train(Array.from(rows));
+  };
+
+  for await (const batch of batches) {
+    if (batch.length % d !== 0)
+      throw new ValidationError(`a batch of ${batch.length} floats is not a multiple of ${d} dimensions`);
+    let rows = batch;
+    if (pending) {
+      const room = pending.length / d - pendingRows;
+      const take = Math.min(room, rows.length / d);
+      pending.set(rows.subarray(0, take * d), pendingRows * d);
+      pendingRows += take;
+      rows = rows.subarray(take * d);
+      if (pendingRows * d < pending.length) continue;
+      index = create(Math.max(hint, pendingRows));
+      train(index, pending);
+      addRows(index, pending, d);
+      pending = undefined;
+    }
+    index ??= create(hint);
+    addRows(index, rows, d);
+  }
+  if (pending) {
+    // Stream ended before the training sample filled up: the sample is the whole corpus.
+    const sample = pending.subarray(0, pendingRows * d);
+    index = create(pendingRows);
+    train(index, sample);
+    addRows(index, sample, d);
+  }
+  index ??= create(0);
+  applySearchParams(index, p.search);
+  return new FaissIndex(index, type, { ...p.params });
+}
+
+export interface FaissLoadOptions {
+  /** efSearch / nprobe etc., as recorded in the manifest's index_params. */
+  searchParams?: Record<string, unknown>;
+  type?: ConcreteIndexType | "unknown";
+}
+
+function searchParamsOf(record: Record<string, unknown> | undefined): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const name of ["efSearch", "nprobe"]) {
+    const v = record?.[name];
+    if (typeof v === "number" && Number.isFinite(v)) out[name] = v;
+  }
+  return out;
+}
+
+function wrapLoaded(native: NativeIndex, opts: FaissLoadOptions): FaissIndex {
+  const applied = applySearchParams(native, searchParamsOf(opts.searchParams));
+  const params: IndexParamsRecord = {};
+  for (const [k, v] of Object.entries(opts.searchParams ?? {}))
+    if (typeof v === "string" || typeof v === "number") params[k] = v;
+  return new FaissIndex(native, opts.type ?? "unknown", { ...params, ...applied });
+}
+
+/** Reads an index serialised by toBuffer() (or faiss's write_index). */
+export function faissIndexFromBuffer(buf: Uint8Array, opts: FaissLoadOptions = {}): FaissVectorIndex {
+  let native: NativeIndex;
+  try {
+    native = withTempFile((file) => {
+      const fd = openSync(file, "w", 0o600);
+      try {
+        writeSync(fd, buf);
+      } finally {
+        closeSync(fd);
+      }
+      return faiss().Index.read(file);
+    });
+  } catch (e) {
+    throw new ValidationError(`not a readable FAISS index: ${(e as Error).message}`);
+  }
+  return wrapLoaded(native, opts);
+}
+
+/** Reads an index from a file (the loader's spool file): no JS copy of the bytes at all. */
+export function faissIndexFromFile(file: string, opts: FaissLoadOptions = {}): FaissVectorIndex {
+  let native: NativeIndex;
+  try {
+    native = faiss().Index.read(file);
+  } catch (e) {
+    throw new ValidationError(`not a readable FAISS index: ${(e as Error).message}`);
+  }
+  return wrapLoaded(native, opts);
+}
+
+/** Load options from a snapshot manifest (index type and recorded search parameters). */
+export function loadOptionsFromManifest(manifest: SnapshotManifest): FaissLoadOptions {
+  const type = (INDEX_TYPES as readonly string[]).includes(manifest.index_type)
+    ? (manifest.index_type as ConcreteIndexType)
+    : "unknown";
+  return { type, searchParams: manifest.index_params };
+}
+
+/** Whether this faiss-node build has our typed add/search patch (false for the prebuilt binary). */
+export function hasTypedFaiss(): boolean {
+  const probe = new (faiss().IndexFlatIP)(1);
+  return typeof probe.searchTyped === "function" && typeof probe.addTyped === "function";
+}
