@@ -63,7 +63,11 @@ function blend(current: number, observed: number, weight: number, maxGrowth: num
 }
 
 /** The estimate after one more successful call (a new object). */
-export function updateEstimate(est: RerankCostEstimate, obs: RerankObservation, opts: EstimateOptions = {}): RerankCostEstimate {
+export function updateEstimate(
+  est: RerankCostEstimate,
+  obs: RerankObservation,
+  opts: EstimateOptions = {},
+): RerankCostEstimate {
   const alpha = opts.alpha ?? 0.2;
   const maxGrowth = opts.maxGrowth ?? 4;
   if (!(obs.pairs > 0) || !(obs.wallMs >= 0)) return est;
@@ -79,7 +83,8 @@ export function updateEstimate(est: RerankCostEstimate, obs: RerankObservation, 
     const wt = Math.max(alpha, 1 / tokenObservations);
     next.tokenObservations = tokenObservations;
     next.msPerToken = blend(est.msPerToken, modelMs / obs.tokens, wt, maxGrowth);
-    if (obs.estimatedTokens > 0) next.tokenRatio = blend(est.tokenRatio, obs.tokens / obs.estimatedTokens, wt, maxGrowth);
+    if (obs.estimatedTokens > 0)
+      next.tokenRatio = blend(est.tokenRatio, obs.tokens / obs.estimatedTokens, wt, maxGrowth);
   }
   return next;
 }
@@ -184,7 +189,9 @@ export interface RerankCostTracker {
   observe(obs: RerankObservation): void;
 }
 
-export function createRerankCostTracker(opts: EstimateOptions & { prior?: Partial<RerankCostPrior> } = {}): RerankCostTracker {
+export function createRerankCostTracker(
+  opts: EstimateOptions & { prior?: Partial<RerankCostPrior> } = {},
+): RerankCostTracker {
   let est = initialEstimate(opts.prior);
   return {
     current: () => est,

@@ -4,13 +4,7 @@
 // Pure orchestration over ports; the only failure that reaches the caller is one the first
 // stage cannot work around (no embedding, a mismatched embedder). A failing second stage
 // degrades to first-stage results with a warning.
-import {
-  estimatePairTokens,
-  estimateTokens,
-  planRerank,
-  type RerankCostTracker,
-  type RerankPlan,
-} from "./budget.ts";
+import { estimatePairTokens, estimateTokens, planRerank, type RerankCostTracker, type RerankPlan } from "./budget.ts";
 import { DomainError, EmbedderMismatchError, EmbedderUnavailableError } from "./errors.ts";
 import { collapseByDocument, fuseScores, rankScores } from "./fusion.ts";
 import type { Clock, Embedder, LoadedSnapshot, RerankerPort } from "./ports.ts";
@@ -105,7 +99,8 @@ export function assertSameEmbedder(snapshot: EmbedderIdentity, query: EmbedderId
   const fields = ["kind", "model", "dimensions", "normalized", "pooling"] as const;
   const differing: string[] = fields.filter((f) => snapshot[f] !== query[f]);
   if (differing.length === 0) return;
-  const show = (id: EmbedderIdentity) => `${id.kind}/${id.model} (${id.dimensions}d${id.normalized ? ", normalised" : ""}${id.pooling ? `, ${id.pooling} pooling` : ""})`;
+  const show = (id: EmbedderIdentity) =>
+    `${id.kind}/${id.model} (${id.dimensions}d${id.normalized ? ", normalised" : ""}${id.pooling ? `, ${id.pooling} pooling` : ""})`;
   throw new EmbedderMismatchError(
     `the index was built with ${show(snapshot)} but queries are embedded with ${show(query)} (differs in ${differing.join(", ")}); configure the same embedder or rebuild the index`,
   );
@@ -196,7 +191,8 @@ async function withTimeout<T>(ms: number, fn: (signal: AbortSignal) => Promise<T
 
 function describeFailure(e: unknown, timeoutMs: number): string {
   if (e instanceof RerankTimeout) return e.message;
-  if (e instanceof Error && (e.name === "TimeoutError" || e.name === "AbortError")) return `timed out after ${timeoutMs} ms`;
+  if (e instanceof Error && (e.name === "TimeoutError" || e.name === "AbortError"))
+    return `timed out after ${timeoutMs} ms`;
   if (e instanceof DomainError) return e.message;
   if (e instanceof Error) return `${e.name === "Error" ? "" : `${e.name}: `}${e.message}`;
   return String(e);
@@ -244,17 +240,24 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
     vector = await embedder.embedQuery(request.query, { signal });
   } catch (e) {
     if (e instanceof DomainError) throw e;
-    throw new EmbedderUnavailableError(`query embedding failed: ${describeFailure(e, deps.limits.embedTimeoutMs ?? 0)}`, e);
+    throw new EmbedderUnavailableError(
+      `query embedding failed: ${describeFailure(e, deps.limits.embedTimeoutMs ?? 0)}`,
+      e,
+    );
   }
   if (vector.length !== snapshot.index.dimensions) {
-    throw new EmbedderMismatchError(`the query embedder gave ${vector.length} dimensions, the index has ${snapshot.index.dimensions}`);
+    throw new EmbedderMismatchError(
+      `the query embedder gave ${vector.length} dimensions, the index has ${snapshot.index.dimensions}`,
+    );
   }
   const t1 = clock.now();
 
   // ---- first stage ----
   const { candidates } = retrieveCandidates(snapshot, vector, request, deps.limits.maxCandidates);
   if (hasFilter(request.filter) && candidates.length < request.k) {
-    warnings.push(`filter: only ${candidates.length} passage${candidates.length === 1 ? "" : "s"} of the index match the filter`);
+    warnings.push(
+      `filter: only ${candidates.length} passage${candidates.length === 1 ? "" : "s"} of the index match the filter`,
+    );
   }
   const t2 = clock.now();
 
@@ -265,7 +268,9 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
     warnings.push("reranking is not configured (RERANKER=none); results are first-stage only");
   } else if (request.rerank && reranker && candidates.length > 0) {
     const queryTokens = estimateTokens(request.query);
-    const pairTokens = candidates.map((c) => estimatePairTokens(queryTokens, c.passage.text, deps.limits.maxPairTokens));
+    const pairTokens = candidates.map((c) =>
+      estimatePairTokens(queryTokens, c.passage.text, deps.limits.maxPairTokens),
+    );
     const plan = planRerank({
       budgetMs: request.budget_ms,
       elapsedMs: clock.now() - t0,
@@ -273,10 +278,14 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
       estimate: deps.estimate.current(),
       minCandidates: deps.limits.minRerankCandidates ?? 2,
     });
-    if (plan.reason === "partial" || plan.reason === "over_budget") warnings.push(budgetWarning(plan, candidates.length, request.budget_ms!));
+    if (plan.reason === "partial" || plan.reason === "over_budget")
+      warnings.push(budgetWarning(plan, candidates.length, request.budget_ms!));
     if (plan.count > 0) {
       const sent = candidates.slice(0, plan.count);
-      const timeoutMs = Math.max(1, Math.floor(plan.remainingMs === null ? deps.rerankTimeoutMs : Math.min(deps.rerankTimeoutMs, plan.remainingMs)));
+      const timeoutMs = Math.max(
+        1,
+        Math.floor(plan.remainingMs === null ? deps.rerankTimeoutMs : Math.min(deps.rerankTimeoutMs, plan.remainingMs)),
+      );
       const started = clock.now();
       try {
         const resp = await withTimeout(timeoutMs, (signal) =>
@@ -291,7 +300,10 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
           tokens: resp.meta?.tokens,
           serverMs: resp.meta?.timings?.total_ms,
         });
-        const ranks = rankScores(scores, sent.map((c) => c.retrieval.rank));
+        const ranks = rankScores(
+          scores,
+          sent.map((c) => c.retrieval.rank),
+        );
         sent.forEach((c, i) => {
           c.rerank = { score: scores[i], rank: ranks[i] };
         });
@@ -325,6 +337,11 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
     candidates: candidates.length,
     fusion: request.fusion,
     warnings,
-    timings: { embed_ms: round(t1 - t0), search_ms: round(t2 - t1), rerank_ms: round(t3 - t2), total_ms: round(t4 - t0) },
+    timings: {
+      embed_ms: round(t1 - t0),
+      search_ms: round(t2 - t1),
+      rerank_ms: round(t3 - t2),
+      total_ms: round(t4 - t0),
+    },
   };
 }

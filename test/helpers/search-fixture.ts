@@ -6,7 +6,12 @@ import type { Embedder, LoadedSnapshot, PassageStore, SnapshotManifest, VectorIn
 import type { EmbedderIdentity, Passage, RerankRequest, RerankResponse } from "../../shared/core/types.ts";
 
 export const BOW_DIMENSIONS = 256;
-export const bowIdentity: EmbedderIdentity = { kind: "hashing", model: "test-bow-256", dimensions: BOW_DIMENSIONS, normalized: true };
+export const bowIdentity: EmbedderIdentity = {
+  kind: "hashing",
+  model: "test-bow-256",
+  dimensions: BOW_DIMENSIONS,
+  normalized: true,
+};
 
 function fnv1a(s: string): number {
   let h = 0x811c9dc5;
@@ -66,7 +71,10 @@ export const DOCS: Doc[] = [
     id: "dogs",
     source: "kb/animals/dogs.md",
     metadata: { lang: "en", topic: "animals", tags: ["pets"] },
-    passages: ["Dogs are loyal pets that bark, fetch and guard the house.", "A dog needs daily walks and likes to play fetch."],
+    passages: [
+      "Dogs are loyal pets that bark, fetch and guard the house.",
+      "A dog needs daily walks and likes to play fetch.",
+    ],
   },
   {
     id: "lions",
@@ -123,7 +131,15 @@ export function corpusPassages(docs: Doc[] = DOCS): Passage[] {
   for (const d of docs) {
     let offset = 0;
     d.passages.forEach((text, i) => {
-      out.push({ id: `${d.id}#${i}`, docId: d.id, text, source: d.source, metadata: d.metadata, start: offset, end: offset + text.length });
+      out.push({
+        id: `${d.id}#${i}`,
+        docId: d.id,
+        text,
+        source: d.source,
+        metadata: d.metadata,
+        start: offset,
+        end: offset + text.length,
+      });
       offset += text.length + 1;
     });
   }
@@ -155,7 +171,11 @@ export function passageStore(passages: Passage[]): PassageStore {
   return { count: passages.length, get: (i) => passages[i] };
 }
 
-export function manifestFor(version: string, passages: Passage[], identity: EmbedderIdentity = bowIdentity): SnapshotManifest {
+export function manifestFor(
+  version: string,
+  passages: Passage[],
+  identity: EmbedderIdentity = bowIdentity,
+): SnapshotManifest {
   return {
     format_version: 1,
     version,
@@ -169,7 +189,10 @@ export function manifestFor(version: string, passages: Passage[], identity: Embe
 }
 
 /** A loaded snapshot over the brute-force index. */
-export function jsSnapshot(passages: Passage[] = corpusPassages(), version = "v-test-1"): LoadedSnapshot & { index: ReturnType<typeof bruteForceIndex> } {
+export function jsSnapshot(
+  passages: Passage[] = corpusPassages(),
+  version = "v-test-1",
+): LoadedSnapshot & { index: ReturnType<typeof bruteForceIndex> } {
   const vectors = passages.map((p) => bowVector(p.text));
   return {
     version,
@@ -191,7 +214,14 @@ export function rerankAnswer(req: RerankRequest, score: (text: string) => number
     .sort((a, b) => b.relevance_score - a.relevance_score);
   return {
     results,
-    meta: { model: "test", provider: "test", pairs: texts.length, tokens, truncated: 0, timings: { tokenize_ms: 0, inference_ms: 0, total_ms: 0 } },
+    meta: {
+      model: "test",
+      provider: "test",
+      pairs: texts.length,
+      tokens,
+      truncated: 0,
+      timings: { tokenize_ms: 0, inference_ms: 0, total_ms: 0 },
+    },
   };
 }
 

@@ -59,10 +59,20 @@ describe("cost estimate", () => {
   });
 
   it("limits how far one observation can raise a quantity (a cold start does not poison the estimate)", () => {
-    const est = updateEstimate(initialEstimate(), { pairs: 10, estimatedTokens: 1000, wallMs: 3050, serverMs: 50, tokens: 1000 });
+    const est = updateEstimate(initialEstimate(), {
+      pairs: 10,
+      estimatedTokens: 1000,
+      wallMs: 3050,
+      serverMs: 50,
+      tokens: 1000,
+    });
     // overhead observation 3000 ms is clipped to 4 × prior 10 ms = 40 ms
     expect(est.overheadMs).toBe(40);
-    const custom = updateEstimate(initialEstimate(), { pairs: 10, estimatedTokens: 1000, wallMs: 3050, serverMs: 50 }, { maxGrowth: 2 });
+    const custom = updateEstimate(
+      initialEstimate(),
+      { pairs: 10, estimatedTokens: 1000, wallMs: 3050, serverMs: 50 },
+      { maxGrowth: 2 },
+    );
     expect(custom.overheadMs).toBe(20);
   });
 
@@ -124,24 +134,47 @@ describe("planRerank", () => {
 
   it("reranks everything when it fits", () => {
     // remaining 200 − 50 − 0 = 150 ≥ 110
-    const p = planRerank({ budgetMs: 200, elapsedMs: 50, reserveMs: 0, candidateTokens: tokens, estimate: est, minCandidates: 4 });
+    const p = planRerank({
+      budgetMs: 200,
+      elapsedMs: 50,
+      reserveMs: 0,
+      candidateTokens: tokens,
+      estimate: est,
+      minCandidates: 4,
+    });
     expect(p).toMatchObject({ count: 10, reason: "within_budget", remainingMs: 150 });
   });
 
   it("reranks the best prefix that fits", () => {
     // remaining 100 − 40 = 60 → 10 + 10n ≤ 60 → n = 5
-    const p = planRerank({ budgetMs: 100, elapsedMs: 40, reserveMs: 0, candidateTokens: tokens, estimate: est, minCandidates: 4 });
+    const p = planRerank({
+      budgetMs: 100,
+      elapsedMs: 40,
+      reserveMs: 0,
+      candidateTokens: tokens,
+      estimate: est,
+      minCandidates: 4,
+    });
     expect(p.count).toBe(5);
     expect(p.reason).toBe("partial");
     expect(p.predictedMs).toBeCloseTo(60, 9);
     expect(p.remainingMs).toBe(60);
     // default reserve of 1 ms: 101 − 40 − 1 = 60 → still 5
-    expect(planRerank({ budgetMs: 101, elapsedMs: 40, candidateTokens: tokens, estimate: est, minCandidates: 4 }).count).toBe(5);
+    expect(
+      planRerank({ budgetMs: 101, elapsedMs: 40, candidateTokens: tokens, estimate: est, minCandidates: 4 }).count,
+    ).toBe(5);
   });
 
   it("skips when fewer than minCandidates fit, or nothing is left", () => {
     // remaining 25 → only n = 1 (20 ms) fits, below minCandidates 4
-    const p = planRerank({ budgetMs: 50, elapsedMs: 25, reserveMs: 0, candidateTokens: tokens, estimate: est, minCandidates: 4 });
+    const p = planRerank({
+      budgetMs: 50,
+      elapsedMs: 25,
+      reserveMs: 0,
+      candidateTokens: tokens,
+      estimate: est,
+      minCandidates: 4,
+    });
     expect(p).toMatchObject({ count: 0, reason: "over_budget", predictedMs: 0 });
     const late = planRerank({ budgetMs: 30, elapsedMs: 40, candidateTokens: tokens, estimate: est, minCandidates: 1 });
     expect(late).toMatchObject({ count: 0, reason: "over_budget" });
@@ -150,10 +183,26 @@ describe("planRerank", () => {
 
   it("clamps minCandidates to the candidates there are", () => {
     // two candidates, remaining 25: one fits (20 ms) but minCandidates clamps to 2 → skip
-    expect(planRerank({ budgetMs: 25, elapsedMs: 0, reserveMs: 0, candidateTokens: [100, 100], estimate: est, minCandidates: 4 }).count).toBe(0);
+    expect(
+      planRerank({
+        budgetMs: 25,
+        elapsedMs: 0,
+        reserveMs: 0,
+        candidateTokens: [100, 100],
+        estimate: est,
+        minCandidates: 4,
+      }).count,
+    ).toBe(0);
     // remaining 30: both fit
-    expect(planRerank({ budgetMs: 30, elapsedMs: 0, reserveMs: 0, candidateTokens: [100, 100], estimate: est, minCandidates: 4 }).reason).toBe(
-      "within_budget",
-    );
+    expect(
+      planRerank({
+        budgetMs: 30,
+        elapsedMs: 0,
+        reserveMs: 0,
+        candidateTokens: [100, 100],
+        estimate: est,
+        minCandidates: 4,
+      }).reason,
+    ).toBe("within_budget");
   });
 });

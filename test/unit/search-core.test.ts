@@ -68,10 +68,13 @@ describe("searchTwoStage: first stage", () => {
     expect(r.results.map((h) => h.retrieval.rank)).toEqual([1, 2, 3, 4]);
     // score = retrieval score, descending
     for (const h of r.results) expect(h.score).toBe(h.retrieval.score);
-    for (let i = 1; i < r.results.length; i++) expect(r.results[i - 1].score).toBeGreaterThanOrEqual(r.results[i].score);
+    for (let i = 1; i < r.results.length; i++)
+      expect(r.results[i - 1].score).toBeGreaterThanOrEqual(r.results[i].score);
     expect(r.index).toEqual({ version: "v-test-1", count: corpusPassages().length });
     expect(r.candidates).toBe(corpusPassages().length); // 15 passages < 20 candidates
-    expect(r.timings.total_ms).toBeGreaterThanOrEqual(r.timings.embed_ms + r.timings.search_ms + r.timings.rerank_ms - 0.01);
+    expect(r.timings.total_ms).toBeGreaterThanOrEqual(
+      r.timings.embed_ms + r.timings.search_ms + r.timings.rerank_ms - 0.01,
+    );
   });
 
   it("fetches exactly `candidates` from the index without a filter", async () => {
@@ -102,7 +105,8 @@ describe("searchTwoStage: second stage", () => {
 
   it("passes the fusion mode and alpha through", async () => {
     const ranked = await searchTwoStage(req({ fusion: "rrf", k: 5 }), deps());
-    for (const h of ranked.results) expect(h.score).toBeCloseTo(1 / (60 + h.retrieval.rank) + 1 / (60 + h.rerank!.rank), 12);
+    for (const h of ranked.results)
+      expect(h.score).toBeCloseTo(1 / (60 + h.retrieval.rank) + 1 / (60 + h.rerank!.rank), 12);
     const lin = await searchTwoStage(req({ fusion: "linear", alpha: 1, k: 5 }), deps());
     // alpha 1: minmax(rerank) alone; the best reranked candidate scores 1
     expect(lin.results[0].score).toBe(1);
@@ -118,22 +122,45 @@ describe("searchTwoStage: second stage", () => {
 
 describe("searchTwoStage: filters", () => {
   it("filters by source prefix and by metadata equality (arrays: contains)", async () => {
-    const bySource = await searchTwoStage(req({ query: "cats", rerank: false, filter: { source_prefix: "kb/code/" } }), deps());
+    const bySource = await searchTwoStage(
+      req({ query: "cats", rerank: false, filter: { source_prefix: "kb/code/" } }),
+      deps(),
+    );
     expect(bySource.results.map((h) => h.doc_id).sort()).toEqual(["python", "rust", "sql"]);
-    const byMeta = await searchTwoStage(req({ query: "cats", rerank: false, k: 10, filter: { metadata: { lang: "de" } } }), deps());
+    const byMeta = await searchTwoStage(
+      req({ query: "cats", rerank: false, k: 10, filter: { metadata: { lang: "de" } } }),
+      deps(),
+    );
     expect(byMeta.results.map((h) => h.doc_id)).toEqual(["katzen"]);
-    const byTag = await searchTwoStage(req({ query: "cats", rerank: false, k: 10, filter: { metadata: { tags: "wild" } } }), deps());
+    const byTag = await searchTwoStage(
+      req({ query: "cats", rerank: false, k: 10, filter: { metadata: { tags: "wild" } } }),
+      deps(),
+    );
     expect(byTag.results.map((h) => h.doc_id)).toEqual(["lions"]);
-    const numeric = await searchTwoStage(req({ query: "x", rerank: false, k: 10, filter: { metadata: { version: 2 } } }), deps());
+    const numeric = await searchTwoStage(
+      req({ query: "x", rerank: false, k: 10, filter: { metadata: { version: 2 } } }),
+      deps(),
+    );
     expect(numeric.results.map((h) => h.doc_id)).toEqual(["sql"]);
     // "2" (string) is not 2 (number)
-    const strict = await searchTwoStage(req({ query: "x", rerank: false, k: 10, filter: { metadata: { version: "2" } } }), deps());
+    const strict = await searchTwoStage(
+      req({ query: "x", rerank: false, k: 10, filter: { metadata: { version: "2" } } }),
+      deps(),
+    );
     expect(strict.results).toEqual([]);
     expect(strict.warnings[0]).toMatch(/only 0 passages/);
   });
 
   it("matchesFilter combines source prefix and metadata (all must hold)", () => {
-    const p: Passage = { id: "a#0", docId: "a", text: "t", source: "kb/x", metadata: { lang: "en", n: 1 }, start: 0, end: 1 };
+    const p: Passage = {
+      id: "a#0",
+      docId: "a",
+      text: "t",
+      source: "kb/x",
+      metadata: { lang: "en", n: 1 },
+      start: 0,
+      end: 1,
+    };
     expect(matchesFilter(p, undefined)).toBe(true);
     expect(matchesFilter(p, { source_prefix: "kb/", metadata: { lang: "en" } })).toBe(true);
     expect(matchesFilter(p, { source_prefix: "kb/", metadata: { lang: "de" } })).toBe(false);
@@ -152,11 +179,16 @@ describe("searchTwoStage: filters", () => {
       start: 0,
       end: 10,
     }));
-    const wanted: Passage[] = ["a cat", "the cat sat here today quietly", "one cat among many words in this long passage"].map(
-      (text, i) => ({ id: `w${i}#0`, docId: `w${i}`, text, source: "kb/wanted", start: 0, end: text.length }),
-    );
+    const wanted: Passage[] = [
+      "a cat",
+      "the cat sat here today quietly",
+      "one cat among many words in this long passage",
+    ].map((text, i) => ({ id: `w${i}#0`, docId: `w${i}`, text, source: "kb/wanted", start: 0, end: text.length }));
     const snapshot = jsSnapshot([...noise, ...wanted]);
-    const r = await searchTwoStage(req({ query: "purring cat", k: 3, candidates: 5, rerank: false, filter: { source_prefix: "kb/" } }), deps({ snapshot }));
+    const r = await searchTwoStage(
+      req({ query: "purring cat", k: 3, candidates: 5, rerank: false, filter: { source_prefix: "kb/" } }),
+      deps({ snapshot }),
+    );
     expect(r.results.map((h) => h.id).sort()).toEqual(["w0#0", "w1#0", "w2#0"]);
     expect(r.results.map((h) => h.retrieval.rank)).toEqual([1, 2, 3]);
     // 64 (over-fetch) → 256 → 303 (the whole index)
@@ -174,7 +206,10 @@ describe("searchTwoStage: filters", () => {
       end: 5,
     }));
     const snapshot = jsSnapshot(many);
-    const r = await searchTwoStage(req({ query: "cat", k: 4, candidates: 10, rerank: false, filter: { source_prefix: "odd/" } }), deps({ snapshot }));
+    const r = await searchTwoStage(
+      req({ query: "cat", k: 4, candidates: 10, rerank: false, filter: { source_prefix: "odd/" } }),
+      deps({ snapshot }),
+    );
     expect(r.results).toHaveLength(4);
     expect(r.candidates).toBe(10);
     expect(snapshot.index.searches).toEqual([64]);
@@ -210,7 +245,10 @@ describe("searchTwoStage: collapse", () => {
       end: text.length,
     }));
     const snapshot = jsSnapshot([...long, ...others]);
-    const r = await searchTwoStage(req({ query: "solar panel", k: 3, candidates: 5, rerank: false, collapse: true }), deps({ snapshot }));
+    const r = await searchTwoStage(
+      req({ query: "solar panel", k: 3, candidates: 5, rerank: false, collapse: true }),
+      deps({ snapshot }),
+    );
     expect(r.results).toHaveLength(3);
     expect(r.results[0].doc_id).toBe("long");
     expect(new Set(r.results.map((h) => h.doc_id)).size).toBe(3);
@@ -285,7 +323,10 @@ describe("searchTwoStage: degraded second stage", () => {
   });
 
   it("says so when reranking is requested but not configured", async () => {
-    const none: RerankerPort = { describe: () => ({ kind: "none" }), rerank: async () => Promise.reject(new Error("unused")) };
+    const none: RerankerPort = {
+      describe: () => ({ kind: "none" }),
+      rerank: async () => Promise.reject(new Error("unused")),
+    };
     for (const reranker of [null, none]) {
       const r = await searchTwoStage(req(), deps({ reranker }));
       expect(r.reranked).toBe(false);
@@ -294,14 +335,43 @@ describe("searchTwoStage: degraded second stage", () => {
   });
 
   it("scoresFromRerank rejects out-of-range, duplicate and non-finite answers", () => {
-    const meta = { model: "m", provider: "p", pairs: 2, tokens: 0, truncated: 0, timings: { tokenize_ms: 0, inference_ms: 0, total_ms: 0 } };
-    const ok = scoresFromRerank({ results: [{ index: 1, relevance_score: 0.2, logit: 0 }, { index: 0, relevance_score: 0.9, logit: 0 }], meta }, 2);
+    const meta = {
+      model: "m",
+      provider: "p",
+      pairs: 2,
+      tokens: 0,
+      truncated: 0,
+      timings: { tokenize_ms: 0, inference_ms: 0, total_ms: 0 },
+    };
+    const ok = scoresFromRerank(
+      {
+        results: [
+          { index: 1, relevance_score: 0.2, logit: 0 },
+          { index: 0, relevance_score: 0.9, logit: 0 },
+        ],
+        meta,
+      },
+      2,
+    );
     expect(ok).toEqual([0.9, 0.2]);
-    expect(() => scoresFromRerank({ results: [{ index: 2, relevance_score: 1, logit: 0 }], meta }, 2)).toThrow(/outside 0..1/);
+    expect(() => scoresFromRerank({ results: [{ index: 2, relevance_score: 1, logit: 0 }], meta }, 2)).toThrow(
+      /outside 0..1/,
+    );
     expect(() =>
-      scoresFromRerank({ results: [{ index: 0, relevance_score: 1, logit: 0 }, { index: 0, relevance_score: 1, logit: 0 }], meta }, 2),
+      scoresFromRerank(
+        {
+          results: [
+            { index: 0, relevance_score: 1, logit: 0 },
+            { index: 0, relevance_score: 1, logit: 0 },
+          ],
+          meta,
+        },
+        2,
+      ),
     ).toThrow(/twice/);
-    expect(() => scoresFromRerank({ results: [{ index: 0, relevance_score: Number.NaN, logit: 0 }], meta }, 1)).toThrow(/finite/);
+    expect(() => scoresFromRerank({ results: [{ index: 0, relevance_score: Number.NaN, logit: 0 }], meta }, 1)).toThrow(
+      /finite/,
+    );
     expect(() => scoresFromRerank({ meta } as unknown as RerankResponse, 1)).toThrow(/no results array/);
   });
 });
@@ -321,7 +391,9 @@ describe("searchTwoStage: latency budget", () => {
     const port = d.reranker as ReturnType<typeof overlapReranker>;
     const firstStage = (await searchTwoStage(req({ k: 8, candidates: 8, rerank: false }), deps())).results;
     expect(port.calls[0].documents).toEqual(firstStage.slice(0, 3).map((h) => h.text));
-    expect(r.warnings).toEqual(["latency budget: reranked the best 3 of 8 candidates (all predicted to take 80 ms, 30 ms of the 31 ms budget left)"]);
+    expect(r.warnings).toEqual([
+      "latency budget: reranked the best 3 of 8 candidates (all predicted to take 80 ms, 30 ms of the 31 ms budget left)",
+    ]);
     expect(r.results.every((h) => h.rerank !== null && h.rerank.rank <= 3)).toBe(true);
   });
 
@@ -338,14 +410,19 @@ describe("searchTwoStage: latency budget", () => {
     expect(r.reranked).toBe(false);
     expect(r.reranked_candidates).toBe(0);
     expect((d.reranker as ReturnType<typeof overlapReranker>).calls).toHaveLength(0);
-    expect(r.warnings).toEqual(["latency budget: reranking skipped (all 8 candidates predicted to take 80 ms, 14 ms of the 15 ms budget left)"]);
+    expect(r.warnings).toEqual([
+      "latency budget: reranking skipped (all 8 candidates predicted to take 80 ms, 14 ms of the 15 ms budget left)",
+    ]);
     // a higher minimum skips where the default would rerank 3
     const strict = deps({ clock: frozen, estimate: tracker(), limits: { maxCandidates: 200, minRerankCandidates: 4 } });
     expect((await searchTwoStage(req({ k: 2, candidates: 8, budget_ms: 31 }), strict)).reranked_candidates).toBe(0);
   });
 
   it("reranks everything within the budget without a warning", async () => {
-    const r = await searchTwoStage(req({ k: 2, candidates: 8, budget_ms: 500 }), deps({ clock: frozen, estimate: tracker() }));
+    const r = await searchTwoStage(
+      req({ k: 2, candidates: 8, budget_ms: 500 }),
+      deps({ clock: frozen, estimate: tracker() }),
+    );
     expect(r.reranked_candidates).toBe(8);
     expect(r.warnings).toEqual([]);
   });
