@@ -98,9 +98,8 @@ describe("key store over the filesystem store", () => {
   afterEach(() => rmSync(root, { recursive: true, force: true }));
 
   it("creates, lists, verifies and revokes keys, storing one hash-only object per key id", async () => {
-    let t = 0;
     const store = createFsStore(root);
-    const keys = createKeyStore({ store, prefix: "auth/keys/", cacheTtlMs: 0, clock: { now: () => t } });
+    const keys = createKeyStore({ store, prefix: "auth/keys/", cacheTtlMs: 0 });
     const a = await keys.create({ name: "alpha" });
     const b = await keys.create({ name: "beta", rate: { rps: 5, burst: 10 } });
 
@@ -163,7 +162,13 @@ describe("key store over the filesystem store", () => {
   it("caches unknown ids too, within a bounded cache, and shares one store read between concurrent lookups", async () => {
     const real = createFsStore(root);
     let reads = 0;
-    const store = { ...real, get: (...args: Parameters<typeof real.get>) => (reads++, real.get(...args)) };
+    const store = {
+      ...real,
+      get: (...args: Parameters<typeof real.get>) => {
+        reads++;
+        return real.get(...args);
+      },
+    };
     const keys = createKeyStore({ store, prefix: "auth/keys/", cacheTtlMs: 60_000, maxCached: 2, clock: { now: () => 0 } });
     const unknown = `tsr_${"1".repeat(16)}_${"2".repeat(64)}`;
     await Promise.all([keys.verify(unknown), keys.verify(unknown), keys.verify(unknown)]);
