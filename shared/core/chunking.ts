@@ -58,13 +58,14 @@ export interface ChunkOptions {
   spanner?: TokenSpanner;
 }
 
-/** How good a place to end a passage the gap after a token is. */
-const enum Cut {
-  None = 0, // inside a word (a sub-word piece follows directly)
-  Space = 1,
-  Sentence = 2,
-  Paragraph = 3,
-}
+/** How good a place to end a passage the gap after a token is (higher is better). */
+const Cut = {
+  None: 0, // inside a word (a sub-word piece follows directly)
+  Space: 1,
+  Sentence: 2,
+  Paragraph: 3,
+} as const;
+type Cut = (typeof Cut)[keyof typeof Cut];
 
 /** A sentence/paragraph end should not leave passages much shorter than the window. */
 const MIN_FILL_FOR_SENTENCE = 0.6;
