@@ -7,12 +7,15 @@
 // write()/read() costs one sequential file pass and frees everything.
 import { randomBytes } from "node:crypto";
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
+import { mkdtemp, open, rm } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Config } from "../core/config.ts";
 import { ValidationError } from "../core/errors.ts";
+import type { IndexBuilder } from "../core/build.ts";
 import type { SnapshotManifest, VectorIndex, VectorSearchResult } from "../core/ports.ts";
+import type { IndexSink } from "../core/snapshot-loader.ts";
 
 const require = createRequire(import.meta.url);
 
@@ -93,6 +96,8 @@ export interface FaissIndexOptions {
   /** Expected number of vectors: picks "auto" and the IVF size. The stream may differ. */
   count?: number;
   params?: FaissIndexParams;
+  /** Use faiss-node's upstream number[] methods even when our typed ones exist (tests, comparisons). */
+  upstreamOnly?: boolean;
 }
 
 export interface FaissVectorIndex extends VectorIndex {
@@ -296,8 +301,9 @@ export async function buildFaissIndex(
     // The stream may be shorter than the hint: size IVF from what we actually have.
     if (opts.type === "auto") type = chooseIndexType(n);
     p = plan(type, d, n, params);
-    if (type === "flat") return new (faiss().IndexFlatIP)(d);
-    return faiss().Index.fromFactory(d, p.factory, METRIC_INNER_PRODUCT);
+    const native =
+      type === "flat" ? new (faiss().IndexFlatIP)(d) : faiss().Index.fromFactory(d, p.factory, METRIC_INNER_PRODUCT);
+    return maybeUpstream(native, opts.upstreamOnly);
   };
 
   const train = (idx: NativeIndex, rows: Float32Array) => {
@@ -340,11 +346,26 @@ export async function buildFaissIndex(
     addRows(index, sample, d);
   }
   index ??= create(0);
-  applySearchParams(index, p.search);
-  return new FaissIndex(index, type, { ...p.params });
+  const applied = applySearchParams(index, p.search);
+  const record = { ...p.params };
+  // Record only search parameters that really took effect (upstream faiss-node cannot set them).
+  for (const name of Object.keys(p.search)) if (!(name in applied)) delete record[name];
+  return new FaissIndex(index, type, record);
+}
+
+/** Hides the typed methods of our patched build, leaving the upstream faiss-node API. */
+function maybeUpstream(native: NativeIndex, upstreamOnly: boolean | undefined): NativeIndex {
+  if (upstreamOnly) {
+    // Own properties shadow the prototype's (read-only) methods on this one wrapper object.
+    for (const name of ["addTyped", "searchTyped", "setSearchParameter"]) {
+      Object.defineProperty(native, name, { value: undefined, configurable: true });
+    }
+  }
+  return native;
 }
 
 export interface FaissLoadOptions {
+  upstreamOnly?: boolean;
   /** efSearch / nprobe etc., as recorded in the manifest's index_params. */
   searchParams?: Record<string, unknown>;
   type?: ConcreteIndexType | "unknown";
@@ -359,7 +380,8 @@ function searchParamsOf(record: Record<string, unknown> | undefined): Record<str
   return out;
 }
 
-function wrapLoaded(native: NativeIndex, opts: FaissLoadOptions): FaissIndex {
+function wrapLoaded(loaded: NativeIndex, opts: FaissLoadOptions): FaissIndex {
+  const native = maybeUpstream(loaded, opts.upstreamOnly);
   const applied = applySearchParams(native, searchParamsOf(opts.searchParams));
   const params: IndexParamsRecord = {};
   for (const [k, v] of Object.entries(opts.searchParams ?? {}))
@@ -409,4 +431,60 @@ export function loadOptionsFromManifest(manifest: SnapshotManifest): FaissLoadOp
 export function hasTypedFaiss(): boolean {
   const probe = new (faiss().IndexFlatIP)(1);
   return typeof probe.searchTyped === "function" && typeof probe.addTyped === "function";
+}
+
+/** The faiss-backed IndexBuilder for shared/core/build.ts (buildSnapshot's `indexBuilder`). */
+export const faissIndexBuilder: IndexBuilder<FaissVectorIndex> = (opts, batches) =>
+  buildFaissIndex({ dimensions: opts.dimensions, type: parseIndexType(opts.type), count: opts.count }, batches);
+
+export function parseIndexType(type: string): IndexType {
+  if (type === "auto" || (INDEX_TYPES as readonly string[]).includes(type)) return type as IndexType;
+  throw new ValidationError(`unknown index type "${type}"; expected auto, ${INDEX_TYPES.join(", ")}`);
+}
+
+/** decodeIndex for the snapshot loader: bytes of index.faiss → index with the manifest's search parameters. */
+export function decodeFaissSnapshotIndex(bytes: Uint8Array, manifest: SnapshotManifest): FaissVectorIndex {
+  return faissIndexFromBuffer(bytes, loadOptionsFromManifest(manifest));
+}
+
+/**
+ * openIndexSink for the snapshot loader: index.faiss streams into a private temp file that faiss
+ * reads directly, so the loader never holds the file's bytes in JS memory (peak ≈ the index).
+ * On Lambda the file lives in /tmp (ephemeral storage must exceed the largest index).
+ */
+export function createFaissIndexSinkFactory(
+  opts: { tmpDir?: string } = {},
+): (manifest: SnapshotManifest) => Promise<IndexSink> {
+  return async (manifest) => {
+    const dir = await mkdtemp(join(opts.tmpDir ?? tmpdir(), "faiss-load-"));
+    const file = join(dir, "index.faiss");
+    const fh = await open(file, "wx", 0o600);
+    let closed = false;
+    const cleanup = async () => {
+      if (!closed) {
+        closed = true;
+        await fh.close().catch(() => {});
+      }
+      await rm(dir, { recursive: true, force: true }).catch(() => {});
+    };
+    return {
+      async write(chunk) {
+        let done = 0;
+        while (done < chunk.byteLength) {
+          const { bytesWritten } = await fh.write(chunk, done, chunk.byteLength - done);
+          done += bytesWritten;
+        }
+      },
+      async finish() {
+        try {
+          closed = true;
+          await fh.close();
+          return faissIndexFromFile(file, loadOptionsFromManifest(manifest));
+        } finally {
+          await cleanup();
+        }
+      },
+      abort: cleanup,
+    };
+  };
 }

@@ -1,0 +1,160 @@
+// The one way a snapshot is built (CLI, eval, reindex function): passages + vectors (or an
+// embedding function) → index (through an injected builder, so the core never loads faiss) +
+// passage store + manifest. Publishing is separate (publish.ts).
+import { ValidationError } from "./errors.ts";
+import type { SnapshotFileEntry, SnapshotManifest } from "./ports.ts";
+import {
+  encodePassageStore,
+  INDEX_FILE,
+  newSnapshotVersion,
+  PASSAGES_FILE,
+  SNAPSHOT_FORMAT_VERSION,
+  sha256Hex,
+} from "./snapshot.ts";
+import type { EmbedderIdentity, Passage } from "./types.ts";
+
+/** What an index builder returns: enough to serialise it and describe it in the manifest. */
+export interface BuiltIndex {
+  readonly count: number;
+  readonly dimensions: number;
+  /** Concrete index type ("flat", "hnsw", ...), after "auto" was resolved. */
+  readonly type: string;
+  /** Factory string and search parameters, recorded as manifest.index_params. */
+  readonly params?: Record<string, string | number>;
+  toBuffer(): Uint8Array;
+}
+
+/** Builds an index from row-major batches; the faiss one is `faissIndexBuilder` in shared/adapters/faiss-index.ts. */
+export type IndexBuilder<I extends BuiltIndex = BuiltIndex> = (
+  opts: { dimensions: number; type: string; count: number },
+  batches: AsyncIterable<Float32Array>,
+) => Promise<I>;
+
+export interface BuildSnapshotInput<I extends BuiltIndex = BuiltIndex> {
+  passages: readonly Passage[];
+  /** One vector per passage, in passage order. Give either this or `embed`. */
+  vectors?: readonly Float32Array[];
+  /** Embeds passage texts in batches while the index is built, so all vectors never sit in memory at once. */
+  embed?: (texts: string[]) => Promise<Float32Array[]>;
+  /** Passages per embed() call (default 256). */
+  embedBatchSize?: number;
+  embedder: EmbedderIdentity;
+  corpusStats?: unknown;
+  /** "auto" or a concrete type; the builder resolves "auto" by count. */
+  indexType: string;
+  sources?: SnapshotManifest["sources"];
+  report?: SnapshotManifest["report"];
+  indexBuilder: IndexBuilder<I>;
+  /** Defaults to a fresh time-sortable version. */
+  version?: string;
+  now?: Date;
+  /** Called with passages indexed so far. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface BuiltSnapshot<I extends BuiltIndex = BuiltIndex> {
+  manifest: SnapshotManifest;
+  files: Record<string, Uint8Array>;
+  /** The in-memory index just built (the CLI and eval search it without a reload). */
+  index: I;
+}
+
+/** Rows per batch handed to the index builder. */
+const ROWS_PER_BATCH = 2048;
+
+function checkVector(v: Float32Array, i: number, identity: EmbedderIdentity): void {
+  if (!(v instanceof Float32Array)) throw new ValidationError(`vector ${i} is not a Float32Array`);
+  if (v.length !== identity.dimensions) {
+    throw new ValidationError(`vector ${i} has ${v.length} dimensions, the embedder declares ${identity.dimensions}`);
+  }
+  let norm = 0;
+  for (let j = 0; j < v.length; j++) norm += v[j] * v[j];
+  if (!Number.isFinite(norm)) throw new ValidationError(`vector ${i} has non-finite values`);
+  // Inner product is cosine only on unit vectors: catch an embedder that forgot to normalise.
+  if (identity.normalized && norm > 0 && Math.abs(Math.sqrt(norm) - 1) > 1e-3) {
+    throw new ValidationError(
+      `vector ${i} has norm ${Math.sqrt(norm).toFixed(4)}, but the embedder declares normalized vectors`,
+    );
+  }
+}
+
+async function* vectorBatches(input: BuildSnapshotInput<BuiltIndex>): AsyncGenerator<Float32Array> {
+  const { passages, embedder } = input;
+  const d = embedder.dimensions;
+  const total = passages.length;
+  const packInto = (vs: readonly Float32Array[], offset: number) => {
+    const batch = new Float32Array(vs.length * d);
+    vs.forEach((v, j) => {
+      checkVector(v, offset + j, embedder);
+      batch.set(v, j * d);
+    });
+    return batch;
+  };
+  if (input.vectors) {
+    for (let i = 0; i < total; i += ROWS_PER_BATCH) {
+      const vs = input.vectors.slice(i, i + ROWS_PER_BATCH);
+      yield packInto(vs, i);
+      input.onProgress?.(Math.min(total, i + vs.length), total);
+    }
+    return;
+  }
+  const size = Math.max(1, input.embedBatchSize ?? 256);
+  for (let i = 0; i < total; i += size) {
+    const texts = passages.slice(i, i + size).map((p) => p.text);
+    const vs = await input.embed!(texts);
+    if (vs.length !== texts.length)
+      throw new ValidationError(`embed() returned ${vs.length} vectors for ${texts.length} texts`);
+    yield packInto(vs, i);
+    input.onProgress?.(i + texts.length, total);
+  }
+}
+
+export async function buildSnapshot<I extends BuiltIndex>(input: BuildSnapshotInput<I>): Promise<BuiltSnapshot<I>> {
+  const { passages, embedder } = input;
+  if (!input.vectors === !input.embed)
+    throw new ValidationError("buildSnapshot needs exactly one of `vectors` or `embed`");
+  if (input.vectors && input.vectors.length !== passages.length) {
+    throw new ValidationError(`${input.vectors.length} vectors for ${passages.length} passages`);
+  }
+  if (!Number.isInteger(embedder.dimensions) || embedder.dimensions <= 0) {
+    throw new ValidationError(`embedder dimensions must be a positive integer, got ${embedder.dimensions}`);
+  }
+  const seen = new Set<string>();
+  for (const p of passages) {
+    if (seen.has(p.id)) throw new ValidationError(`duplicate passage id "${p.id}"`);
+    seen.add(p.id);
+  }
+
+  const index = await input.indexBuilder(
+    { dimensions: embedder.dimensions, type: input.indexType, count: passages.length },
+    vectorBatches(input as BuildSnapshotInput<BuiltIndex>),
+  );
+  if (index.count !== passages.length) {
+    throw new ValidationError(`the index holds ${index.count} vectors for ${passages.length} passages`);
+  }
+
+  const files: Record<string, Uint8Array> = {
+    [INDEX_FILE]: index.toBuffer(),
+    [PASSAGES_FILE]: encodePassageStore(passages),
+  };
+  const entries: Record<string, SnapshotFileEntry> = {};
+  for (const [name, bytes] of Object.entries(files)) {
+    entries[name] = { key: name, bytes: bytes.byteLength, sha256: sha256Hex(bytes) };
+  }
+  const now = input.now ?? new Date();
+  const manifest: SnapshotManifest = {
+    format_version: SNAPSHOT_FORMAT_VERSION,
+    version: input.version ?? newSnapshotVersion(now),
+    created_at: now.toISOString(),
+    embedder: { ...embedder },
+    metric: "inner_product",
+    index_type: index.type,
+    ...(index.params ? { index_params: { ...index.params } } : {}),
+    counts: { documents: new Set(passages.map((p) => p.docId)).size, passages: passages.length },
+    files: entries,
+    ...(input.corpusStats !== undefined ? { corpus_stats: input.corpusStats } : {}),
+    ...(input.sources ? { sources: input.sources } : {}),
+    ...(input.report ? { report: input.report } : {}),
+  };
+  return { manifest, files, index };
+}

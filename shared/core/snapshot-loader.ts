@@ -1,0 +1,419 @@
+// The search function's snapshot source: loads the live snapshot once per warm instance and
+// swaps to newer versions in the background. Pure: the store and the index decoder are injected.
+//
+// - Cold: the first current() reads the pointer and loads the snapshot; concurrent callers share
+//   that one load. No pointer → IndexNotReadyError; store unreachable → StoreUnavailableError.
+// - Warm: current() answers from memory at once. At most every refreshS seconds it starts a
+//   pointer check in the background; a new version is downloaded, verified and built beside the
+//   live one, then swapped in with a single assignment. Queries never wait for it.
+// - A new version that is missing files, corrupt, or undecodable is rejected and logged; the old
+//   one keeps serving, and that version is not tried again for badVersionRetryS seconds.
+import { IndexNotReadyError, isDomainError, SnapshotInvalidError, StoreUnavailableError } from "./errors.ts";
+import type {
+  LoadedSnapshot,
+  ObjectStore,
+  PassageStore,
+  SnapshotManifest,
+  SnapshotSource,
+  VectorIndex,
+} from "./ports.ts";
+import { readPointer } from "./publish.ts";
+import {
+  createSha256,
+  INDEX_FILE,
+  openPassageStore,
+  PASSAGES_FILE,
+  parseManifest,
+  type SnapshotPointer,
+  snapshotPrefix,
+  verifyDigest,
+} from "./snapshot.ts";
+
+export type LogFn = (level: "debug" | "info" | "warn" | "error", msg: string, data?: Record<string, unknown>) => void;
+
+/** Receives index.faiss in order while it downloads (e.g. into a temp file faiss reads directly). */
+export interface IndexSink {
+  write(chunk: Uint8Array): Promise<void>;
+  /** Called after the bytes were verified; builds the index. */
+  finish(): Promise<VectorIndex>;
+  /** Called when the download or verification failed; must not throw. */
+  abort(): Promise<void>;
+}
+
+export interface SnapshotFetchOptions {
+  /** Files larger than this are fetched as parallel ranged GETs of this size (default 8 MiB). */
+  partBytes?: number;
+  /** Ranged GETs in flight per snapshot load (default 4). */
+  concurrency?: number;
+  signal?: AbortSignal;
+}
+
+export interface SnapshotLoaderOptions extends SnapshotFetchOptions {
+  store: ObjectStore;
+  indexPrefix: string;
+  /** Minimum seconds between pointer checks of a warm instance (0 = on every call, still in the background). */
+  refreshS: number;
+  /** Builds the index from the verified bytes of index.faiss. */
+  decodeIndex: (bytes: Uint8Array, manifest: SnapshotManifest) => VectorIndex;
+  /**
+   * Optional streaming alternative to decodeIndex: the loader never holds index.faiss in memory,
+   * so peak memory stays close to the index itself.
+   */
+  openIndexSink?: (manifest: SnapshotManifest) => Promise<IndexSink>;
+  log?: LogFn;
+  /** Wall clock in ms (tests inject their own). */
+  now?: () => number;
+  /** A rejected version is not retried before this many seconds (default 300). */
+  badVersionRetryS?: number;
+  /** After a failed cold load, callers get the same error for this long before a new attempt (default 1). */
+  coldRetryS?: number;
+}
+
+export interface SnapshotLoader extends SnapshotSource {
+  /** Checks the pointer now and loads a new version; true when a new version went live. */
+  refresh(): Promise<boolean>;
+  /** Drops the snapshot and cancels a load in progress. */
+  close(): void;
+}
+
+interface LoadStats {
+  bytes: number;
+  ms: number;
+}
+
+/** Runs async jobs with at most `limit` at a time. */
+function limiter(limit: number) {
+  let active = 0;
+  const queue: Array<() => void> = [];
+  return async <T>(fn: () => Promise<T>): Promise<T> => {
+    if (active >= limit) await new Promise<void>((r) => queue.push(r));
+    active++;
+    try {
+      return await fn();
+    } finally {
+      active--;
+      queue.shift()?.();
+    }
+  };
+}
+
+/**
+ * Fetches one snapshot file and feeds it to `onChunk` in order, verifying size and sha256 against
+ * the manifest. Large files come as parallel ranged GETs; a window of `concurrency` parts bounds
+ * the bytes held at once.
+ */
+async function fetchVerified(
+  store: ObjectStore,
+  key: string,
+  name: string,
+  manifest: SnapshotManifest,
+  onChunk: (chunk: Uint8Array, offset: number) => Promise<void> | void,
+  opts: Required<Pick<SnapshotFetchOptions, "partBytes" | "concurrency">> & {
+    signal?: AbortSignal;
+    run: ReturnType<typeof limiter>;
+  },
+): Promise<void> {
+  const entry = manifest.files[name];
+  const size = entry.bytes;
+  const hash = createSha256();
+  const missing = () => new SnapshotInvalidError(`snapshot ${manifest.version}: ${name} is missing (${key})`);
+  if (size <= opts.partBytes) {
+    const got = await opts.run(() => store.get(key, { signal: opts.signal }));
+    if (!got) throw missing();
+    hash.update(got.body);
+    verifyDigest(name, got.body.byteLength, hash.digest(), manifest);
+    await onChunk(got.body, 0);
+    return;
+  }
+  const parts = Math.ceil(size / opts.partBytes);
+  const pending: Array<Promise<{ body: Uint8Array; etag: string } | null> | undefined> = new Array(parts);
+  let launched = 0;
+  let etag: string | undefined;
+  const launch = (i: number) => {
+    const start = i * opts.partBytes;
+    // The last part asks for one byte more than the manifest says: a longer object shows up here.
+    const end = i === parts - 1 ? size : Math.min(size, start + opts.partBytes) - 1;
+    const p = opts.run(() => store.get(key, { range: [start, end], signal: opts.signal }));
+    p.catch(() => {}); // awaited in order below; this only silences early rejections
+    pending[i] = p;
+  };
+  try {
+    for (let i = 0; i < parts; i++) {
+      while (launched < parts && launched < i + opts.concurrency) launch(launched++);
+      const got = await pending[i]!;
+      pending[i] = undefined;
+      if (!got) throw missing();
+      // Parts of two different uploads must never be stitched together.
+      if (etag !== undefined && got.etag !== etag) {
+        throw new SnapshotInvalidError(`snapshot ${manifest.version}: ${name} changed while it was downloaded`);
+      }
+      etag = got.etag;
+      const expected = Math.min(size, (i + 1) * opts.partBytes) - i * opts.partBytes;
+      if (got.body.byteLength !== expected) {
+        const what = got.body.byteLength > expected ? "more" : "fewer";
+        throw new SnapshotInvalidError(
+          `snapshot ${manifest.version}: ${name} has ${what} bytes than the manifest's ${size} (part ${i} returned ${got.body.byteLength} of ${expected})`,
+        );
+      }
+      hash.update(got.body);
+      await onChunk(got.body, i * opts.partBytes);
+    }
+  } finally {
+    // On failure, let the parts still in flight finish quietly.
+    for (const p of pending) p?.catch(() => {});
+  }
+  verifyDigest(name, size, hash.digest(), manifest);
+}
+
+/** Loads and verifies the snapshot a pointer names. Throws SnapshotInvalidError / StoreUnavailableError. */
+export async function loadSnapshot(
+  store: ObjectStore,
+  indexPrefix: string,
+  pointer: SnapshotPointer,
+  opts: SnapshotFetchOptions & Pick<SnapshotLoaderOptions, "decodeIndex" | "openIndexSink" | "now">,
+): Promise<LoadedSnapshot & { stats: LoadStats }> {
+  const now = opts.now ?? Date.now;
+  const t0 = now();
+  const manifestObj = await store.get(pointer.manifest_key, { signal: opts.signal });
+  if (!manifestObj)
+    throw new SnapshotInvalidError(`snapshot ${pointer.version}: manifest ${pointer.manifest_key} is missing`);
+  const manifest = parseManifest(manifestObj.body);
+  if (manifest.version !== pointer.version) {
+    throw new SnapshotInvalidError(`pointer names ${pointer.version} but its manifest says ${manifest.version}`);
+  }
+  const prefix = snapshotPrefix(indexPrefix, manifest.version);
+  const run = limiter(Math.max(1, opts.concurrency ?? 4));
+  const fetchOpts = {
+    partBytes: Math.max(1, opts.partBytes ?? 8 * 1024 * 1024),
+    concurrency: Math.max(1, opts.concurrency ?? 4),
+    signal: opts.signal,
+    run,
+  };
+
+  const fetchToMemory = async (name: string): Promise<Uint8Array> => {
+    const entry = manifest.files[name];
+    let whole: Uint8Array | undefined;
+    await fetchVerified(
+      store,
+      prefix + entry.key,
+      name,
+      manifest,
+      (chunk, offset) => {
+        if (offset === 0 && chunk.byteLength === entry.bytes) whole = chunk;
+        else {
+          whole ??= new Uint8Array(entry.bytes);
+          whole.set(chunk, offset);
+        }
+      },
+      fetchOpts,
+    );
+    return whole ?? new Uint8Array(0);
+  };
+
+  const fetchIndex = async (): Promise<VectorIndex> => {
+    const decode = (bytes: Uint8Array) => {
+      try {
+        return opts.decodeIndex(bytes, manifest);
+      } catch (e) {
+        throw new SnapshotInvalidError(
+          `snapshot ${manifest.version}: ${INDEX_FILE} does not decode: ${(e as Error).message}`,
+          e,
+        );
+      }
+    };
+    if (!opts.openIndexSink) return decode(await fetchToMemory(INDEX_FILE));
+    const sink = await opts.openIndexSink(manifest);
+    try {
+      await fetchVerified(
+        store,
+        prefix + manifest.files[INDEX_FILE].key,
+        INDEX_FILE,
+        manifest,
+        (c) => sink.write(c),
+        fetchOpts,
+      );
+    } catch (e) {
+      await sink.abort();
+      throw e;
+    }
+    try {
+      return await sink.finish();
+    } catch (e) {
+      throw new SnapshotInvalidError(
+        `snapshot ${manifest.version}: ${INDEX_FILE} does not decode: ${(e as Error).message}`,
+        e,
+      );
+    }
+  };
+
+  const [index, passages] = await Promise.all([
+    fetchIndex(),
+    fetchToMemory(PASSAGES_FILE).then((b): PassageStore => openPassageStore(b)),
+  ]);
+  if (index.count !== manifest.counts.passages || passages.count !== manifest.counts.passages) {
+    throw new SnapshotInvalidError(
+      `snapshot ${manifest.version}: index has ${index.count} vectors, passage store ${passages.count}, manifest says ${manifest.counts.passages}`,
+    );
+  }
+  if (index.dimensions !== manifest.embedder.dimensions) {
+    throw new SnapshotInvalidError(
+      `snapshot ${manifest.version}: index has ${index.dimensions} dimensions, the embedder ${manifest.embedder.dimensions}`,
+    );
+  }
+  const bytes = Object.values(manifest.files).reduce((a, f) => a + f.bytes, 0) + manifestObj.body.byteLength;
+  const loadedAt = now();
+  return { version: manifest.version, manifest, index, passages, loadedAt, stats: { bytes, ms: loadedAt - t0 } };
+}
+
+function toDomain(e: unknown): Error {
+  if (isDomainError(e)) return e;
+  return new StoreUnavailableError(`loading the snapshot failed: ${(e as Error)?.message ?? String(e)}`, e);
+}
+
+export function createSnapshotLoader(opts: SnapshotLoaderOptions): SnapshotLoader {
+  const now = opts.now ?? Date.now;
+  const log: LogFn = opts.log ?? (() => {});
+  const refreshMs = Math.max(0, opts.refreshS) * 1000;
+  const badRetryMs = (opts.badVersionRetryS ?? 300) * 1000;
+  const coldRetryMs = (opts.coldRetryS ?? 1) * 1000;
+
+  let live: LoadedSnapshot | null = null;
+  let lastCheck = 0;
+  let lastError: string | undefined;
+  let inflight: Promise<boolean> | null = null;
+  let coldFailure: { error: Error; at: number } | null = null;
+  const rejected = new Map<string, number>(); // version → when it was rejected
+  let controller = new AbortController();
+  let closed = false;
+
+  /** One pointer check (+ load when it names a new version). Returns whether a new version went live. */
+  async function check(): Promise<boolean> {
+    lastCheck = now();
+    const signal = controller.signal;
+    const state = await readPointer(opts.store, opts.indexPrefix, signal);
+    if (!state) {
+      if (!live) throw new IndexNotReadyError();
+      // The pointer vanished while we serve a snapshot: keep serving it.
+      log("warn", "snapshot pointer is missing; keeping the loaded version", { version: live.version });
+      return false;
+    }
+    const { pointer } = state;
+    if (live && pointer.version === live.version) {
+      lastError = undefined;
+      return false;
+    }
+    const badAt = rejected.get(pointer.version);
+    if (badAt !== undefined && now() - badAt < badRetryMs) {
+      if (!live) throw new SnapshotInvalidError(`snapshot ${pointer.version} was rejected: ${lastError ?? "invalid"}`);
+      return false;
+    }
+    try {
+      const loaded = await loadSnapshot(opts.store, opts.indexPrefix, pointer, {
+        decodeIndex: opts.decodeIndex,
+        openIndexSink: opts.openIndexSink,
+        partBytes: opts.partBytes,
+        concurrency: opts.concurrency,
+        signal,
+        now,
+      });
+      if (closed) return false;
+      const { stats, ...snapshot } = loaded;
+      const previous = live?.version ?? null;
+      live = snapshot;
+      rejected.delete(pointer.version);
+      lastError = undefined;
+      log("info", previous ? "snapshot swapped" : "snapshot loaded", {
+        version: snapshot.version,
+        previous,
+        passages: snapshot.passages.count,
+        bytes: stats.bytes,
+        load_ms: Math.round(stats.ms),
+        mb_per_s: stats.ms > 0 ? Math.round(stats.bytes / 1e3 / stats.ms) : null,
+      });
+      return true;
+    } catch (e) {
+      const err = toDomain(e);
+      if (err instanceof SnapshotInvalidError) {
+        rejected.set(pointer.version, now());
+        log("error", "snapshot rejected", {
+          version: pointer.version,
+          keeping: live?.version ?? null,
+          error: err.message,
+        });
+      }
+      throw err;
+    }
+  }
+
+  function startCheck(): Promise<boolean> {
+    if (!inflight) {
+      inflight = check().finally(() => {
+        inflight = null;
+      });
+    }
+    return inflight;
+  }
+
+  function backgroundCheck(): void {
+    startCheck().catch((e) => {
+      lastError = (e as Error).message;
+      // A warm instance keeps serving through store outages and bad versions.
+      if (!(e instanceof SnapshotInvalidError)) {
+        log("warn", "snapshot refresh failed; keeping the loaded version", {
+          version: live?.version ?? null,
+          error: lastError,
+        });
+      }
+    });
+  }
+
+  return {
+    async current(): Promise<LoadedSnapshot> {
+      if (closed) throw new IndexNotReadyError("the snapshot loader was closed");
+      if (live) {
+        if (!inflight && now() - lastCheck >= refreshMs) backgroundCheck();
+        return live;
+      }
+      if (coldFailure && !inflight && now() - coldFailure.at < coldRetryMs) throw coldFailure.error;
+      try {
+        await startCheck();
+      } catch (e) {
+        const err = toDomain(e);
+        lastError = err.message;
+        coldFailure = { error: err, at: now() };
+        if (!live) throw err;
+      }
+      if (!live) throw new IndexNotReadyError();
+      coldFailure = null;
+      return live;
+    },
+
+    status() {
+      return {
+        version: live?.version ?? null,
+        count: live?.passages.count ?? 0,
+        ageS: live ? Math.max(0, (now() - live.loadedAt) / 1000) : null,
+        cold: live === null,
+        ...(lastError ? { lastError } : {}),
+      };
+    },
+
+    async refresh(): Promise<boolean> {
+      if (closed) return false;
+      try {
+        return await startCheck();
+      } catch (e) {
+        lastError = (e as Error).message;
+        if (live) return false;
+        throw toDomain(e);
+      }
+    },
+
+    close(): void {
+      closed = true;
+      controller.abort();
+      controller = new AbortController();
+      live = null;
+    },
+  };
+}
