@@ -5,11 +5,12 @@
 // stage cannot work around (no embedding, a mismatched embedder). A failing second stage
 // degrades to first-stage results with a warning.
 import { estimatePairTokens, estimateTokens, planRerank, type RerankCostTracker, type RerankPlan } from "./budget.ts";
+import { assertEmbedderMatches } from "./embedding.ts";
 import { DomainError, EmbedderMismatchError, EmbedderUnavailableError } from "./errors.ts";
 import { collapseByDocument, fuseScores, rankScores } from "./fusion.ts";
 import type { Clock, Embedder, LoadedSnapshot, RerankerPort } from "./ports.ts";
 import { systemClock } from "./ports.ts";
-import type { EmbedderIdentity, FusionMode, Passage, RerankResponse, SearchHit, StageScore } from "./types.ts";
+import type { FusionMode, Passage, RerankResponse, SearchHit, StageScore } from "./types.ts";
 
 export type MetadataValue = string | number | boolean | null;
 
@@ -93,18 +94,6 @@ interface Candidate {
 }
 
 const round = (ms: number) => Math.round(ms * 1000) / 1000;
-
-/** Refuses a query embedder whose vectors would not be comparable with the snapshot's. */
-export function assertSameEmbedder(snapshot: EmbedderIdentity, query: EmbedderIdentity): void {
-  const fields = ["kind", "model", "dimensions", "normalized", "pooling"] as const;
-  const differing: string[] = fields.filter((f) => snapshot[f] !== query[f]);
-  if (differing.length === 0) return;
-  const show = (id: EmbedderIdentity) =>
-    `${id.kind}/${id.model} (${id.dimensions}d${id.normalized ? ", normalised" : ""}${id.pooling ? `, ${id.pooling} pooling` : ""})`;
-  throw new EmbedderMismatchError(
-    `the index was built with ${show(snapshot)} but queries are embedded with ${show(query)} (differs in ${differing.join(", ")}); configure the same embedder or rebuild the index`,
-  );
-}
 
 /** Whether a passage passes the request's filter. */
 export function matchesFilter(p: Passage, filter: SearchFilter | undefined): boolean {
@@ -231,7 +220,7 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
   const t0 = clock.now();
   const { snapshot, embedder } = deps;
   const warnings: string[] = [];
-  assertSameEmbedder(snapshot.manifest.embedder, embedder.identity);
+  assertEmbedderMatches(snapshot.manifest.embedder, embedder.identity);
 
   // ---- embed ----
   let vector: Float32Array;
