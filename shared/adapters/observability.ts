@@ -8,7 +8,7 @@ import type { LogLevel } from "@aws-lambda-powertools/logger/types";
 import { MetricUnit, Metrics } from "@aws-lambda-powertools/metrics";
 import type { Context, MiddlewareHandler } from "hono";
 import { settings } from "../core/config.ts";
-import { isDomainError } from "../core/errors.ts";
+import { type ErrorCode, isDomainError } from "../core/errors.ts";
 import { type Redactor, SECRET_ENV_VARS, createRedactor } from "../core/redact.ts";
 import type { RequestObservation } from "../core/usage.ts";
 
@@ -64,6 +64,33 @@ function scrubConsole(owner: object, redactor: Redactor) {
   target.console = wrapped;
 }
 
+/**
+ * Scrubs what other code prints with console.* (SDK warnings, Hono's default error handler, stray
+ * debug lines): strings are redacted, errors are replaced by redacted copies, objects deep-redacted.
+ * Function handlers call it once at module scope: `redactConsole(console)`.
+ */
+export function redactConsole(target: Console = console, scrub: Redactor = redactor): void {
+  const marker = Symbol.for("tsr.redacted-console");
+  const t = target as unknown as Record<string | symbol, unknown>;
+  if (t[marker]) return;
+  t[marker] = true;
+  const clean = (a: unknown): unknown => {
+    if (typeof a === "string") return scrub.redactText(a);
+    if (a instanceof Error) {
+      const copy = new Error(scrub.redactText(a.message));
+      copy.name = a.name;
+      copy.stack = a.stack ? scrub.redactText(a.stack) : undefined;
+      if (a.cause !== undefined) (copy as { cause?: unknown }).cause = clean(a.cause);
+      return copy;
+    }
+    return a !== null && typeof a === "object" ? scrub.redactValue(a) : a;
+  };
+  for (const method of ["log", "info", "warn", "error", "debug", "trace"] as const) {
+    const original = target[method].bind(target);
+    target[method] = (...args: unknown[]) => original(...args.map(clean));
+  }
+}
+
 export function createLogger(opts: ObservabilityOptions, redactor: Redactor = createRedactor(opts.secrets)): Logger {
   const logger = new Logger({
     serviceName: opts.serviceName,
@@ -87,6 +114,24 @@ export const redactor = createRedactor(observabilityOptions.secrets);
 export const logger = createLogger(observabilityOptions, redactor);
 export const metrics = createMetrics(observabilityOptions, redactor);
 
+/**
+ * The JSON error a response may carry for any thrown value: domain errors keep their code, status and
+ * (redacted) message; anything else becomes a generic 500 so internals and secrets never reach clients.
+ */
+export function errorResponseBody(
+  err: unknown,
+  scrub: Redactor = redactor,
+): { status: number; body: { error: { code: ErrorCode; message: string } }; headers: Record<string, string> } {
+  if (isDomainError(err)) {
+    return {
+      status: err.status,
+      body: { error: { code: err.code, message: scrub.redactText(err.message) } },
+      headers: err.retryAfterS !== undefined ? { "Retry-After": String(err.retryAfterS) } : {},
+    };
+  }
+  return { status: 500, body: { error: { code: "internal", message: "Internal error" } }, headers: {} };
+}
+
 // ---------- per-request context (Hono variables) ----------
 
 /** Request-scoped log functions: each line carries request_id and key_id (never the key). */
@@ -104,6 +149,9 @@ export interface ObservabilityVariables {
   keyId?: string;
   observation?: RequestObservation;
 }
+
+/** Hono env for apps using requestLogging()/apiKeyAuth(): `new Hono<ObservedEnv>()` types c.get("keyId") etc. */
+export type ObservedEnv = { Variables: ObservabilityVariables };
 
 /** Adds to what the current request consumed (numbers add up; timings and flags are replaced). */
 export function observe(c: Context, obs: RequestObservation): void {

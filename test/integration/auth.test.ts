@@ -13,7 +13,7 @@ import { createRateLimiter } from "../../shared/core/rate-limit.ts";
 import { createUsageMeter, readUsage } from "../../shared/core/usage.ts";
 import { createFsStore } from "../../shared/adapters/fs-store.ts";
 import { createKeyStore } from "../../shared/adapters/key-store.ts";
-import { createLogger, observe, requestLogging } from "../../shared/adapters/observability.ts";
+import { type ObservedEnv, createLogger, observe, requestLogging } from "../../shared/adapters/observability.ts";
 import { type AuthMode, apiKeyAuth, usageRoutes } from "../../shared/http/auth.ts";
 
 const KEYS_PREFIX = "auth/keys/";
@@ -35,7 +35,7 @@ async function startStack(mode: AuthMode, store: ObjectStore): Promise<Stack> {
   const auth = apiKeyAuth({ mode, keys, limiter, usage });
   const logger = createLogger({ serviceName: "auth-test", logLevel: "SILENT", namespace: "Test", secrets: [] });
 
-  const app = new Hono();
+  const app = new Hono<ObservedEnv>();
   app.use("*", requestLogging({ logger }));
   app.use("/search", auth);
   app.post("/search", (c) => {
@@ -107,7 +107,8 @@ describe("API key authentication over HTTP", () => {
 
   it("accepts a good key in x-api-key or as a Bearer token and passes its id to the route", async () => {
     const made = await admin.create({ name: "good" });
-    for (const headers of [{ "x-api-key": made.key }, { authorization: `Bearer ${made.key}` }]) {
+    const variants: Array<Record<string, string>> = [{ "x-api-key": made.key }, { authorization: `Bearer ${made.key}` }];
+    for (const headers of variants) {
       const res = await search(headers);
       expect(res.status).toBe(200);
       expect(await res.json()).toEqual({ results: [], key_id: made.record.key_id });
