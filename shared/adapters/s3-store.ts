@@ -24,6 +24,8 @@ export interface S3StoreOptions {
   credentials?: S3ClientConfig["credentials"];
   /** SDK attempts per request (network errors and 5xx are retried by the SDK). */
   maxAttempts?: number;
+  /** Keys per ListObjectsV2 page (S3's maximum and default is 1000). */
+  listPageSize?: number;
 }
 
 interface S3LikeError {
@@ -158,7 +160,12 @@ export function createS3Store(opts: S3StoreOptions): ObjectStore {
         let page: ListObjectsV2CommandOutput;
         try {
           page = await client.send(
-            new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }),
+            new ListObjectsV2Command({
+              Bucket: bucket,
+              Prefix: prefix,
+              ContinuationToken: token,
+              MaxKeys: opts.listPageSize,
+            }),
           );
         } catch (e) {
           throw mapError("list", prefix, e);
