@@ -1,0 +1,256 @@
+// Request and response schemas of the search API. The same zod objects validate requests and
+// generate /openapi.json, so the documentation cannot drift from what the service accepts.
+// Limits come from configuration, hence factories rather than constants.
+import { z } from "@hono/zod-openapi";
+import type { Config } from "../core/config.ts";
+import { DEFAULT_ALPHA, DEFAULT_RRF_K } from "../core/fusion.ts";
+
+export type SearchLimitsConfig = Pick<Config, "defaultK" | "defaultCandidates" | "maxCandidates" | "maxQueryChars">;
+
+/** Longest latency budget a request may ask for (API Gateway's integration timeout is 30 s). */
+export const MAX_BUDGET_MS = 30_000;
+
+const FUSION_MODES = ["rerank", "linear", "rrf"] as const;
+
+const intIn = (min: number, max: number) =>
+  z
+    .number({ error: "must be a number" })
+    .int({ error: "must be an integer" })
+    .min(min, { error: `must be ≥ ${min}` })
+    .max(max, { error: `must be ≤ ${max}` });
+
+export const filterSchema = z
+  .strictObject({
+    source_prefix: z.string({ error: "must be a string" }).optional().openapi({
+      description: "Keep passages whose `source` starts with this string.",
+      example: "kb/",
+    }),
+    metadata: z
+      .record(
+        z.string(),
+        z.union([z.string(), z.number(), z.boolean(), z.null()], {
+          error: "must be a string, number, boolean or null",
+        }),
+        { error: "must be an object of string, number, boolean or null values" },
+      )
+      .optional()
+      .openapi({
+        description:
+          "Keep passages whose metadata has every one of these key/value pairs (strict equality; an array value in the passage must contain the value).",
+        example: { lang: "en" },
+      }),
+  })
+  .openapi("SearchFilter");
+
+/** The fields every search request has once defaults are applied (the core's SearchRequest). */
+export interface ParsedSearch {
+  query: string;
+  k: number;
+  candidates: number;
+  rerank: boolean;
+  fusion: (typeof FUSION_MODES)[number];
+  alpha?: number;
+  filter?: z.infer<typeof filterSchema>;
+  collapse: boolean;
+  budget_ms?: number;
+}
+
+interface RawSearch {
+  query: string;
+  k?: number;
+  candidates?: number;
+  rerank?: boolean;
+  fusion?: (typeof FUSION_MODES)[number];
+  alpha?: number;
+  filter?: z.infer<typeof filterSchema>;
+  collapse?: boolean;
+  budget_ms?: number;
+}
+
+/**
+ * Cross-field rules and defaults shared by POST and GET: k defaults to min(SEARCH_DEFAULT_K,
+ * candidates) so a small `candidates` alone is valid; an explicit k must not exceed candidates.
+ */
+function finish(limits: SearchLimitsConfig, queryField: string) {
+  return (v: RawSearch, ctx: z.RefinementCtx<RawSearch>): ParsedSearch => {
+    const candidates = v.candidates ?? limits.defaultCandidates;
+    const k = v.k ?? Math.min(limits.defaultK, candidates);
+    if (k > candidates) ctx.addIssue({ code: "custom", path: ["k"], message: `must be ≤ candidates (${candidates})` });
+    if (v.query.trim() === "") ctx.addIssue({ code: "custom", path: [queryField], message: "must not be empty" });
+    return {
+      query: v.query.trim(),
+      k,
+      candidates,
+      rerank: v.rerank ?? true,
+      fusion: v.fusion ?? "rerank",
+      ...(v.alpha !== undefined ? { alpha: v.alpha } : {}),
+      ...(v.filter !== undefined ? { filter: v.filter } : {}),
+      collapse: v.collapse ?? false,
+      ...(v.budget_ms !== undefined ? { budget_ms: v.budget_ms } : {}),
+    };
+  };
+}
+
+const docs = (limits: SearchLimitsConfig) => ({
+  query: `The search text, at most ${limits.maxQueryChars} characters.`,
+  k: `Results to return (default ${limits.defaultK}, or candidates when smaller); at most candidates.`,
+  candidates: `First-stage candidates sent to the reranker (default ${limits.defaultCandidates}, at most ${limits.maxCandidates}).`,
+  rerank: "Rerank the candidates with the cross-encoder (default true).",
+  fusion: `How the two stages' scores merge: "rerank" (cross-encoder score), "linear" (alpha·minmax(rerank) + (1−alpha)·minmax(retrieval)), "rrf" (Σ 1/(${DEFAULT_RRF_K} + rank)).`,
+  alpha: `Weight of the rerank score in linear fusion, 0..1 (default ${DEFAULT_ALPHA}).`,
+  collapse: "Keep only the best passage of each document (default false).",
+  budget_ms: `Latency budget in ms (1..${MAX_BUDGET_MS}); when reranking every candidate would exceed it, fewer (or none) are reranked and a warning says so.`,
+});
+
+export function searchBodySchema(limits: SearchLimitsConfig) {
+  const d = docs(limits);
+  return z
+    .strictObject(
+      {
+        query: z
+          .string({ error: "must be a string" })
+          .max(limits.maxQueryChars, { error: `must be at most ${limits.maxQueryChars} characters` })
+          .openapi({ description: d.query, example: "how do cats purr" }),
+        k: intIn(1, limits.maxCandidates).optional().openapi({ description: d.k, example: limits.defaultK }),
+        candidates: intIn(1, limits.maxCandidates)
+          .optional()
+          .openapi({ description: d.candidates, example: limits.defaultCandidates }),
+        rerank: z.boolean({ error: "must be true or false" }).optional().openapi({ description: d.rerank }),
+        fusion: z
+          .enum(FUSION_MODES, { error: `must be one of ${FUSION_MODES.join(", ")}` })
+          .optional()
+          .openapi({ description: d.fusion }),
+        alpha: z
+          .number({ error: "must be a number" })
+          .min(0, { error: "must be between 0 and 1" })
+          .max(1, { error: "must be between 0 and 1" })
+          .optional()
+          .openapi({ description: d.alpha }),
+        filter: filterSchema.optional(),
+        collapse: z.boolean({ error: "must be true or false" }).optional().openapi({ description: d.collapse }),
+        budget_ms: intIn(1, MAX_BUDGET_MS).optional().openapi({ description: d.budget_ms }),
+      },
+      {
+        error: (iss) =>
+          iss.code === "unrecognized_keys"
+            ? `unknown field${iss.keys.length > 1 ? "s" : ""} ${iss.keys.map((k) => `"${k}"`).join(", ")}`
+            : "must be a JSON object",
+      },
+    )
+    .transform(finish(limits, "query"))
+    .openapi("SearchRequest");
+}
+
+// Query-string values arrive as strings; each is converted, then checked like its JSON twin.
+const numberParam = (schema: z.ZodType<number>) =>
+  z.preprocess((v) => (typeof v === "string" && v.trim() !== "" ? Number(v) : v), schema);
+const boolParam = z.preprocess(
+  (v) => (v === "true" || v === "1" ? true : v === "false" || v === "0" ? false : v),
+  z.boolean({ error: "must be true or false" }),
+);
+
+export function searchQuerySchema(limits: SearchLimitsConfig) {
+  const d = docs(limits);
+  return z
+    .object({
+      q: z
+        .string({ error: "is required" })
+        .max(limits.maxQueryChars, { error: `must be at most ${limits.maxQueryChars} characters` })
+        .openapi({ description: d.query, example: "how do cats purr" }),
+      k: numberParam(intIn(1, limits.maxCandidates)).optional().openapi({ type: "integer", description: d.k }),
+      candidates: numberParam(intIn(1, limits.maxCandidates))
+        .optional()
+        .openapi({ type: "integer", description: d.candidates }),
+      rerank: boolParam.optional().openapi({ type: "boolean", description: d.rerank }),
+      fusion: z
+        .enum(FUSION_MODES, { error: `must be one of ${FUSION_MODES.join(", ")}` })
+        .optional()
+        .openapi({ description: d.fusion }),
+      alpha: numberParam(
+        z
+          .number({ error: "must be a number" })
+          .min(0, { error: "must be between 0 and 1" })
+          .max(1, { error: "must be between 0 and 1" }),
+      )
+        .optional()
+        .openapi({ type: "number", description: d.alpha }),
+      collapse: boolParam.optional().openapi({ type: "boolean", description: d.collapse }),
+      budget_ms: numberParam(intIn(1, MAX_BUDGET_MS)).optional().openapi({ type: "integer", description: d.budget_ms }),
+      source_prefix: z
+        .string()
+        .optional()
+        .openapi({ description: "Keep passages whose source starts with this string." }),
+    })
+    .transform(({ q, source_prefix, ...rest }, ctx) =>
+      finish(limits, "q")(
+        { query: q, ...rest, ...(source_prefix !== undefined ? { filter: { source_prefix } } : {}) },
+        ctx as unknown as z.RefinementCtx<RawSearch>,
+      ),
+    );
+}
+
+// ---------- responses (documentation) ----------
+
+const stageScore = z
+  .object({ score: z.number(), rank: z.number().int().openapi({ description: "1-based rank in this stage." }) })
+  .openapi("StageScore");
+
+export const searchHitSchema = z
+  .object({
+    id: z.string().openapi({ description: "Passage id (`<doc_id>#<chunk>`)." }),
+    doc_id: z.string(),
+    text: z.string(),
+    source: z.string().optional(),
+    metadata: z.record(z.string(), z.unknown()).optional(),
+    score: z.number().openapi({
+      description:
+        "The fused score (see `fusion`); candidates that were not reranked follow the reranked ones and carry their retrieval score.",
+    }),
+    retrieval: stageScore,
+    rerank: stageScore.nullable(),
+  })
+  .openapi("SearchHit");
+
+export const timingsSchema = z
+  .object({ embed_ms: z.number(), search_ms: z.number(), rerank_ms: z.number(), total_ms: z.number() })
+  .openapi("SearchTimings");
+
+export const searchResponseSchema = z
+  .object({
+    results: z.array(searchHitSchema),
+    index: z.object({ version: z.string(), count: z.number().int() }),
+    reranked: z.boolean(),
+    reranked_candidates: z.number().int(),
+    candidates: z.number().int().openapi({ description: "First-stage candidates after filtering." }),
+    fusion: z.enum(FUSION_MODES),
+    warnings: z.array(z.string()).openapi({
+      description:
+        "Why results are degraded: reranker failure or timeout, latency budget, filter matching few passages.",
+    }),
+    timings: timingsSchema,
+  })
+  .openapi("SearchResponse");
+
+export const errorSchema = z
+  .object({
+    error: z.object({
+      code: z.string().openapi({ example: "invalid_request" }),
+      message: z.string().openapi({ example: "k: must be ≤ candidates (20)" }),
+    }),
+  })
+  .openapi("Error");
+
+export const healthSchema = z
+  .object({
+    status: z.enum(["ok", "unavailable"]),
+    index: z
+      .object({ version: z.string(), count: z.number().int(), age_s: z.number().nullable() })
+      .nullable()
+      .openapi({ description: "The snapshot being served; null before one is published." }),
+    embedder: z.object({ setting: z.string(), identity: z.record(z.string(), z.unknown()).nullable() }),
+    reranker: z.record(z.string(), z.unknown()),
+    store: z.object({ kind: z.string(), bucket: z.string().optional(), endpoint: z.string().optional() }).nullable(),
+    cold: z.boolean(),
+    error: errorSchema.shape.error.optional(),
+  })
+  .openapi("Health");
