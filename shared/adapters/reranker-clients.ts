@@ -5,7 +5,7 @@
 // - none: reranking disabled.
 // Every failure is thrown as a RerankerUnavailableError whose message names the cause; the search
 // core turns it into a warning and first-stage results.
-import type { InvokeCommandOutput, LambdaClient } from "@aws-sdk/client-lambda";
+
 import { z } from "zod";
 import type { Config } from "../core/config.ts";
 import { ConfigError, RerankerUnavailableError } from "../core/errors.ts";
@@ -170,7 +170,7 @@ export interface LambdaInvoker {
   send(
     command: unknown,
     options?: { abortSignal?: AbortSignal },
-  ): Promise<Pick<InvokeCommandOutput, "Payload" | "FunctionError" | "StatusCode">>;
+  ): Promise<{ Payload?: Uint8Array; FunctionError?: string; StatusCode?: number }>;
 }
 
 export interface LambdaRerankerOptions {
@@ -215,7 +215,7 @@ export function createLambdaReranker(opts: LambdaRerankerOptions): RerankerPort 
     describe: desc.describe,
     async rerank(req, callOpts = {}) {
       const sdk = await loadLambdaSdk();
-      client ??= new sdk.LambdaClient({ region: opts.region }) as LambdaClient as LambdaInvoker;
+      client ??= new sdk.LambdaClient({ region: opts.region }) as unknown as LambdaInvoker;
       const timeoutMs = callOpts.timeoutMs ?? opts.timeoutMs;
       const { signal, timedOut } = deadline(timeoutMs, callOpts.signal);
       const started = performance.now();
