@@ -12,7 +12,14 @@ import { openAiApiKey } from "./secrets.ts";
 import { bucket } from "./storage.ts";
 
 export const SEARCH_HANDLER = "functions/search/handler.handler";
-export const SEARCH_ROUTES = ["POST /search", "GET /search", "GET /health", "GET /openapi.json", "GET /", "$default"] as const;
+export const SEARCH_ROUTES = [
+  "POST /search",
+  "GET /search",
+  "GET /health",
+  "GET /openapi.json",
+  "GET /",
+  "$default",
+] as const;
 
 const { prefixes, api: apiSettings } = settings;
 // faiss-node for the index; onnxruntime-node for the local ONNX embedder / in-process fallback.
@@ -57,7 +64,10 @@ export const api = new sst.aws.ApiGatewayV2("Api", {
   // Stage-wide throttling (token bucket per account+stage); per-key limits live in the app.
   transform: {
     stage: {
-      defaultRouteSettings: { throttlingRateLimit: apiSettings.rateLimit, throttlingBurstLimit: apiSettings.burstLimit },
+      defaultRouteSettings: {
+        throttlingRateLimit: apiSettings.rateLimit,
+        throttlingBurstLimit: apiSettings.burstLimit,
+      },
     },
   },
 });

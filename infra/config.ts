@@ -70,7 +70,8 @@ export function readStageSettings(env: Env, stage: string): StageSettings {
     const v = raw(name);
     if (v === undefined) return fallback;
     const n = Number(v);
-    if (!Number.isInteger(n) || n < min || n > max) throw new StageSettingError(name, `expected an integer in [${min}, ${max}], got "${v}"`);
+    if (!Number.isInteger(n) || n < min || n > max)
+      throw new StageSettingError(name, `expected an integer in [${min}, ${max}], got "${v}"`);
     return n;
   };
   const bool = (name: string, fallback: boolean): boolean => {
@@ -83,7 +84,8 @@ export function readStageSettings(env: Env, stage: string): StageSettings {
   const oneOf = <T extends string>(name: string, values: readonly T[], fallback: T): T => {
     const v = raw(name);
     if (v === undefined) return fallback;
-    if (!(values as readonly string[]).includes(v)) throw new StageSettingError(name, `expected one of ${values.join(", ")}, got "${v}"`);
+    if (!(values as readonly string[]).includes(v))
+      throw new StageSettingError(name, `expected one of ${values.join(", ")}, got "${v}"`);
     return v as T;
   };
   const prefix = (name: string, fallback: string): string => {
@@ -103,7 +105,8 @@ export function readStageSettings(env: Env, stage: string): StageSettings {
   const externalUrl = raw("DEPLOY_RERANKER_URL");
   if (backend === "external") {
     if (!externalUrl) throw new StageSettingError("DEPLOY_RERANKER_URL", "required when DEPLOY_RERANKER=external");
-    if (!/^https?:\/\//.test(externalUrl)) throw new StageSettingError("DEPLOY_RERANKER_URL", `expected an http(s) URL, got "${externalUrl}"`);
+    if (!/^https?:\/\//.test(externalUrl))
+      throw new StageSettingError("DEPLOY_RERANKER_URL", `expected an http(s) URL, got "${externalUrl}"`);
   }
   const provisioned = int("DEPLOY_RERANKER_PROVISIONED", 0, 0, 1000);
   if (provisioned > 0 && backend !== "lambda") {
@@ -116,13 +119,19 @@ export function readStageSettings(env: Env, stage: string): StageSettings {
   if (gpuMax < gpuMin) throw new StageSettingError("DEPLOY_GPU_MAX", `must be at least DEPLOY_GPU_MIN (${gpuMin})`);
   const accelerator = raw("DEPLOY_GPU") ?? "nvidia/t4";
   if (!/^[a-z-]+\/[a-z0-9-]+$/.test(accelerator)) {
-    throw new StageSettingError("DEPLOY_GPU", `expected "<manufacturer>/<accelerator>" such as nvidia/t4, got "${accelerator}"`);
+    throw new StageSettingError(
+      "DEPLOY_GPU",
+      `expected "<manufacturer>/<accelerator>" such as nvidia/t4, got "${accelerator}"`,
+    );
   }
 
   const reservedRaw = raw("DEPLOY_REINDEX_CONCURRENCY");
   const reservedConcurrency = reservedRaw === "off" ? "off" : int("DEPLOY_REINDEX_CONCURRENCY", 1, 1, 1000);
 
-  const corsOrigins = (raw("DEPLOY_CORS_ORIGINS") ?? "*").split(",").map((s) => s.trim()).filter(Boolean);
+  const corsOrigins = (raw("DEPLOY_CORS_ORIGINS") ?? "*")
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
 
   return {
     stage,
@@ -191,9 +200,13 @@ function parseRuntimeEnv(json: string | undefined): Record<string, string> {
   }
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(parsed)) {
-    if (!/^[A-Za-z][A-Za-z0-9_]+$/.test(k)) throw new StageSettingError("DEPLOY_RUNTIME_ENV", `"${k}" is not a valid variable name`);
+    if (!/^[A-Za-z][A-Za-z0-9_]+$/.test(k))
+      throw new StageSettingError("DEPLOY_RUNTIME_ENV", `"${k}" is not a valid variable name`);
     if ((SECRET_RUNTIME_VARIABLES as readonly string[]).includes(k)) {
-      throw new StageSettingError("DEPLOY_RUNTIME_ENV", `${k} is a secret: set it with \`npx sst secret set\`, not as a plain value`);
+      throw new StageSettingError(
+        "DEPLOY_RUNTIME_ENV",
+        `${k} is a secret: set it with \`npx sst secret set\`, not as a plain value`,
+      );
     }
     if (typeof v !== "string") throw new StageSettingError("DEPLOY_RUNTIME_ENV", `${k} must be a string`);
     out[k] = v;

@@ -123,7 +123,9 @@ function searchPort(): SearchRerankerPort {
         : { RERANKER: "lambda" },
       link: [reranker],
       // The link grants InvokeFunction on the unqualified ARN only.
-      permissions: provisioned ? [{ actions: ["lambda:InvokeFunction"], resources: [$interpolate`${reranker.arn}:*`] }] : [],
+      permissions: provisioned
+        ? [{ actions: ["lambda:InvokeFunction"], resources: [$interpolate`${reranker.arn}:*`] }]
+        : [],
     };
   }
   if (rerankerService) {

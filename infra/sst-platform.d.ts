@@ -78,6 +78,7 @@ declare global {
         retries?: number;
         logging?: { retention?: string; format?: "text" | "json" };
       }
+      // biome-ignore lint/suspicious/noShadowRestrictedNames: SST names its component sst.aws.Function
       class Function {
         constructor(name: string, args: FunctionArgs);
         readonly name: SstOutput<string>;

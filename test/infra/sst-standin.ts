@@ -54,7 +54,8 @@ export class Recorder {
 
   byId<T extends StandInComponent>(id: string): T {
     const c = this.components.find((x) => x.id === id);
-    if (!c) throw new Error(`no component named "${id}" was created (have: ${this.components.map((x) => x.id).join(", ")})`);
+    if (!c)
+      throw new Error(`no component named "${id}" was created (have: ${this.components.map((x) => x.id).join(", ")})`);
     return c as T;
   }
   ofType(type: string): StandInComponent[] {
@@ -98,7 +99,7 @@ export function installSstStandIn(opts: StandInOptions): Recorder {
     }
   }
 
-  class Function extends StandInComponent {
+  class FunctionComponent extends StandInComponent {
     constructor(id: string, args: Args) {
       if (typeof args?.handler !== "string") throw new Error(`sst.aws.Function "${id}" needs a handler`);
       super("sst.aws.Function", id, args, rec);
@@ -193,7 +194,7 @@ export function installSstStandIn(opts: StandInOptions): Recorder {
   g.$dev = opts.dev ?? false;
   g.$interpolate = (strings: TemplateStringsArray, ...values: unknown[]) =>
     new OutputRef(strings.reduce((acc, s, i) => acc + s + (i < values.length ? String(values[i]) : ""), ""));
-  g.sst = { Secret, aws: { Bucket, Function, ApiGatewayV2, Vpc, Cluster, Service } };
+  g.sst = { Secret, aws: { Bucket, Function: FunctionComponent, ApiGatewayV2, Vpc, Cluster, Service } };
   return rec;
 }
 
