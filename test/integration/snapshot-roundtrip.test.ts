@@ -1,0 +1,317 @@
+// Build → publish → load → search through a real S3 server (s3rver on loopback) and the
+// filesystem store, with real faiss-node; hot swap under query load; corrupt and missing files.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createFaissIndexSinkFactory, decodeFaissSnapshotIndex } from "../../shared/adapters/faiss-index.ts";
+import { createFsStore } from "../../shared/adapters/fs-store.ts";
+import { createS3Store } from "../../shared/adapters/s3-store.ts";
+import { IndexNotReadyError, PreconditionFailedError, StoreUnavailableError } from "../../shared/core/errors.ts";
+import type { ObjectStore, VectorSearchResult } from "../../shared/core/ports.ts";
+import { publishSnapshot, readPointer } from "../../shared/core/publish.ts";
+import { createSnapshotLoader, type LogFn } from "../../shared/core/snapshot-loader.ts";
+import { INDEX_FILE, PASSAGES_FILE, snapshotFileKey } from "../../shared/core/snapshot.ts";
+import { type LocalS3, startLocalS3 } from "../helpers/s3rver.ts";
+import { buildCorpusSnapshot, makeCorpus, publishCorpus, queryVectors } from "../helpers/snapshots.ts";
+
+const d = 48;
+const queries = queryVectors(20, d, 99);
+let s3: LocalS3;
+let s3Store: ObjectStore;
+let fsRoot: string;
+
+beforeAll(async () => {
+  s3 = await startLocalS3();
+  s3Store = createS3Store({
+    bucket: s3.bucket,
+    endpoint: s3.endpoint,
+    forcePathStyle: true,
+    credentials: s3.credentials,
+  });
+  fsRoot = mkdtempSync(join(tmpdir(), "snap-fs-"));
+});
+afterAll(async () => {
+  await s3?.close();
+  rmSync(fsRoot, { recursive: true, force: true });
+});
+
+function capture(): { log: LogFn; entries: Array<{ level: string; msg: string; data?: Record<string, unknown> }> } {
+  const entries: Array<{ level: string; msg: string; data?: Record<string, unknown> }> = [];
+  return { entries, log: (level, msg, data) => entries.push({ level, msg, data }) };
+}
+
+function loaderFor(
+  store: ObjectStore,
+  indexPrefix: string,
+  extra: { streaming?: boolean; log?: LogFn; refreshS?: number } = {},
+) {
+  return createSnapshotLoader({
+    store,
+    indexPrefix,
+    refreshS: extra.refreshS ?? 0,
+    decodeIndex: decodeFaissSnapshotIndex,
+    openIndexSink: extra.streaming === false ? undefined : createFaissIndexSinkFactory(),
+    // Small parts so a ~600 KB index really comes as parallel ranged GETs.
+    partBytes: 64 * 1024,
+    concurrency: 4,
+    log: extra.log,
+  });
+}
+
+function searchAll(index: { search(q: Float32Array, k: number): VectorSearchResult }): VectorSearchResult[] {
+  return queries.map((q) => index.search(q, 10));
+}
+
+/** Counts GETs per key so tests can tell whether a version is being downloaded again. */
+function countingStore(inner: ObjectStore): ObjectStore & { gets: Map<string, number> } {
+  const gets = new Map<string, number>();
+  return {
+    ...inner,
+    gets,
+    describe: () => inner.describe(),
+    head: (k) => inner.head(k),
+    put: (k, b, o) => inner.put(k, b, o),
+    delete: (k) => inner.delete(k),
+    list: (p) => inner.list(p),
+    getStream: (k, o) => inner.getStream(k, o),
+    get: (k, o) => {
+      gets.set(k, (gets.get(k) ?? 0) + 1);
+      return inner.get(k, o);
+    },
+  };
+}
+
+describe.each([
+  { name: "S3 (s3rver), streamed into faiss", store: () => s3Store, streaming: true },
+  { name: "S3 (s3rver), bytes decoded", store: () => s3Store, streaming: false },
+  { name: "filesystem store", store: () => createFsStore(fsRoot), streaming: true },
+])("round trip through $name", ({ name, store, streaming }) => {
+  it.each(["flat", "hnsw", "ivf"])(
+    "%s: loaded snapshot searches exactly like the in-memory build",
+    async (indexType) => {
+      const prefix = `rt-${streaming ? "s" : "b"}-${name.length}-${indexType}/`;
+      const corpus = makeCorpus({ n: 3000, d, seed: 1, label: "alpha" });
+      const { built, published } = await publishCorpus(store(), prefix, corpus, { indexType });
+      expect(built.manifest.files[INDEX_FILE].bytes).toBeGreaterThan(64 * 1024 * 4);
+
+      const loader = loaderFor(store(), prefix, { streaming });
+      const snap = await loader.current();
+      expect(snap.version).toBe(published.version);
+      expect(snap.manifest).toEqual(built.manifest);
+      expect(snap.index.count).toBe(3000);
+      expect(searchAll(snap.index)).toEqual(searchAll(built.index));
+      const top = snap.index.search(queries[0], 3).ordinals;
+      for (const o of top) expect(snap.passages.get(o)).toEqual(corpus.passages[o]);
+      expect(loader.status()).toMatchObject({ version: published.version, count: 3000, cold: false });
+      loader.close();
+    },
+  );
+});
+
+describe("snapshot loader against s3rver", () => {
+  it("cold start: no pointer → IndexNotReadyError; unreachable store → StoreUnavailableError", async () => {
+    const loader = loaderFor(s3Store, "empty-prefix/");
+    await expect(loader.current()).rejects.toBeInstanceOf(IndexNotReadyError);
+    expect(loader.status()).toMatchObject({ version: null, cold: true });
+
+    const dead = createS3Store({
+      bucket: s3.bucket,
+      endpoint: "http://127.0.0.1:9",
+      forcePathStyle: true,
+      credentials: s3.credentials,
+      maxAttempts: 1,
+    });
+    const err = await loaderFor(dead, "x/")
+      .current()
+      .catch((e) => e);
+    expect(err).toBeInstanceOf(StoreUnavailableError);
+    expect(err.status).toBe(503);
+    expect(err.retryAfterS).toBeGreaterThan(0);
+  });
+
+  it("publishing refuses to flip a pointer that moved (compare-and-swap on the pointer)", async () => {
+    const prefix = "cas/";
+    const a = await buildCorpusSnapshot(makeCorpus({ n: 50, d, seed: 2, label: "a" }));
+    const b = await buildCorpusSnapshot(makeCorpus({ n: 50, d, seed: 3, label: "b" }));
+    const first = await publishSnapshot(s3Store, {
+      indexPrefix: prefix,
+      manifest: a.manifest,
+      files: a.files,
+      expectedPointerEtag: null,
+    });
+    // s3rver ignores If-None-Match, so this check relies on the S3 store's headers; on the fs store
+    // (below) the same call loses for real.
+    const fsStore = createFsStore(fsRoot);
+    await publishSnapshot(fsStore, {
+      indexPrefix: prefix,
+      manifest: a.manifest,
+      files: a.files,
+      expectedPointerEtag: null,
+    });
+    await expect(
+      publishSnapshot(fsStore, {
+        indexPrefix: prefix,
+        manifest: b.manifest,
+        files: b.files,
+        expectedPointerEtag: null,
+      }),
+    ).rejects.toBeInstanceOf(PreconditionFailedError);
+    const fsPointer = await readPointer(fsStore, prefix);
+    await expect(
+      publishSnapshot(fsStore, {
+        indexPrefix: prefix,
+        manifest: b.manifest,
+        files: b.files,
+        expectedPointerEtag: '"stale"',
+      }),
+    ).rejects.toBeInstanceOf(PreconditionFailedError);
+    const ok = await publishSnapshot(fsStore, {
+      indexPrefix: prefix,
+      manifest: b.manifest,
+      files: b.files,
+      expectedPointerEtag: fsPointer!.etag,
+    });
+    expect((await readPointer(fsStore, prefix))!.pointer.version).toBe(ok.version);
+    expect((await readPointer(s3Store, prefix))!.pointer.version).toBe(first.version);
+  });
+
+  it("hot swap: a second version published while queries run goes live with no failed query", async () => {
+    const prefix = "hot/";
+    const v1Corpus = makeCorpus({ n: 3000, d, seed: 10, label: "v1" });
+    const v2Corpus = makeCorpus({ n: 2500, d, seed: 20, label: "v2" });
+    const { published: p1 } = await publishCorpus(s3Store, prefix, v1Corpus);
+    const { log, entries } = capture();
+    const loader = loaderFor(s3Store, prefix, { log, refreshS: 0 });
+    expect((await loader.current()).version).toBe(p1.version);
+
+    const seen: string[] = [];
+    let failures = 0;
+    let stop = false;
+    let q = 0;
+    const loop = (async () => {
+      while (!stop) {
+        try {
+          const snap = await loader.current();
+          const r = snap.index.search(queries[q++ % queries.length], 5);
+          // Results and passages always come from the same snapshot.
+          expect(
+            snap.passages.get(r.ordinals[0]).docId.startsWith(`${snap.version === p1.version ? "v1" : "v2"}-`),
+          ).toBe(true);
+          seen.push(snap.version);
+        } catch {
+          failures++;
+        }
+        await new Promise((r) => setImmediate(r));
+      }
+    })();
+
+    await new Promise((r) => setTimeout(r, 50));
+    const { built: b2, published: p2 } = await publishCorpus(s3Store, prefix, v2Corpus);
+    const publishedAt = seen.length;
+    const deadline = Date.now() + 30_000;
+    while (loader.status().version !== p2.version && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 50));
+    stop = true;
+    await loop;
+
+    expect(failures).toBe(0);
+    expect(loader.status().version).toBe(p2.version);
+    // Queries kept being answered by v1 while v2 downloaded: nobody waited for the refresh.
+    expect(seen.slice(publishedAt).filter((v) => v === p1.version).length).toBeGreaterThan(0);
+    // Once v2 answered, v1 never did again.
+    const firstV2 = seen.indexOf(p2.version);
+    expect(firstV2).toBeGreaterThan(0);
+    expect(seen.slice(firstV2).every((v) => v === p2.version)).toBe(true);
+    expect(searchAll((await loader.current()).index)).toEqual(searchAll(b2.index));
+    expect(
+      entries.some(
+        (e) => e.msg === "snapshot swapped" && e.data?.version === p2.version && e.data?.previous === p1.version,
+      ),
+    ).toBe(true);
+    loader.close();
+  });
+
+  it("rejects a new version with a flipped byte in index.faiss, logs it, keeps serving, and does not retry it in a loop", async () => {
+    const prefix = "corrupt/";
+    const { built: b1, published: p1 } = await publishCorpus(
+      s3Store,
+      prefix,
+      makeCorpus({ n: 2000, d, seed: 30, label: "good" }),
+    );
+    const store = countingStore(s3Store);
+    const { log, entries } = capture();
+    const loader = loaderFor(store, prefix, { log, refreshS: 0 });
+    await loader.current();
+
+    // Publish v2, then corrupt one byte of its index in the bucket (after publish, so the manifest's sha256 is of the good bytes).
+    const { published: p2 } = await publishCorpus(s3Store, prefix, makeCorpus({ n: 2000, d, seed: 31, label: "bad" }));
+    const indexKey = snapshotFileKey(prefix, p2.version, INDEX_FILE);
+    const original = (await s3Store.get(indexKey))!.body;
+    const flipped = Uint8Array.from(original);
+    flipped[Math.floor(flipped.length / 2)] ^= 0x01;
+    await s3Store.put(indexKey, flipped);
+
+    expect(await loader.refresh()).toBe(false);
+    const snap = await loader.current();
+    expect(snap.version).toBe(p1.version);
+    expect(searchAll(snap.index)).toEqual(searchAll(b1.index));
+    const rejected = entries.filter((e) => e.msg === "snapshot rejected");
+    expect(rejected).toHaveLength(1);
+    expect(rejected[0]).toMatchObject({ level: "error", data: { version: p2.version, keeping: p1.version } });
+    expect(String(rejected[0].data?.error)).toMatch(/index\.faiss sha256 .* does not match/);
+    expect(loader.status()).toMatchObject({ version: p1.version, cold: false });
+    expect(loader.status().lastError).toMatch(/sha256/);
+
+    // Later checks see the same bad pointer and do not download it again.
+    const before = [...store.gets.entries()]
+      .filter(([k]) => k.startsWith(snapshotFileKey(prefix, p2.version, "")))
+      .reduce((a, [, n]) => a + n, 0);
+    for (let i = 0; i < 5; i++) {
+      expect(await loader.refresh()).toBe(false);
+      await loader.current();
+    }
+    const after = [...store.gets.entries()]
+      .filter(([k]) => k.startsWith(snapshotFileKey(prefix, p2.version, "")))
+      .reduce((a, [, n]) => a + n, 0);
+    expect(after).toBe(before);
+    expect(entries.filter((e) => e.msg === "snapshot rejected")).toHaveLength(1);
+
+    // A good version published afterwards is picked up.
+    const { published: p3 } = await publishCorpus(s3Store, prefix, makeCorpus({ n: 100, d, seed: 32, label: "fixed" }));
+    expect(await loader.refresh()).toBe(true);
+    expect((await loader.current()).version).toBe(p3.version);
+    loader.close();
+  });
+
+  it("rejects a new version with a missing passage store and keeps serving the previous one", async () => {
+    const prefix = "missing/";
+    const { published: p1 } = await publishCorpus(s3Store, prefix, makeCorpus({ n: 500, d, seed: 40, label: "ok" }));
+    const { log, entries } = capture();
+    const loader = loaderFor(s3Store, prefix, { log });
+    await loader.current();
+    const { published: p2 } = await publishCorpus(s3Store, prefix, makeCorpus({ n: 500, d, seed: 41, label: "gone" }));
+    await s3Store.delete(snapshotFileKey(prefix, p2.version, PASSAGES_FILE));
+
+    expect(await loader.refresh()).toBe(false);
+    expect((await loader.current()).version).toBe(p1.version);
+    const rejected = entries.find((e) => e.msg === "snapshot rejected");
+    expect(rejected?.data).toMatchObject({ version: p2.version, keeping: p1.version });
+    expect(String(rejected?.data?.error)).toMatch(/passages\.bin is missing/);
+    loader.close();
+  });
+
+  it("a cold start on a corrupt version fails with snapshot_invalid rather than serving it", async () => {
+    const prefix = "cold-corrupt/";
+    const { published } = await publishCorpus(s3Store, prefix, makeCorpus({ n: 300, d, seed: 50, label: "c" }));
+    const key = snapshotFileKey(prefix, published.version, PASSAGES_FILE);
+    const body = Uint8Array.from((await s3Store.get(key))!.body);
+    body[body.length - 2] ^= 0xff;
+    await s3Store.put(key, body);
+    const err = await loaderFor(s3Store, prefix)
+      .current()
+      .catch((e) => e);
+    expect(err.code).toBe("snapshot_invalid");
+    expect(err.message).toMatch(/passages\.bin sha256/);
+  });
+});
