@@ -17,6 +17,12 @@ export const NATIVE_BUNDLE_MARKERS: Record<NativeBundle, string> = {
   onnxruntime: "onnxruntime-node/bin/napi-v6/linux/x64/onnxruntime_binding.node",
 };
 
+/**
+ * Never bundled: onnxruntime-web is ORT's WASM fallback for machines without the native addon. The
+ * functions always carry onnxruntime-node, and a bundled copy could not find its .wasm files anyway.
+ */
+export const ALWAYS_EXTERNAL = ["onnxruntime-web"];
+
 export interface NativePackaging {
   copyFiles: { from: string; to: string }[];
   /** Kept out of the esbuild bundle; they resolve from the copied node_modules at runtime. */
@@ -41,7 +47,7 @@ export function nativePackaging(bundles: NativeBundle[], opts: { root?: string; 
   const root = opts.root ?? settings.nativeDir;
   const dev = opts.dev ?? $dev;
   const copyFiles: NativePackaging["copyFiles"] = [];
-  const external = new Set<string>();
+  const external = new Set<string>(ALWAYS_EXTERNAL);
   for (const bundle of bundles) {
     const modulesDir = posix.join(root, bundle, "build", "nodejs", "node_modules");
     const absolute = resolve(modulesDir);

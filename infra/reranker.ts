@@ -80,8 +80,8 @@ function createGpuReranker(): sst.aws.Service {
       ...settings.runtimeEnv,
       ...modelEnvironment,
       RERANKER_PORT: String(g.port),
-      // cuda, not auto: a task that landed without a usable GPU must fail its health check, not
-      // quietly serve from the CPU at a GPU's price.
+      // Asked for explicitly: if ORT has to fall back to the CPU, the app's /health answers 503
+      // "degraded", so the load balancer replaces the task instead of serving at CPU speed.
       RERANKER_PROVIDER: "cuda",
       // int8 graphs are CPU kernels; GPUs want the fp32/fp16 model.
       RERANKER_QUANTIZED: "false",

@@ -23,9 +23,10 @@ RUN npm ci --no-audit --no-fund --loglevel=error
 COPY tsconfig.json ./
 COPY shared ./shared
 COPY functions ./functions
-# One ESM file holding everything except the native addon, which must stay a package on disk.
+# One ESM file holding everything except the native addon, which must stay a package on disk
+# (onnxruntime-web, the WASM fallback, is left out: this image always has the native runtime).
 RUN npx esbuild functions/rerank/server.ts --bundle --platform=node --target=node20 --format=esm \
-      --external:onnxruntime-node --external:onnxruntime-common \
+      --external:onnxruntime-node --external:onnxruntime-common --external:onnxruntime-web \
       --banner:js="import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" \
       --outfile=dist/server.mjs
 
@@ -47,7 +48,7 @@ COPY --from=runtime-deps /deps/node_modules ./node_modules
 COPY --from=build /app/dist/server.mjs ./server.mjs
 RUN useradd --system --uid 10001 --create-home reranker && mkdir -p /tmp/models && chown reranker /tmp/models
 USER reranker
-# RERANKER_PROVIDER=cuda (not auto): without a usable GPU the session fails and so does the health check.
+# CUDA asked for explicitly: a fallback to the CPU makes /health answer 503 ("degraded").
 ENV NODE_ENV=production RERANKER_PORT=3001 RERANKER_PROVIDER=cuda MODEL_CACHE_DIR=/tmp/models
 EXPOSE 3001
 CMD ["node", "server.mjs"]

@@ -251,13 +251,14 @@ describe("default stage: Lambda reranker", () => {
       "file-uri-to-path",
       "onnxruntime-common",
       "onnxruntime-node",
+      "onnxruntime-web",
     ]);
     expect(search.copyFiles).toContainEqual({
       from: `${nativeRoot}/faiss/build/nodejs/node_modules/faiss-node`,
       to: "node_modules/faiss-node",
     });
     const reranker = d.rec.byId("Reranker").args;
-    expect(reranker.nodejs.esbuild.external).toEqual(["onnxruntime-common", "onnxruntime-node"]);
+    expect(reranker.nodejs.esbuild.external).toEqual(["onnxruntime-common", "onnxruntime-node", "onnxruntime-web"]);
     expect(reranker.copyFiles.map((c: { to: string }) => c.to)).toEqual([
       "node_modules/onnxruntime-common",
       "node_modules/onnxruntime-node",
