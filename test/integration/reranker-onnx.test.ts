@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type CrossEncoder, loadCrossEncoder, releaseCrossEncoders } from "../../shared/adapters/cross-encoder.ts";
 import { createOrtSession } from "../../shared/adapters/ort-session.ts";
 import { rerank } from "../../shared/core/rerank.ts";
-import { ensureFixtureModel } from "../../scripts/fixtures/index.ts";
+import { ensureFixtureModel } from "../helpers/fixtures.ts";
 
 const QUERY = "how many people live in berlin?";
 const DOCS = [

@@ -1,0 +1,158 @@
+// The in-process reranker: a RerankerPort backed by the ONNX cross-encoder in this process.
+// The model loads lazily on first use (or on warm()), from RERANKER_MODEL_DIR or from
+// RERANKER_MODEL_S3_PREFIX through the local model cache; a failed load answers 503 and is
+// retried on the next call.
+import type { Config } from "../core/config.ts";
+import { ConfigError, isDomainError, RerankerUnavailableError } from "../core/errors.ts";
+import type { Clock, ObjectStore, RerankCallOptions, RerankerDescription, RerankerPort } from "../core/ports.ts";
+import { type RerankLimits, rerank, validateRerankRequest } from "../core/rerank.ts";
+import type { RerankRequest, RerankResponse } from "../core/types.ts";
+import { type CrossEncoder, loadCrossEncoder } from "./cross-encoder.ts";
+import { resolveModelDir } from "./model-source.ts";
+import type { OrtLog, ProviderFallback } from "./ort-session.ts";
+
+export type LocalRerankerConfig = Pick<
+  Config,
+  | "rerankerModelDir"
+  | "rerankerModelS3"
+  | "modelCacheDir"
+  | "rerankerProvider"
+  | "rerankerQuantized"
+  | "rerankerMaxLength"
+  | "rerankerBatchTokens"
+  | "rerankerMaxDocuments"
+  | "rerankerThreads"
+>;
+
+export interface LocalRerankerOptions {
+  /** Store holding RERANKER_MODEL_S3_PREFIX (required when that prefix is the model source). */
+  store?: ObjectStore;
+  log?: OrtLog;
+  clock?: Clock;
+  /** Longest accepted query in characters (unset: no limit beyond the model's token limit). */
+  maxQueryChars?: number;
+}
+
+export interface RerankerStatus {
+  /** The model is loaded and answers without a cold start. */
+  warm: boolean;
+  loading: boolean;
+  /** Where the model comes from: a folder or "store:<prefix>". */
+  source: string;
+  /** RERANKER_PROVIDER as configured ("auto", "cuda", …). */
+  requestedProvider: string;
+  model?: string;
+  provider?: string;
+  fallbacks?: readonly ProviderFallback[];
+  fixture?: boolean;
+  maxLength?: number;
+  /** Why the last load failed (cleared by a successful load). */
+  error?: string;
+}
+
+export interface LocalReranker extends RerankerPort {
+  /** Loads the model now (cold-start work before the first request). */
+  warm(): Promise<CrossEncoder>;
+  status(): RerankerStatus;
+  readonly limits: RerankLimits;
+}
+
+export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalRerankerOptions = {}): LocalReranker {
+  if (!cfg.rerankerModelDir && !cfg.rerankerModelS3) {
+    throw new ConfigError(
+      "RERANKER_MODEL_DIR",
+      "the in-process reranker needs a model: set RERANKER_MODEL_DIR to a local cross-encoder folder or RERANKER_MODEL_S3_PREFIX to its bucket prefix (or choose RERANKER=none/http/lambda)",
+    );
+  }
+  if (!cfg.rerankerModelDir && !opts.store) {
+    throw new ConfigError("RERANKER_MODEL_S3_PREFIX", "a model prefix needs an object store to read it from");
+  }
+  const source = cfg.rerankerModelDir ?? `store:${cfg.rerankerModelS3}`;
+  const limits: RerankLimits = { maxDocuments: cfg.rerankerMaxDocuments, maxQueryChars: opts.maxQueryChars };
+  const quantized = cfg.rerankerQuantized;
+
+  let model: CrossEncoder | null = null;
+  let pending: Promise<CrossEncoder> | null = null;
+  let lastError: string | undefined;
+
+  const load = (): Promise<CrossEncoder> => {
+    if (model) return Promise.resolve(model);
+    pending ??= (async () => {
+      const modelDir = await resolveModelDir({
+        localDir: cfg.rerankerModelDir,
+        store: opts.store,
+        prefix: cfg.rerankerModelS3,
+        cacheDir: cfg.modelCacheDir,
+        required: ["config.json", "tokenizer.json"],
+        // Fetch only the graph that will run.
+        include: (rel) => {
+          if (!rel.endsWith(".onnx")) return true;
+          const file = rel.split("/").pop();
+          return file === "model.onnx" || (quantized && file === "model_quantized.onnx");
+        },
+      });
+      return loadCrossEncoder({
+        modelDir,
+        provider: cfg.rerankerProvider,
+        quantized,
+        maxLength: cfg.rerankerMaxLength,
+        batchTokens: cfg.rerankerBatchTokens,
+        threads: cfg.rerankerThreads,
+        name: cfg.rerankerModelS3 ? cfg.rerankerModelS3.split("/").filter(Boolean).pop() : undefined,
+        log: opts.log,
+      });
+    })().then(
+      (m) => {
+        model = m;
+        lastError = undefined;
+        pending = null;
+        return m;
+      },
+      (e) => {
+        pending = null;
+        lastError = (e as Error).message;
+        throw new RerankerUnavailableError(`reranker model could not be loaded from ${source}: ${lastError}`, e);
+      },
+    );
+    return pending;
+  };
+
+  return {
+    limits,
+    warm: load,
+    describe(): RerankerDescription {
+      return { kind: "in-process", model: model?.model, provider: model?.provider, fixture: model?.fixture };
+    },
+    status(): RerankerStatus {
+      return {
+        warm: model !== null,
+        loading: pending !== null,
+        source,
+        requestedProvider: cfg.rerankerProvider,
+        model: model?.model,
+        provider: model?.provider,
+        fallbacks: model?.fallbacks,
+        fixture: model?.fixture,
+        maxLength: model?.maxLength,
+        error: lastError,
+      };
+    },
+    async rerank(req: RerankRequest, callOpts: RerankCallOptions = {}): Promise<RerankResponse> {
+      // Bad input is answered as such even while the model cannot load.
+      const valid = validateRerankRequest(req, limits);
+      throwIfAborted(callOpts.signal);
+      const m = await load();
+      throwIfAborted(callOpts.signal);
+      try {
+        return await rerank(valid, m, limits, opts.clock);
+      } catch (e) {
+        if (isDomainError(e)) throw e;
+        throw new RerankerUnavailableError(`reranker inference failed: ${(e as Error).message}`, e);
+      }
+    },
+  };
+}
+
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  signal?.throwIfAborted();
+}
