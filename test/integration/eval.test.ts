@@ -1,0 +1,243 @@
+// The evaluation pipeline end to end on ADI (82 documents, 35 queries) with the offline defaults:
+// hashing embedder → chunking → real FAISS, BM25, and the tiny fixture cross-encoder on real
+// onnxruntime-node. Asserts structure and that the lexical and first-stage rankings are far above
+// chance, never figures copied from a run.
+import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../../shared/core/config.ts";
+import { ValidationError } from "../../shared/core/errors.ts";
+import { evaluateRun, metricSpec } from "../../shared/core/metrics.ts";
+import { documentText, loadDataset, readCorpus, readQrels } from "../../scripts/eval/dataset.ts";
+import { type EvalReport, markdownTable } from "../../scripts/eval/report.ts";
+import { documentsOfPassages, fusedDocuments, runEval } from "../../scripts/eval/run-eval.ts";
+
+const repoRoot = path.resolve(import.meta.dirname, "../..");
+const adiDir = path.resolve(repoRoot, "../shared/data/adi");
+const haveAdi = existsSync(path.join(adiDir, "corpus.jsonl"));
+if (!haveAdi) console.warn(`SKIP eval end-to-end tests: ${adiDir} not found (the shared IR collections are absent)`);
+
+let tmp: string;
+beforeAll(async () => {
+  tmp = await mkdtemp(path.join(os.tmpdir(), "eval-test-"));
+});
+afterAll(async () => {
+  if (tmp) await rm(tmp, { recursive: true, force: true });
+});
+
+describe("BEIR reader", () => {
+  it("keeps empty documents, reads the qrels header, and names the line of bad input", async () => {
+    const dir = path.join(tmp, "mini");
+    await import("node:fs/promises").then((fs) => fs.mkdir(dir, { recursive: true }));
+    await writeFile(
+      path.join(dir, "corpus.jsonl"),
+      '{"_id":"1","title":"Wings","text":"lift"}\n{"_id":"2","title":"","text":""}\n\n{"_id":3,"text":"drag"}\n',
+    );
+    await writeFile(path.join(dir, "queries.jsonl"), '{"_id":"q1","text":"lift"}\n');
+    await writeFile(path.join(dir, "qrels.tsv"), "query-id\tcorpus-id\tscore\nq1\t1\t2\nq1\t2\t0\n");
+    const ds = await loadDataset(dir);
+    expect(ds.corpus.map((d) => d.id)).toEqual(["1", "2", "3"]);
+    expect(ds.corpus.map(documentText)).toEqual(["Wings\n\nlift", "", "drag"]);
+    expect([...ds.qrels.get("q1")!]).toEqual([
+      ["1", 2],
+      ["2", 0],
+    ]);
+
+    await writeFile(path.join(dir, "bad.jsonl"), '{"_id":"1","text":"a"}\n{"_id":"2",\n');
+    await expect(async () => {
+      for await (const _ of readCorpus(path.join(dir, "bad.jsonl"))) {
+      }
+    }).rejects.toThrow(/bad\.jsonl:2: invalid JSON/);
+    await writeFile(path.join(dir, "dup.tsv"), "q1\td1\t1\nq1\td1\t2\n");
+    await expect(readQrels(path.join(dir, "dup.tsv"))).rejects.toThrow(ValidationError);
+    await expect(loadDataset(path.join(tmp, "nope"))).rejects.toThrow(/does not exist/);
+  });
+});
+
+describe("reranked document rankings", () => {
+  // p0..p3 in first-stage order; doc "b" has two passages.
+  const passages = [
+    { passageId: "a#0", docId: "a", text: "", score: 0.9 },
+    { passageId: "b#0", docId: "b", text: "", score: 0.8 },
+    { passageId: "c#0", docId: "c", text: "", score: 0.7 },
+    { passageId: "b#1", docId: "b", text: "", score: 0.6 },
+    { passageId: "d#0", docId: "d", text: "", score: 0.5 },
+  ];
+  const firstDocs = documentsOfPassages(passages, 100);
+
+  it("collapses passages to documents in first-stage order", () => {
+    expect(firstDocs).toEqual(["a", "b", "c", "d"]);
+  });
+
+  it("reorders the first n candidates by rerank score, then appends the other first-stage documents", () => {
+    // n = 4: rerank scores a .1, b#0 .2, c .9, b#1 .95 → b#1, c, b#0, a → documents b, c, a; then d
+    const docs = fusedDocuments(passages, [0.1, 0.2, 0.9, 0.95, 0.99], 4, "rerank", firstDocs, 100);
+    expect(docs).toEqual(["b", "c", "a", "d"]);
+    // n = 2 leaves c and d in first-stage order after the reranked a, b
+    expect(fusedDocuments(passages, [0.1, 0.2, 0.9, 0.95, 0.99], 2, "rerank", firstDocs, 100)).toEqual([
+      "b",
+      "a",
+      "c",
+      "d",
+    ]);
+    // depth cut
+    expect(fusedDocuments(passages, [0.1, 0.2, 0.9, 0.95, 0.99], 4, "rrf", firstDocs, 2)).toHaveLength(2);
+  });
+});
+
+/** Mean nDCG@10 of uniformly random rankings of the whole corpus (seeded, averaged). */
+function randomBaseline(docIds: string[], qrels: Map<string, ReadonlyMap<string, number>>, rounds = 20): number {
+  let seed = 12345;
+  const rand = () => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return seed / 2 ** 32;
+  };
+  let total = 0;
+  for (let r = 0; r < rounds; r++) {
+    const run = new Map<string, string[]>();
+    for (const qid of qrels.keys()) {
+      const ids = [...docIds];
+      for (let i = ids.length - 1; i > 0; i--) {
+        const j = Math.floor(rand() * (i + 1));
+        [ids[i], ids[j]] = [ids[j], ids[i]];
+      }
+      run.set(qid, ids);
+    }
+    total += evaluateRun(run, qrels, [metricSpec("ndcg", 10)]).mean.ndcg_at_10;
+  }
+  return total / rounds;
+}
+
+describe.skipIf(!haveAdi)("eval pipeline on ADI (offline defaults)", () => {
+  let report: EvalReport;
+  let perQueryFile: string;
+
+  beforeAll(async () => {
+    perQueryFile = path.join(tmp, "per-query.jsonl");
+    const cfg = loadConfig({ EMBEDDER: "hashing" });
+    report = await runEval({
+      datasetDir: adiDir,
+      cfg,
+      candidates: [10, 20],
+      rerankModel: "tiny",
+      perQueryOut: perQueryFile,
+    });
+  }, 300_000);
+
+  it("reports every configuration for every candidate count", () => {
+    expect(report.dataset).toBe("adi");
+    expect(report.embedder).toMatch(/hashing/);
+    expect(report.reranker_fixture).toBe(true);
+    expect(report.rows.map((r) => `${r.config}@${r.candidates}`)).toEqual([
+      "bm25@10",
+      "first_stage@10",
+      "rerank@10",
+      "linear@10",
+      "rrf@10",
+      "bm25@20",
+      "first_stage@20",
+      "rerank@20",
+      "linear@20",
+      "rrf@20",
+    ]);
+    expect(report.queries).toMatchObject({ total: 35, evaluated: 35 });
+    expect(report.corpus.documents).toBe(82);
+    expect(report.corpus.passages).toBeGreaterThanOrEqual(82 - report.corpus.empty_documents);
+  });
+
+  it("keeps metrics in range and consistent with each other", () => {
+    for (const r of report.rows) {
+      for (const v of [r.ndcg_at_10, r.mrr_at_10, r.map_at_100, r.recall_at_100, r.recall_at_candidates]) {
+        expect(v).toBeGreaterThanOrEqual(0);
+        expect(v).toBeLessThanOrEqual(1);
+      }
+      expect(r.recall_at_100).toBeGreaterThanOrEqual(r.recall_at_candidates);
+      expect(r.fixture).toBe(["rerank", "linear", "rrf"].includes(r.config));
+    }
+    // Reranking only reorders the first-stage candidates: the top-N and top-100 document sets,
+    // hence both recalls, are the first stage's.
+    for (const n of [10, 20]) {
+      const first = report.rows.find((r) => r.config === "first_stage" && r.candidates === n)!;
+      for (const c of ["rerank", "linear", "rrf"]) {
+        const row = report.rows.find((r) => r.config === c && r.candidates === n)!;
+        expect(row.recall_at_100).toBeCloseTo(first.recall_at_100, 12);
+        expect(row.recall_at_candidates).toBeCloseTo(first.recall_at_candidates, 12);
+      }
+    }
+  });
+
+  it("ranks far above chance with BM25 and with the hashing first stage", async () => {
+    const ds = await loadDataset(adiDir);
+    const chance = randomBaseline(
+      ds.corpus.map((d) => d.id),
+      ds.qrels,
+    );
+    const bm25 = report.rows.find((r) => r.config === "bm25")!;
+    const first = report.rows.find((r) => r.config === "first_stage")!;
+    expect(chance).toBeGreaterThan(0);
+    expect(bm25.ndcg_at_10).toBeGreaterThan(3 * chance);
+    expect(first.ndcg_at_10).toBeGreaterThan(3 * chance);
+  });
+
+  it("writes one per-query line per judged query and configuration", async () => {
+    const lines = (await readFile(perQueryFile, "utf8"))
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
+    expect(lines).toHaveLength(35 * report.rows.length);
+    const bm25At10 = lines.filter((l) => l.config === "bm25" && l.candidates === 10);
+    expect(new Set(bm25At10.map((l) => l.query_id)).size).toBe(35);
+    const mean = bm25At10.reduce((s, l) => s + l.ndcg_at_10, 0) / bm25At10.length;
+    expect(mean).toBeCloseTo(report.rows[0].ndcg_at_10, 12);
+    for (const l of lines) expect(l.top10.length).toBeLessThanOrEqual(10);
+  });
+
+  it("renders a markdown table that marks fixture rows as plumbing only", () => {
+    const md = markdownTable(report);
+    // header, separator, one line per row
+    expect(md.split("\n").filter((l) => l.startsWith("| ")).length).toBe(2 + report.rows.length);
+    expect(md).toMatch(/first stage \+ rerank †/);
+    expect(md).toMatch(/plumbing only/);
+  });
+
+  it("the CLI prints one JSON object as its last line with --json", async () => {
+    const run = promisify(execFile);
+    const { stdout } = await run(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        "scripts/cli.ts",
+        "eval",
+        "--dataset",
+        adiDir,
+        "--json",
+        "--fast",
+        "--candidates",
+        "10",
+        "--embedder",
+        "hashing",
+      ],
+      { cwd: repoRoot, maxBuffer: 16 << 20, timeout: 240_000 },
+    );
+    const last = stdout.trim().split("\n").at(-1)!;
+    const obj = JSON.parse(last);
+    expect(obj.dataset).toBe("adi");
+    expect(typeof obj.embedder).toBe("string");
+    expect(typeof obj.reranker).toBe("string");
+    expect(obj.rows.map((r: { config: string }) => r.config)).toEqual([
+      "bm25",
+      "first_stage",
+      "rerank",
+      "linear",
+      "rrf",
+    ]);
+    for (const r of obj.rows)
+      for (const k of ["ndcg_at_10", "mrr_at_10", "map_at_100", "recall_at_100", "recall_at_candidates"])
+        expect(typeof r[k]).toBe("number");
+  }, 300_000);
+});
