@@ -10,6 +10,8 @@ import type { Context, MiddlewareHandler } from "hono";
 import { settings } from "../core/config.ts";
 import { type ErrorCode, isDomainError } from "../core/errors.ts";
 import { type Redactor, SECRET_ENV_VARS, createRedactor } from "../core/redact.ts";
+import type { SearchResponse } from "../core/search.ts";
+import type { RerankResponse } from "../core/types.ts";
 import type { RequestObservation } from "../core/usage.ts";
 
 type Env = Record<string, string | undefined>;
@@ -166,6 +168,30 @@ export function observe(c: Context, obs: RequestObservation): void {
     timings: prev.timings || obs.timings ? { ...prev.timings, ...obs.timings } : undefined,
   };
   c.set("observation", next);
+}
+
+/**
+ * What a search consumed, from its response: one query, the reranked pairs, stage timings; degraded
+ * when a configured reranker did not score (failure, timeout or budget). Embedding tokens are not in
+ * the response, so pass them when the caller knows them.
+ */
+export function searchObservation(
+  response: SearchResponse,
+  opts: { rerankerConfigured: boolean; embeddingTokens?: number; cacheHits?: number },
+): RequestObservation {
+  return {
+    queries: 1,
+    rerankPairs: response.reranked ? response.reranked_candidates : 0,
+    embeddingTokens: opts.embeddingTokens,
+    cacheHits: opts.cacheHits,
+    degraded: opts.rerankerConfigured && !response.reranked,
+    timings: { ...response.timings },
+  };
+}
+
+/** What a /rerank call consumed. */
+export function rerankObservation(response: RerankResponse): RequestObservation {
+  return { rerankPairs: response.meta.pairs, timings: { rerank_ms: response.meta.timings.total_ms } };
 }
 
 export function getObservation(c: Context): RequestObservation | undefined {

@@ -83,6 +83,12 @@ export function apiKeyAuth(opts: ApiKeyAuthOptions): MiddlewareHandler {
   };
 }
 
+/** Runs `mw` only for the given paths (e.g. API keys on /rerank but not on /health). */
+export function forPaths(paths: string[], mw: MiddlewareHandler): MiddlewareHandler {
+  const wanted = new Set(paths);
+  return (c, next) => (wanted.has(c.req.path) ? mw(c, next) : next());
+}
+
 export interface UsageRoutesOptions {
   /** This instance's meter: flushed before reading so the caller sees its latest requests. */
   usage: UsageMeter;
