@@ -18,6 +18,7 @@ export interface StageSettings {
     timeoutS: number;
     /** 0 = none. Needs versioning; the search function then invokes the published version. */
     provisioned: number;
+    /** Prefer onnx/model_quantized.onnx (int8) on the CPU Lambda. */
     quantized: boolean;
     /** external backend only: a Cohere/TEI-compatible base URL. */
     externalUrl?: string;
@@ -149,7 +150,8 @@ export function readStageSettings(env: Env, stage: string): StageSettings {
       memoryMb: int("DEPLOY_RERANKER_MEMORY_MB", 3008, 512, 10240),
       timeoutS: int("DEPLOY_RERANKER_TIMEOUT_S", 30, 3, 900),
       provisioned,
-      quantized: bool("DEPLOY_RERANKER_QUANTIZED", false),
+      // int8 on the CPU Lambda (the app falls back to the fp32 graph when no int8 one was uploaded).
+      quantized: bool("DEPLOY_RERANKER_QUANTIZED", true),
       externalUrl: backend === "external" ? externalUrl : undefined,
     },
     gpu: {

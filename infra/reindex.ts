@@ -6,8 +6,9 @@
 // two concurrent rebuilds would still both embed and build, and the loser's work is wasted (or,
 // with an unlucky interleaving, an older corpus view wins). S3 delivers notifications as async
 // invocations, so events that arrive while a rebuild runs wait in Lambda's async queue (retried for
-// up to 6 hours) instead of being dropped; each rebuild lists the whole corpus, so a queued event
-// after a rebuild that already saw its object costs a no-op rebuild, never a wrong index.
+// up to 6 hours) instead of being dropped. Each rebuild lists the whole corpus, so a queued event
+// whose object an earlier rebuild already saw costs a redundant rebuild (embeddings come from the
+// cache), never a wrong index.
 import { settings } from "./config.ts";
 import { nativePackaging } from "./native.ts";
 import { openAiApiKey } from "./secrets.ts";

@@ -218,7 +218,10 @@ describe("default stage: Lambda reranker", () => {
     expect(search.reranker).toBe("lambda");
     expect(search.rerankerFunction).toBe("fn-reranker");
     expect(search.openaiApiKey).toBe(OPENAI_SECRET);
-    expect(runtimeView(d.rec.byId("Reranker")).config.rerankerModelS3).toBe("models/reranker/");
+    const reranker = runtimeView(d.rec.byId("Reranker")).config;
+    expect(reranker.rerankerModelS3).toBe("models/reranker/");
+    expect(reranker.rerankerProvider).toBe("cpu");
+    expect(reranker.rerankerQuantized).toBe(true);
   });
 
   it("links every resource it names through LINKED_RESOURCES, so resources.ts maps it", () => {
@@ -326,6 +329,7 @@ describe("GPU reranker", () => {
     const view = runtimeView(d.rec.byId("RerankerService"));
     expect(view.config.rerankerPort).toBe(3001);
     expect(view.config.rerankerProvider).toBe("cuda");
+    expect(view.config.rerankerQuantized).toBe(false);
     expect(view.config.bucket).toBe("bucket-data");
     expect(view.config.rerankerModelS3).toBe("models/reranker/");
     expect(view.config.rerankerToken).toBe(TOKEN_SECRET);
