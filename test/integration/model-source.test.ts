@@ -36,7 +36,14 @@ async function upload(prefix: string, files: string[], tamper?: (rel: string, bo
 /** Counts object downloads (getStream calls) made through the store. */
 function counting(inner: ObjectStore): ObjectStore & { downloads: string[] } {
   const downloads: string[] = [];
-  return { ...inner, downloads, getStream: (key, o) => (downloads.push(key), inner.getStream(key, o)) };
+  return {
+    ...inner,
+    downloads,
+    getStream: (key, o) => {
+      downloads.push(key);
+      return inner.getStream(key, o);
+    },
+  };
 }
 
 beforeAll(async () => {
