@@ -35,6 +35,12 @@ function vectorFor(text: string, dims: number): number[] {
 
 const expected = (text: string, dims: number) => Array.from(l2normalize(Float32Array.from(vectorFor(text, dims))));
 
+/** Each vector is the server's vector for the text at the same position, normalised. */
+function expectVectorsOf(vecs: Float32Array[], texts: string[], dims = 8): void {
+  expect(vecs).toHaveLength(texts.length);
+  for (let i = 0; i < texts.length; i++) expect(Array.from(vecs[i])).toEqual(expected(texts[i], dims));
+}
+
 class FakeOpenAI {
   server!: Server;
   baseURL = "";
@@ -152,11 +158,11 @@ describe("OpenAI embedder over HTTP", () => {
       dimensions: 8,
     });
     expect(api.seen[0].authorization).toBe(`Bearer ${API_KEY}`);
-    vecs.forEach((v, i) => {
+    expectVectorsOf(vecs, texts);
+    for (const v of vecs) {
       expect(v).toBeInstanceOf(Float32Array);
-      expect(Array.from(v)).toEqual(expected(texts[i], 8).map((x) => Math.fround(x)));
       expect(dot(v, v)).toBeCloseTo(1, 5);
-    });
+    }
     expect(e.usage()).toEqual({ calls: 1, texts: 3, tokens: 2 + 3 + 3 });
     const q = await e.embedQuery("wing flutter");
     expect(Array.from(q)).toEqual(Array.from(vecs[0]));
@@ -168,7 +174,7 @@ describe("OpenAI embedder over HTTP", () => {
     api.reverse = true;
     const texts = ["a1", "b2", "c3", "d4"];
     const vecs = await make().embedDocuments(texts);
-    vecs.forEach((v, i) => expect(Array.from(v)).toEqual(expected(texts[i], 8).map((x) => Math.fround(x))));
+    expectVectorsOf(vecs, texts);
   });
 
   it("splits batches by input count and by estimated tokens, keeping order across concurrent requests", async () => {
@@ -176,7 +182,7 @@ describe("OpenAI embedder over HTTP", () => {
     api.script = [{ status: 200, delayMs: 60 }]; // the first batch answers last
     const vecs = await make({ batchSize: 4, concurrency: 3 }).embedDocuments(texts);
     expect(api.seen.map((s) => s.input.length)).toEqual([4, 4, 3]);
-    vecs.forEach((v, i) => expect(Array.from(v)).toEqual(expected(texts[i], 8).map((x) => Math.fround(x))));
+    expectVectorsOf(vecs, texts);
 
     api.reset();
     const long = "x".repeat(300); // ~101 estimated tokens each
@@ -203,7 +209,7 @@ describe("OpenAI embedder over HTTP", () => {
     expect(waits).toEqual([2000, 150]);
     expect(api.seen).toHaveLength(3);
     expect(e.usage().calls).toBe(3);
-    expect(Array.from(v)).toEqual(expected("rate limited", 8).map((x) => Math.fround(x)));
+    expectVectorsOf([v], ["rate limited"]);
   });
 
   it("waits for real with the default sleep", async () => {
