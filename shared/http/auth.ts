@@ -1,13 +1,15 @@
 // API-key authentication, per-key rate limiting and usage metering as Hono middleware, plus the
 // key owner's usage endpoint. Mount after requestLogging() (so rejected calls are logged too) and before
 // the routes that bill.
+import { randomBytes } from "node:crypto";
 import { Hono, type MiddlewareHandler } from "hono";
 import { parseApiKey } from "../core/api-keys.ts";
+import type { Config } from "../core/config.ts";
 import { isDomainError } from "../core/errors.ts";
-import type { ObjectStore } from "../core/ports.ts";
-import type { RateLimiter } from "../core/rate-limit.ts";
-import { type UsageMeter, type UsageReport, countsFor, readUsage, utcDay } from "../core/usage.ts";
-import type { KeyStore } from "../adapters/key-store.ts";
+import { type Clock, type ObjectStore, systemClock } from "../core/ports.ts";
+import { type RateLimiter, createRateLimiter } from "../core/rate-limit.ts";
+import { type UsageMeter, type UsageReport, countsFor, createUsageMeter, readUsage, utcDay } from "../core/usage.ts";
+import { type KeyStore, createKeyStore } from "../adapters/key-store.ts";
 import { getObservation, requestLog } from "../adapters/observability.ts";
 
 export type AuthMode = "off" | "required";
@@ -129,4 +131,42 @@ export function usageRoutes(opts: UsageRoutesOptions): Hono {
     return c.json({ ...report, unflushed: opts.usage.unflushed(keyId) });
   });
   return app;
+}
+
+export type SecurityConfig = Pick<
+  Config,
+  "authMode" | "apiKeysPrefix" | "apiKeyCacheTtlS" | "rateLimitRps" | "rateLimitBurst" | "usagePrefix" | "usageFlushS"
+>;
+
+export interface ApiKeySecurity {
+  keys: KeyStore;
+  limiter: RateLimiter;
+  usage: UsageMeter;
+  /** apiKeyAuth for the billed routes (a no-op when AUTH_MODE=off). */
+  auth: MiddlewareHandler;
+  /** GET /usage, authenticated with `auth`; mount with `app.route("/", security.usageApp)`. */
+  usageApp: Hono;
+}
+
+/**
+ * Everything API keys need for one warm instance, from the configuration: key store (cached for
+ * API_KEY_CACHE_TTL_S), rate limiter (RATE_LIMIT_RPS / RATE_LIMIT_BURST), usage meter (USAGE_PREFIX,
+ * flushed every USAGE_FLUSH_S) with a random writer id, the middleware and the usage route.
+ */
+export function createApiKeySecurity(
+  cfg: SecurityConfig,
+  store: ObjectStore,
+  opts: { flush?: "background" | "inline"; clock?: Clock; header?: string } = {},
+): ApiKeySecurity {
+  const clock = opts.clock ?? systemClock;
+  const keys = createKeyStore({ store, prefix: cfg.apiKeysPrefix, cacheTtlMs: cfg.apiKeyCacheTtlS * 1000, clock });
+  const limiter = createRateLimiter({ defaults: { rps: cfg.rateLimitRps, burst: cfg.rateLimitBurst }, clock });
+  const usage = createUsageMeter({
+    store,
+    prefix: cfg.usagePrefix,
+    writerId: randomBytes(8).toString("hex"),
+    flushIntervalMs: cfg.usageFlushS * 1000,
+  });
+  const auth = apiKeyAuth({ mode: cfg.authMode, keys, limiter, usage, flush: opts.flush, header: opts.header });
+  return { keys, limiter, usage, auth, usageApp: usageRoutes({ usage, store, prefix: cfg.usagePrefix, auth }) };
 }

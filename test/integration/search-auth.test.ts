@@ -8,12 +8,9 @@ import { type ServerType, serve } from "@hono/node-server";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { loadConfig } from "../../shared/core/config.ts";
 import type { RerankerPort, SnapshotSource } from "../../shared/core/ports.ts";
-import { createRateLimiter } from "../../shared/core/rate-limit.ts";
-import { createUsageMeter } from "../../shared/core/usage.ts";
 import { createFsStore } from "../../shared/adapters/fs-store.ts";
-import { createKeyStore } from "../../shared/adapters/key-store.ts";
 import { createLogger, createMetrics, observe, requestLogging, searchObservation } from "../../shared/adapters/observability.ts";
-import { apiKeyAuth, usageRoutes } from "../../shared/http/auth.ts";
+import { createApiKeySecurity } from "../../shared/http/auth.ts";
 import { createSearchApp } from "../../shared/http/search-app.ts";
 import { bowEmbedder, jsSnapshot, overlapScore, rerankAnswer } from "../helpers/search-fixture.ts";
 
@@ -29,12 +26,9 @@ beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), "search-auth-"));
   const cfg = loadConfig({ STORE_DIR: root, AUTH_MODE: "required" });
   const store = createFsStore(cfg.storeDir);
-  const keys = createKeyStore({ store, prefix: cfg.apiKeysPrefix, cacheTtlMs: cfg.apiKeyCacheTtlS * 1000 });
-  goodKey = (await keys.create({ name: "tenant" })).key;
-  slowKey = (await keys.create({ name: "slow", rate: { rps: 0.01, burst: 1 } })).key;
-  const limiter = createRateLimiter({ defaults: { rps: cfg.rateLimitRps, burst: cfg.rateLimitBurst }, clock: { now: () => performance.now() } });
-  const usage = createUsageMeter({ store, prefix: cfg.usagePrefix, writerId: "it", flushIntervalMs: cfg.usageFlushS * 1000 });
-  const auth = apiKeyAuth({ mode: cfg.authMode, keys, limiter, usage });
+  const security = createApiKeySecurity(cfg, store);
+  goodKey = (await security.keys.create({ name: "tenant" })).key;
+  slowKey = (await security.keys.create({ name: "slow", rate: { rps: 0.01, burst: 1 } })).key;
   const obsOpts = { serviceName: "search-auth-test", logLevel: "INFO" as const, namespace: "Test", secrets: [] };
 
   const snapshot = jsSnapshot();
@@ -55,10 +49,10 @@ beforeAll(async () => {
     reranker,
     config: cfg,
     middleware: [requestLogging({ logger: createLogger(obsOpts), metrics: createMetrics(obsOpts) })],
-    auth,
+    auth: security.auth,
     hooks: { onSearch: (c, res) => observe(c, searchObservation(res, { rerankerConfigured: true })) },
     routes: (a) => {
-      a.route("/", usageRoutes({ usage, store, prefix: cfg.usagePrefix, auth }));
+      a.route("/", security.usageApp);
     },
   });
   server = await new Promise((resolve) => {
