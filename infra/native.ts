@@ -5,16 +5,25 @@
 // so `import "faiss-node"` from /var/task never looks in /opt/nodejs/node_modules. Copying the
 // packages to <package>/node_modules makes ordinary resolution find them, in every import style.
 // See layers/README.md.
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join, posix, resolve } from "node:path";
 import { settings } from "./config.ts";
 
 export type NativeBundle = "faiss" | "onnxruntime";
 
-/** The file each bundle must contain once built: proof that layers/build.sh ran to the end. */
-export const NATIVE_BUNDLE_MARKERS: Record<NativeBundle, string> = {
-  faiss: "faiss-node/build/Release/faiss-node.node",
-  onnxruntime: "onnxruntime-node/bin/napi-v6/linux/x64/onnxruntime_binding.node",
+/**
+ * What layers/build.sh puts in each bundle: the packages (kept out of esbuild, copied into the
+ * function) and the file that proves the build ran to the end.
+ */
+export const NATIVE_BUNDLES: Record<NativeBundle, { packages: string[]; marker: string }> = {
+  faiss: {
+    packages: ["bindings", "faiss-node", "file-uri-to-path"],
+    marker: "faiss-node/build/Release/faiss-node.node",
+  },
+  onnxruntime: {
+    packages: ["onnxruntime-common", "onnxruntime-node"],
+    marker: "onnxruntime-node/bin/napi-v6/linux/x64/onnxruntime_binding.node",
+  },
 };
 
 /**
@@ -30,9 +39,10 @@ export interface NativePackaging {
 }
 
 export class NativeBundleMissingError extends Error {
-  constructor(bundle: NativeBundle, dir: string) {
+  constructor(bundle: NativeBundle, dir: string, missing: string[]) {
     super(
-      `The "${bundle}" native bundle is missing (${dir}). Build it first with \`layers/build.sh\` ` +
+      `The "${bundle}" native bundle is missing or incomplete (${dir}: no ${missing.join(", ")}). ` +
+        "Build it first with `layers/build.sh` " +
         "(needs Docker; it compiles inside the Lambda build image for Amazon Linux 2023).",
     );
     this.name = "NativeBundleMissingError";
@@ -40,8 +50,10 @@ export class NativeBundleMissingError extends Error {
 }
 
 /**
- * copyFiles + esbuild externals for the native packages a function needs. Under `sst dev`
- * functions run locally on the developer's own node_modules, so nothing is copied.
+ * copyFiles + esbuild externals for the native packages a function needs. The packages are always
+ * external: esbuild cannot bundle a .node addon (and faiss-node's `bindings` looks for it beside
+ * the package). Under `sst dev` functions run on the developer's own node_modules, so nothing is
+ * copied and the bundles need not exist.
  */
 export function nativePackaging(bundles: NativeBundle[], opts: { root?: string; dev?: boolean } = {}): NativePackaging {
   const root = opts.root ?? settings.nativeDir;
@@ -49,33 +61,14 @@ export function nativePackaging(bundles: NativeBundle[], opts: { root?: string; 
   const copyFiles: NativePackaging["copyFiles"] = [];
   const external = new Set<string>(ALWAYS_EXTERNAL);
   for (const bundle of bundles) {
+    const { packages, marker } = NATIVE_BUNDLES[bundle];
+    for (const name of packages) external.add(name);
+    if (dev) continue;
     const modulesDir = posix.join(root, bundle, "build", "nodejs", "node_modules");
-    const absolute = resolve(modulesDir);
-    const packages = existsSync(join(absolute, NATIVE_BUNDLE_MARKERS[bundle])) ? listPackages(absolute) : undefined;
-    if (!packages) {
-      if (dev) continue;
-      throw new NativeBundleMissingError(bundle, modulesDir);
-    }
-    for (const name of packages) {
-      external.add(name);
-      if (!dev) copyFiles.push({ from: posix.join(modulesDir, name), to: posix.join("node_modules", name) });
-    }
+    const missing = [marker, ...packages].filter((p) => !existsSync(join(resolve(modulesDir), p)));
+    if (missing.length) throw new NativeBundleMissingError(bundle, modulesDir, missing);
+    for (const name of packages)
+      copyFiles.push({ from: posix.join(modulesDir, name), to: posix.join("node_modules", name) });
   }
   return { copyFiles, external: [...external].sort() };
-}
-
-/** Package names in a node_modules folder, scoped ones as "@scope/name". */
-function listPackages(modulesDir: string): string[] {
-  const names: string[] = [];
-  for (const entry of readdirSync(modulesDir, { withFileTypes: true })) {
-    if (!entry.isDirectory() || entry.name.startsWith(".")) continue;
-    if (entry.name.startsWith("@")) {
-      for (const inner of readdirSync(join(modulesDir, entry.name), { withFileTypes: true })) {
-        if (inner.isDirectory()) names.push(`${entry.name}/${inner.name}`);
-      }
-    } else {
-      names.push(entry.name);
-    }
-  }
-  return names.sort();
 }

@@ -64,7 +64,9 @@ function createLambdaReranker(): sst.aws.Function {
 
 function createGpuReranker(): sst.aws.Service {
   if (!rerankerToken) throw new Error("the GPU reranker needs the RerankerToken secret");
-  const vpc = new sst.aws.Vpc("RerankerVpc");
+  // GPU hosts in private subnets; they pull the image and the model through small NAT instances
+  // (fck-nat on EC2, a few dollars a month) instead of needing public addresses.
+  const vpc = new sst.aws.Vpc("RerankerVpc", { nat: "ec2" });
   const cluster = new sst.aws.Cluster("RerankerCluster", { vpc });
   const forward = `${g.port}/http` as const;
   return new sst.aws.Service("RerankerService", {

@@ -322,6 +322,7 @@ describe("GPU reranker", () => {
     const s = d.rec.byId("RerankerService").args;
     expect(s.gpu).toBe("nvidia/t4");
     expect(s.cluster.id).toBe("RerankerCluster");
+    expect(d.rec.byId("RerankerVpc").args).toEqual({ nat: "ec2" });
     expect(s.image).toEqual({ context: ".", dockerfile: "infra/docker/reranker-gpu.Dockerfile" });
     expect(s.loadBalancer.rules).toEqual([{ listen: "80/http", forward: "3001/http" }]);
     expect(s.loadBalancer.health["3001/http"].path).toBe("/health");
@@ -415,9 +416,21 @@ describe("stage settings", () => {
     await expect(deploy({ DEPLOY_NATIVE_DIR: join(nativeRoot, "missing") })).rejects.toThrow(/layers\/build\.sh/);
   });
 
-  it("copies nothing under `sst dev`, where functions run on the local node_modules", async () => {
+  it("copies nothing under `sst dev`, where functions run on the local node_modules, but keeps addons external", async () => {
     const d = await deploy({ DEPLOY_NATIVE_DIR: join(nativeRoot, "missing") }, { dev: true });
     expect(d.rec.byId("Search").args.copyFiles).toEqual([]);
+    expect(d.rec.byId("Search").args.nodejs.esbuild.external).toEqual(
+      expect.arrayContaining(["faiss-node", "onnxruntime-node"]),
+    );
+  });
+
+  it("expects exactly the packages layers/in-image.sh puts into each bundle", async () => {
+    await deploy();
+    const { NATIVE_BUNDLES } = await import("../../infra/native.ts");
+    const script = readFileSync(join(repoRoot, "layers/in-image.sh"), "utf8");
+    for (const { packages } of Object.values(NATIVE_BUNDLES)) {
+      for (const name of packages) expect(script, name).toMatch(new RegExp(`node_modules/${name}\\b`));
+    }
   });
 
   it("keeps the bucket of a production stage on removal", async () => {
