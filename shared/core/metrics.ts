@@ -186,6 +186,8 @@ export function evaluateRun(
   qrels: ReadonlyMap<string, Judgments>,
   specs: readonly MetricSpec[],
 ): RunEvaluation {
+  // Specs with the same key name the same measure (e.g. recall@N with N = 100): evaluate it once.
+  specs = [...new Map(specs.map((s) => [s.key, s])).values()];
   const perQuery = new Map<string, Record<string, number>>();
   const sums: Record<string, number> = Object.fromEntries(specs.map((s) => [s.key, 0]));
   const withoutRelevant: string[] = [];

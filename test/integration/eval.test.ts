@@ -122,7 +122,7 @@ describe.skipIf(!haveAdi)("eval pipeline on ADI (offline defaults)", () => {
     report = await runEval({
       datasetDir: adiDir,
       cfg,
-      candidates: [10, 20],
+      candidates: [100, 10],
       rerankModel: "tiny",
       perQueryOut: perQueryFile,
     });
@@ -138,11 +138,11 @@ describe.skipIf(!haveAdi)("eval pipeline on ADI (offline defaults)", () => {
       "rerank@10",
       "linear@10",
       "rrf@10",
-      "bm25@20",
-      "first_stage@20",
-      "rerank@20",
-      "linear@20",
-      "rrf@20",
+      "bm25@100",
+      "first_stage@100",
+      "rerank@100",
+      "linear@100",
+      "rrf@100",
     ]);
     expect(report.queries).toMatchObject({ total: 35, evaluated: 35 });
     expect(report.corpus.documents).toBe(82);
@@ -160,7 +160,7 @@ describe.skipIf(!haveAdi)("eval pipeline on ADI (offline defaults)", () => {
     }
     // Reranking only reorders the first-stage candidates: the top-N and top-100 document sets,
     // hence both recalls, are the first stage's.
-    for (const n of [10, 20]) {
+    for (const n of [10, 100]) {
       const first = report.rows.find((r) => r.config === "first_stage" && r.candidates === n)!;
       for (const c of ["rerank", "linear", "rrf"]) {
         const row = report.rows.find((r) => r.config === c && r.candidates === n)!;

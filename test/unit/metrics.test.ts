@@ -173,4 +173,22 @@ describe("queries without relevant documents and unjudged queries", () => {
     expect(ev.missingRuns).toEqual(["q4"]);
     expect(ev.perQuery.get("q1")).toEqual({ ndcg_at_10: 1, recall_at_100: 1 });
   });
+
+  it("evaluates a metric named twice only once", () => {
+    // recall@100 requested as Recall@100 and as Recall@candidates with candidates = 100: 1 of 2 found
+    const ev = evaluateRun(
+      new Map([["q", ["a"]]]),
+      new Map([
+        [
+          "q",
+          new Map([
+            ["a", 1],
+            ["b", 1],
+          ]),
+        ],
+      ]),
+      [metricSpec("recall", 100), metricSpec("recall", 100)],
+    );
+    expect(ev.mean).toEqual({ recall_at_100: 0.5 });
+  });
 });
