@@ -160,7 +160,13 @@ class RerankTimeout extends Error {
   }
 }
 
-/** Runs a call with a hard time limit the core enforces itself (an adapter may ignore timeoutMs). */
+/** Slack given to an adapter that honours timeoutMs itself, so its own (more specific) error wins. */
+const TIMEOUT_GRACE_MS = 25;
+
+/**
+ * Runs a call with a hard time limit the core enforces itself (an adapter may ignore timeoutMs):
+ * the adapter is asked to stop at `ms`, the core stops waiting shortly after.
+ */
 async function withTimeout<T>(ms: number, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const ac = new AbortController();
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -169,7 +175,7 @@ async function withTimeout<T>(ms: number, fn: (signal: AbortSignal) => Promise<T
       const e = new RerankTimeout(ms);
       ac.abort(e);
       reject(e);
-    }, ms);
+    }, ms + TIMEOUT_GRACE_MS);
   });
   try {
     return await Promise.race([fn(ac.signal), expired]);

@@ -19,27 +19,35 @@ const intIn = (min: number, max: number) =>
     .min(min, { error: `must be ≥ ${min}` })
     .max(max, { error: `must be ≤ ${max}` });
 
+const unknownFields = (iss: { code?: string; keys?: string[] }) =>
+  iss.code === "unrecognized_keys" && iss.keys
+    ? `unknown field${iss.keys.length > 1 ? "s" : ""} ${iss.keys.map((k) => `"${k}"`).join(", ")}`
+    : "must be a JSON object";
+
 export const filterSchema = z
-  .strictObject({
-    source_prefix: z.string({ error: "must be a string" }).optional().openapi({
-      description: "Keep passages whose `source` starts with this string.",
-      example: "kb/",
-    }),
-    metadata: z
-      .record(
-        z.string(),
-        z.union([z.string(), z.number(), z.boolean(), z.null()], {
-          error: "must be a string, number, boolean or null",
-        }),
-        { error: "must be an object of string, number, boolean or null values" },
-      )
-      .optional()
-      .openapi({
-        description:
-          "Keep passages whose metadata has every one of these key/value pairs (strict equality; an array value in the passage must contain the value).",
-        example: { lang: "en" },
+  .strictObject(
+    {
+      source_prefix: z.string({ error: "must be a string" }).optional().openapi({
+        description: "Keep passages whose `source` starts with this string.",
+        example: "kb/",
       }),
-  })
+      metadata: z
+        .record(
+          z.string(),
+          z.union([z.string(), z.number(), z.boolean(), z.null()], {
+            error: "must be a string, number, boolean or null",
+          }),
+          { error: "must be an object of string, number, boolean or null values" },
+        )
+        .optional()
+        .openapi({
+          description:
+            "Keep passages whose metadata has every one of these key/value pairs (strict equality; an array value in the passage must contain the value).",
+          example: { lang: "en" },
+        }),
+    },
+    { error: unknownFields },
+  )
   .openapi("SearchFilter");
 
 /** The fields every search request has once defaults are applied (the core's SearchRequest). */
@@ -108,7 +116,7 @@ export function searchBodySchema(limits: SearchLimitsConfig) {
     .strictObject(
       {
         query: z
-          .string({ error: "must be a string" })
+          .string({ error: (iss) => (iss.input === undefined ? "is required" : "must be a string") })
           .max(limits.maxQueryChars, { error: `must be at most ${limits.maxQueryChars} characters` })
           .openapi({ description: d.query, example: "how do cats purr" }),
         k: intIn(1, limits.maxCandidates).optional().openapi({ description: d.k, example: limits.defaultK }),
@@ -130,12 +138,7 @@ export function searchBodySchema(limits: SearchLimitsConfig) {
         collapse: z.boolean({ error: "must be true or false" }).optional().openapi({ description: d.collapse }),
         budget_ms: intIn(1, MAX_BUDGET_MS).optional().openapi({ description: d.budget_ms }),
       },
-      {
-        error: (iss) =>
-          iss.code === "unrecognized_keys"
-            ? `unknown field${iss.keys.length > 1 ? "s" : ""} ${iss.keys.map((k) => `"${k}"`).join(", ")}`
-            : "must be a JSON object",
-      },
+      { error: unknownFields },
     )
     .transform(finish(limits, "query"))
     .openapi("SearchRequest");
@@ -154,7 +157,7 @@ export function searchQuerySchema(limits: SearchLimitsConfig) {
   return z
     .object({
       q: z
-        .string({ error: "is required" })
+        .string({ error: (iss) => (iss.input === undefined ? "is required" : "must be a string") })
         .max(limits.maxQueryChars, { error: `must be at most ${limits.maxQueryChars} characters` })
         .openapi({ description: d.query, example: "how do cats purr" }),
       k: numberParam(intIn(1, limits.maxCandidates)).optional().openapi({ type: "integer", description: d.k }),

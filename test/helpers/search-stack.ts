@@ -38,10 +38,10 @@ export async function publishPassages(
   return built.manifest;
 }
 
-export function loaderFor(store: ObjectStore, refreshS = 3600): SnapshotLoader {
+export function loaderFor(store: ObjectStore, refreshS = 3600, indexPrefix = INDEX_PREFIX): SnapshotLoader {
   return createSnapshotLoader({
     store,
-    indexPrefix: INDEX_PREFIX,
+    indexPrefix,
     refreshS,
     coldRetryS: 0,
     decodeIndex: decodeFaissSnapshotIndex,

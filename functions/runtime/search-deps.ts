@@ -1,0 +1,115 @@
+// Composition root of the search function: reads the configuration once, builds the store, the
+// snapshot loader, the query embedder per snapshot and the reranker client, and hands them to the
+// search app. Built once per warm instance (a memoised promise, dropped on failure so the next
+// request retries instead of replaying the error forever).
+import type { OpenAPIHono } from "@hono/zod-openapi";
+import { createFaissIndexSinkFactory, decodeFaissSnapshotIndex } from "../../shared/adapters/faiss-index.ts";
+import { createHashingEmbedder } from "../../shared/adapters/hash-embedder.ts";
+import { createLocalReranker } from "../../shared/adapters/local-reranker.ts";
+import { logger, metrics, observe, requestLogging } from "../../shared/adapters/observability.ts";
+import { rerankerFromConfig } from "../../shared/adapters/reranker-clients.ts";
+import { createStore } from "../../shared/adapters/stores.ts";
+import type { Config } from "../../shared/core/config.ts";
+import { EmbedderUnavailableError } from "../../shared/core/errors.ts";
+import type { Embedder, ObjectStore, RerankerPort, SnapshotManifest } from "../../shared/core/ports.ts";
+import { createSnapshotLoader, type SnapshotLoader } from "../../shared/core/snapshot-loader.ts";
+import { createSearchApp, type SearchAppDeps } from "../../shared/http/search-app.ts";
+import { loadFunctionConfig } from "./resources.ts";
+
+export interface SearchService {
+  app: OpenAPIHono;
+  config: Config;
+  loader: SnapshotLoader;
+  reranker: RerankerPort;
+  store: ObjectStore;
+  /** Stops background snapshot refreshes (local servers, tests). */
+  close(): void;
+}
+
+export interface SearchServiceOverrides {
+  store?: ObjectStore;
+  reranker?: RerankerPort;
+  embedderFor?: SearchAppDeps["embedderFor"];
+  /** Extra options for createSearchApp (auth, playground routes). */
+  app?: Partial<Pick<SearchAppDeps, "auth" | "routes" | "middleware" | "hooks">>;
+  /** Skip request logging and EMF metrics (benchmarks, tests). */
+  quiet?: boolean;
+}
+
+/**
+ * The query embedder matching a snapshot's manifest.
+ * TODO(lead): switch to `createEmbedder(cfg, { corpusStats: manifest.corpus_stats, identity: manifest.embedder })`
+ * from shared/adapters/embedders.ts once it lands; until then only hashing snapshots can be queried here.
+ */
+export function embedderForConfig(_cfg: Config): (manifest: SnapshotManifest) => Promise<Embedder> {
+  return async (manifest) => {
+    const id = manifest.embedder;
+    if (id.kind === "hashing")
+      return createHashingEmbedder({ dimensions: id.dimensions, stats: manifest.corpus_stats as never });
+    throw new EmbedderUnavailableError(
+      `no query embedder for ${id.kind}/${id.model} is wired into the search function yet`,
+    );
+  };
+}
+
+/** Builds the whole search service from a configuration (no memoisation; see searchApp()). */
+export function createSearchService(cfg: Config, overrides: SearchServiceOverrides = {}): SearchService {
+  const store = overrides.store ?? createStore(cfg);
+  const loader = createSnapshotLoader({
+    store,
+    indexPrefix: cfg.indexPrefix,
+    refreshS: cfg.indexRefreshS,
+    decodeIndex: decodeFaissSnapshotIndex,
+    // index.faiss streams into a temp file faiss reads directly: peak memory ≈ the index itself.
+    openIndexSink: createFaissIndexSinkFactory(),
+    log: (level, msg, data) => logger[level](msg, { ...data }),
+  });
+  const reranker =
+    overrides.reranker ??
+    rerankerFromConfig(cfg, {
+      local: () => {
+        const local = createLocalReranker(cfg, {
+          store: cfg.rerankerModelS3 ? store : undefined,
+          maxQueryChars: cfg.maxQueryChars,
+        });
+        // Load the model while the instance initialises; a failure is retried by the first rerank call.
+        local.warm().catch(() => {});
+        return local;
+      },
+    });
+  const app = createSearchApp({
+    snapshots: loader,
+    embedderFor: overrides.embedderFor ?? embedderForConfig(cfg),
+    reranker,
+    config: cfg,
+    store: store.describe(),
+    log: { warn: (m, extra) => logger.warn(m, { ...extra }), error: (m, extra) => logger.error(m, { ...extra }) },
+    middleware: overrides.quiet ? [] : [requestLogging({ logger, metrics })],
+    hooks: {
+      onSearch: (c, res) =>
+        observe(c, {
+          queries: 1,
+          rerankPairs: res.reranked_candidates,
+          degraded: res.warnings.length > 0,
+          timings: res.timings,
+        }),
+    },
+    ...overrides.app,
+  });
+  // Start loading the snapshot now (Lambda's init phase) rather than on the first request.
+  loader.current().catch(() => {});
+  return { app, config: cfg, loader, reranker, store, close: () => loader.close() };
+}
+
+let service: Promise<SearchService> | undefined;
+
+/** The search service of this warm instance, built on first use from the function's configuration. */
+export function searchService(): Promise<SearchService> {
+  service ??= Promise.resolve()
+    .then(() => createSearchService(loadFunctionConfig()))
+    .catch((e) => {
+      service = undefined;
+      throw e;
+    });
+  return service;
+}
