@@ -69,6 +69,11 @@ function createGpuReranker(): sst.aws.Service {
   const vpc = new sst.aws.Vpc("RerankerVpc", { nat: "ec2" });
   const cluster = new sst.aws.Cluster("RerankerCluster", { vpc });
   const forward = `${g.port}/http` as const;
+  const tokenParameter = new aws.ssm.Parameter("RerankerTokenParameter", {
+    type: "SecureString",
+    value: rerankerToken.value,
+    description: "Bearer token of the GPU reranker service (the RerankerToken SST secret)",
+  });
   return new sst.aws.Service("RerankerService", {
     cluster,
     image: { context: ".", dockerfile: RERANKER_GPU_DOCKERFILE },
@@ -77,7 +82,10 @@ function createGpuReranker(): sst.aws.Service {
     cpu: g.cpu,
     memory: g.memory,
     storage: g.storage,
-    link: [bucket, rerankerToken],
+    // The token is not linked: SST hands a container its links as plain task-definition variables.
+    // ECS reads it from the SecureString parameter when the task starts instead.
+    link: [bucket],
+    ssm: { RERANKER_TOKEN: tokenParameter.arn },
     environment: {
       ...settings.runtimeEnv,
       ...modelEnvironment,

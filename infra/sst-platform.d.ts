@@ -38,6 +38,19 @@ declare global {
   const $dev: boolean;
   function $interpolate(strings: TemplateStringsArray, ...values: unknown[]): SstOutput<string>;
 
+  /** The Pulumi AWS provider (@pulumi/aws), for resources SST has no component for. */
+  namespace aws {
+    namespace ssm {
+      class Parameter {
+        constructor(
+          name: string,
+          args: { type: "String" | "SecureString"; value: SstInput<string>; description?: string },
+        );
+        readonly arn: SstOutput<string>;
+      }
+    }
+  }
+
   namespace sst {
     /** Encrypted at rest; linked functions read it with Resource.<Name>.value (never an env var). */
     class Secret {
@@ -140,6 +153,8 @@ declare global {
         /** ECS Managed Instances with a GPU host, e.g. "nvidia/t4" (g4dn), "nvidia/a10g" (g5). */
         gpu?: string;
         environment?: Record<string, SstInput<string>>;
+        /** Env var → SSM parameter / Secrets Manager ARN, resolved by ECS when the task starts. */
+        ssm?: Record<string, SstInput<string>>;
         link?: unknown[];
         loadBalancer?: {
           public?: boolean;

@@ -77,11 +77,29 @@ interface RuntimeView {
   config: Config;
 }
 
-function runtimeView(component: StandInComponent): RuntimeView {
+function runtimeView(component: StandInComponent, rec?: Recorder): RuntimeView {
   const env = resolvedEnvironment(component.args.environment);
   const linked = linkedResource(component.args.link ?? []);
-  const merged = { ...env, ...resourceEnv(linked, env) };
+  const fromSsm = rec ? ssmEnvironment(rec, component.args.ssm ?? {}) : {};
+  const merged = { ...env, ...fromSsm, ...resourceEnv(linked, env) };
   return { env, linked, merged, config: loadConfig(merged) };
+}
+
+/** What ECS puts in a container's environment from its `ssm` map: parameter ARN → parameter → secret value. */
+function ssmEnvironment(rec: Recorder, ssm: Record<string, unknown>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, arn] of Object.entries(ssm)) {
+    const parameter = rec
+      .ofType("aws.ssm.Parameter")
+      .find((p) => (p as StandInComponent & { arn: OutputRef }).arn === arn);
+    if (!parameter) throw new Error(`ssm ${name}: ${String(arn)} is not a parameter this app creates`);
+    const secret = rec
+      .ofType("sst.Secret")
+      .find((c) => (c as StandInComponent & { value: OutputRef }).value === parameter.args.value);
+    if (!secret) throw new Error(`ssm ${name}: parameter ${parameter.id} does not hold a secret's value`);
+    out[name] = (secret as StandInComponent & { secretValue: string }).secretValue;
+  }
+  return out;
 }
 
 /** "functions/search/handler.handler" → does functions/search/handler.ts export `handler`? */
@@ -225,7 +243,7 @@ describe("default stage: Lambda reranker", () => {
   });
 
   it("links every resource it names through LINKED_RESOURCES, so resources.ts maps it", () => {
-    for (const fn of d.rec.ofType("sst.aws.Function")) {
+    for (const fn of d.rec.components.filter((c) => Array.isArray(c.args?.link))) {
       for (const item of fn.args.link as StandInComponent[]) {
         expect(Object.keys(LINKED_RESOURCES), `${fn.id} links ${item.id}`).toContain(item.id);
       }
@@ -327,7 +345,7 @@ describe("GPU reranker", () => {
     expect(s.loadBalancer.rules).toEqual([{ listen: "80/http", forward: "3001/http" }]);
     expect(s.loadBalancer.health["3001/http"].path).toBe("/health");
     expect(s.scaling).toMatchObject({ min: 1, max: 2, requestCount: 3000, cpuUtilization: false });
-    const view = runtimeView(d.rec.byId("RerankerService"));
+    const view = runtimeView(d.rec.byId("RerankerService"), d.rec);
     expect(view.config.rerankerPort).toBe(3001);
     expect(view.config.rerankerProvider).toBe("cuda");
     expect(view.config.rerankerQuantized).toBe(false);
@@ -335,6 +353,19 @@ describe("GPU reranker", () => {
     expect(view.config.rerankerModelS3).toBe("models/reranker/");
     expect(view.config.rerankerToken).toBe(TOKEN_SECRET);
     expect(secretValuesIn(view.env)).toEqual([]);
+  });
+
+  it("gives the container its token from a SecureString parameter, never through the task definition", () => {
+    const s = d.rec.byId("RerankerService").args;
+    const parameter = d.rec.byId<StandInComponent & { arn: OutputRef }>("RerankerTokenParameter");
+    const secret = d.rec.byId<StandInComponent & { value: OutputRef }>("RerankerToken");
+    expect(parameter.args.type).toBe("SecureString");
+    // The parameter holds the secret's (encrypted-in-state) output, not a plaintext copy.
+    expect(parameter.args.value).toBe(secret.value);
+    expect(s.ssm).toEqual({ RERANKER_TOKEN: parameter.arn });
+    // SST passes linked values to containers as plain task-definition variables: the token must not be linked.
+    expect((s.link as StandInComponent[]).map((c) => c.id)).toEqual(["Data"]);
+    expect(Object.keys(s.environment)).not.toContain("RERANKER_TOKEN");
   });
 
   it("builds the image from a Dockerfile that installs the CUDA EP and starts the server entry", () => {

@@ -1,5 +1,5 @@
 // A small recording stand-in for the SST globals sst.config.ts and infra/*.ts use ($config, $app,
-// $dev, $interpolate, sst.aws.*, sst.Secret). Each constructor records its name and args; deploy-time
+// $dev, $interpolate, sst.aws.*, sst.Secret, aws.ssm.Parameter). Each constructor records its name and args; deploy-time
 // values (ARNs, names, URLs) are OutputRef tokens whose identity can be compared, so a test can ask
 // "is this route's handler the search function's ARN?". Only what infra/ uses is modelled; an infra
 // change that calls something else fails loudly here rather than passing silently.
@@ -73,7 +73,7 @@ export interface StandInOptions {
   secrets?: Record<string, string>;
 }
 
-const GLOBALS = ["$config", "$app", "$dev", "$interpolate", "sst"] as const;
+const GLOBALS = ["$config", "$app", "$dev", "$interpolate", "sst", "aws"] as const;
 
 /** Installs the stand-in as globals and returns the recorder. Call uninstallSstStandIn() after. */
 export function installSstStandIn(opts: StandInOptions): Recorder {
@@ -91,6 +91,8 @@ export function installSstStandIn(opts: StandInOptions): Recorder {
       return this.out("arn");
     }
     notify(args: { notifications: Args[] }) {
+      // SST allows one notify() per bucket: a second call would replace the first.
+      if (rec.notifications.some((n) => n.bucket === this.id)) throw new Error(`notify() called twice on "${this.id}"`);
       for (const n of args.notifications) rec.notifications.push({ bucket: this.id, notification: n });
       return {};
     }
@@ -188,6 +190,18 @@ export function installSstStandIn(opts: StandInOptions): Recorder {
     }
   }
 
+  class SsmParameter extends StandInComponent {
+    constructor(id: string, args: Args) {
+      super("aws.ssm.Parameter", id, args, rec);
+    }
+    get arn() {
+      return this.out("arn");
+    }
+    linkProperties(): Record<string, string> {
+      throw new Error("an aws.ssm.Parameter is not linkable");
+    }
+  }
+
   const g = globalThis as Record<string, unknown>;
   g.$config = (config: unknown) => config;
   g.$app = { name: "two-stage-retrieval", stage: opts.stage };
@@ -195,6 +209,7 @@ export function installSstStandIn(opts: StandInOptions): Recorder {
   g.$interpolate = (strings: TemplateStringsArray, ...values: unknown[]) =>
     new OutputRef(strings.reduce((acc, s, i) => acc + s + (i < values.length ? String(values[i]) : ""), ""));
   g.sst = { Secret, aws: { Bucket, Function: FunctionComponent, ApiGatewayV2, Vpc, Cluster, Service } };
+  g.aws = { ssm: { Parameter: SsmParameter } };
   return rec;
 }
 
