@@ -26,6 +26,9 @@ export interface Answer {
 
 export type Transport = (call: Call) => Promise<Answer>;
 
+// biome-ignore lint/suspicious/noExplicitAny: any Hono app (OpenAPIHono included), whatever its Env
+type AnyApp = Hono<any, any, any>;
+
 const parse = (text: string) => {
   try {
     return JSON.parse(text);
@@ -41,11 +44,11 @@ async function fromResponse(res: Response): Promise<Answer> {
 
 const init = (call: Call): RequestInit => ({ method: call.method, headers: call.headers, body: call.body });
 
-export function viaApp(app: Hono): Transport {
+export function viaApp(app: AnyApp): Transport {
   return async (call) => fromResponse(await app.request(call.path, init(call)));
 }
 
-export async function viaHttp(app: Hono): Promise<{ call: Transport; port: number; close(): Promise<void> }> {
+export async function viaHttp(app: AnyApp): Promise<{ call: Transport; port: number; close(): Promise<void> }> {
   let server!: ReturnType<typeof serve>;
   const port = await new Promise<number>((resolve) => {
     server = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }, (info: AddressInfo) => resolve(info.port));
