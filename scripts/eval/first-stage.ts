@@ -1,15 +1,14 @@
 // The first stage under evaluation, built the way the service builds a snapshot: documents →
 // chunkDocuments (CHUNK_TOKENS / CHUNK_OVERLAP) → the configured embedder → buildSnapshot with
-// the faiss index builder (INDEX_TYPE). Queries are embedded by the same embedder (with the
-// corpus statistics the snapshot records) and searched in the index just built.
-import { computeHashingStats, createHashingEmbedder } from "../../shared/adapters/hash-embedder.ts";
+// the faiss index builder (INDEX_TYPE). Queries are embedded by an embedder created for the
+// snapshot's manifest (identity + corpus statistics), as the search function creates it, and
+// searched in the index just built.
+import { computeCorpusStats, createEmbedder } from "../../shared/adapters/embedders.ts";
 import { faissIndexBuilder } from "../../shared/adapters/faiss-index.ts";
 import { buildSnapshot } from "../../shared/core/build.ts";
 import { chunkDocuments } from "../../shared/core/chunking.ts";
 import type { Config } from "../../shared/core/config.ts";
 import { describeIdentity } from "../../shared/core/embedding.ts";
-import type { Embedder } from "../../shared/core/ports.ts";
-import type { Passage } from "../../shared/core/types.ts";
 import { type BeirDocument, documentText } from "./dataset.ts";
 import type { ProgressSink } from "./run-eval.ts";
 
@@ -32,20 +31,6 @@ export interface FirstStage {
   search(query: string, depthDocs: number, minPassages: number): Promise<FirstStagePassage[]>;
 }
 
-async function createEvalEmbedder(
-  cfg: Config,
-  passages: readonly Passage[],
-): Promise<{ embedder: Embedder; corpusStats?: unknown }> {
-  if (cfg.embedder === "hashing" || cfg.embedder === "auto") {
-    const corpusStats = computeHashingStats(
-      passages.map((p) => p.text),
-      cfg.hashingDimensions,
-    );
-    return { embedder: createHashingEmbedder({ dimensions: cfg.hashingDimensions, stats: corpusStats }), corpusStats };
-  }
-  throw new Error(`embedder ${cfg.embedder} is not wired into the evaluation yet`);
-}
-
 export async function buildFirstStage(
   docs: readonly BeirDocument[],
   cfg: Config,
@@ -55,18 +40,27 @@ export async function buildFirstStage(
     docs.map((d) => ({ id: d.id, text: documentText(d) })),
     { maxTokens: cfg.chunkTokens, overlap: cfg.chunkOverlap },
   );
-  const { embedder, corpusStats } = await createEvalEmbedder(cfg, passages);
+  const docEmbedder = await createEmbedder(cfg);
+  const corpusStats = computeCorpusStats(
+    docEmbedder.identity,
+    passages.map((p) => p.text),
+  );
   progress?.start("embed + index", passages.length);
   const built = await buildSnapshot({
     passages,
-    embed: (texts) => embedder.embedDocuments(texts),
-    embedder: embedder.identity,
+    embed: (texts) => docEmbedder.embedDocuments(texts),
+    embedder: docEmbedder.identity,
     corpusStats,
     indexType: cfg.indexType,
     indexBuilder: faissIndexBuilder,
     onProgress: (done) => progress?.update(done),
   });
   progress?.stop();
+  // Queries are embedded as the search function does: an embedder built for the snapshot's manifest.
+  const embedder = await createEmbedder(cfg, {
+    identity: built.manifest.embedder,
+    corpusStats: built.manifest.corpus_stats,
+  });
   const index = built.index;
   const total = index.count;
 
