@@ -228,7 +228,8 @@ export function createFsStore(root: string, opts: FsStoreOptions = {}): ObjectSt
           end = Math.min(end, size - 1);
         }
         const length = Math.max(0, end - start + 1);
-        const body = new Uint8Array(length);
+        const body =
+          opts.into && opts.into.byteLength >= length ? opts.into.subarray(0, length) : new Uint8Array(length);
         let done = 0;
         while (done < length) {
           opts.signal?.throwIfAborted();

@@ -67,6 +67,27 @@ function quoteEtag(etag: string): string {
   return etag === "*" || etag.startsWith('"') || etag.startsWith('W/"') ? etag : `"${etag}"`;
 }
 
+/**
+ * Drains a response body into one buffer of the announced length: the SDK's transformToByteArray
+ * keeps every chunk and then concatenates, holding each part twice at its peak.
+ */
+async function readBody(body: unknown, length: number | undefined, into?: Uint8Array): Promise<Uint8Array> {
+  if (!body) return new Uint8Array(0);
+  const stream = body as AsyncIterable<Uint8Array> & { transformToByteArray?: () => Promise<Uint8Array> };
+  if (length === undefined || typeof stream[Symbol.asyncIterator] !== "function") {
+    return stream.transformToByteArray ? stream.transformToByteArray() : new Uint8Array(0);
+  }
+  const out = into && into.byteLength >= length ? into.subarray(0, length) : new Uint8Array(length);
+  let at = 0;
+  for await (const chunk of stream) {
+    if (at + chunk.byteLength > length) throw new Error(`response body is longer than its Content-Length ${length}`);
+    out.set(chunk, at);
+    at += chunk.byteLength;
+  }
+  if (at !== length) throw new Error(`response body ended after ${at} of ${length} bytes`);
+  return out;
+}
+
 export function createS3Store(opts: S3StoreOptions): ObjectStore {
   if (!opts.bucket) throw new ValidationError("S3 store needs a bucket");
   const { bucket } = opts;
@@ -98,8 +119,7 @@ export function createS3Store(opts: S3StoreOptions): ObjectStore {
         const res = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key, Range: range }), {
           abortSignal: o.signal,
         });
-        const body = res.Body ? await res.Body.transformToByteArray() : new Uint8Array(0);
-        return { body, etag: res.ETag ?? "" };
+        return { body: await readBody(res.Body, res.ContentLength, o.into), etag: res.ETag ?? "" };
       } catch (e) {
         if (isNotFound(e)) return null;
         throw mapError("get", key, e);

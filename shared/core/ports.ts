@@ -28,8 +28,15 @@ export interface StoreDescription {
 
 export interface ObjectStore {
   describe(): StoreDescription;
-  /** Whole object, or null when it does not exist. `range` is inclusive [start, end]. */
-  get(key: string, opts?: { range?: [number, number]; signal?: AbortSignal }): Promise<{ body: Uint8Array; etag: string } | null>;
+  /**
+   * Whole object, or null when it does not exist. `range` is inclusive [start, end]. With `into`,
+   * an adapter may write the body into that buffer (when it is large enough) and return a view of
+   * it, so callers can reuse buffers; callers must use the returned `body` either way.
+   */
+  get(
+    key: string,
+    opts?: { range?: [number, number]; signal?: AbortSignal; into?: Uint8Array },
+  ): Promise<{ body: Uint8Array; etag: string } | null>;
   /** Streamed body, or null when it does not exist. */
   getStream(key: string, opts?: { signal?: AbortSignal }): Promise<{ body: AsyncIterable<Uint8Array>; etag: string; size: number } | null>;
   head(key: string): Promise<ObjectInfo | null>;

@@ -97,17 +97,24 @@ function limiter(limit: number) {
   };
 }
 
+interface PartTarget {
+  /** Where part bytes [offset, offset + length) may be read into (a store may ignore it). */
+  bufferFor(offset: number, length: number, slot: number): Uint8Array | undefined;
+  /** Receives each part in order, after it was hashed; the part's buffer is reused afterwards. */
+  onChunk(chunk: Uint8Array, offset: number): Promise<void> | void;
+}
+
 /**
- * Fetches one snapshot file and feeds it to `onChunk` in order, verifying size and sha256 against
- * the manifest. Large files come as parallel ranged GETs; a window of `concurrency` parts bounds
- * the bytes held at once.
+ * Fetches one snapshot file and feeds it to the target in order, verifying size and sha256 against
+ * the manifest. Large files come as parallel ranged GETs; a window of `concurrency` parts (each in
+ * its own reusable buffer slot) bounds the bytes held at once.
  */
 async function fetchVerified(
   store: ObjectStore,
   key: string,
   name: string,
   manifest: SnapshotManifest,
-  onChunk: (chunk: Uint8Array, offset: number) => Promise<void> | void,
+  target: PartTarget,
   opts: Required<Pick<SnapshotFetchOptions, "partBytes" | "concurrency">> & {
     signal?: AbortSignal;
     run: ReturnType<typeof limiter>;
@@ -122,7 +129,7 @@ async function fetchVerified(
     if (!got) throw missing();
     hash.update(got.body);
     verifyDigest(name, got.body.byteLength, hash.digest(), manifest);
-    await onChunk(got.body, 0);
+    await target.onChunk(got.body, 0);
     return;
   }
   const parts = Math.ceil(size / opts.partBytes);
@@ -133,12 +140,14 @@ async function fetchVerified(
     const start = i * opts.partBytes;
     // The last part asks for one byte more than the manifest says: a longer object shows up here.
     const end = i === parts - 1 ? size : Math.min(size, start + opts.partBytes) - 1;
-    const p = opts.run(() => store.get(key, { range: [start, end], signal: opts.signal }));
+    const into = target.bufferFor(start, end - start + 1, i % opts.concurrency);
+    const p = opts.run(() => store.get(key, { range: [start, end], signal: opts.signal, into }));
     p.catch(() => {}); // awaited in order below; this only silences early rejections
     pending[i] = p;
   };
   try {
     for (let i = 0; i < parts; i++) {
+      // Part i+concurrency-1 reuses the slot of part i-1, which was fully consumed last iteration.
       while (launched < parts && launched < i + opts.concurrency) launch(launched++);
       const got = await pending[i]!;
       pending[i] = undefined;
@@ -156,7 +165,7 @@ async function fetchVerified(
         );
       }
       hash.update(got.body);
-      await onChunk(got.body, i * opts.partBytes);
+      await target.onChunk(got.body, i * opts.partBytes);
     }
   } finally {
     // On failure, let the parts still in flight finish quietly.
@@ -192,22 +201,24 @@ export async function loadSnapshot(
 
   const fetchToMemory = async (name: string): Promise<Uint8Array> => {
     const entry = manifest.files[name];
-    let whole: Uint8Array | undefined;
+    // One extra byte for the last part's "is the object longer?" probe; parts land in place.
+    const whole = new Uint8Array(entry.bytes + 1);
+    let small: Uint8Array | undefined;
     await fetchVerified(
       store,
       prefix + entry.key,
       name,
       manifest,
-      (chunk, offset) => {
-        if (offset === 0 && chunk.byteLength === entry.bytes) whole = chunk;
-        else {
-          whole ??= new Uint8Array(entry.bytes);
-          whole.set(chunk, offset);
-        }
+      {
+        bufferFor: (offset, length) => whole.subarray(offset, offset + length),
+        onChunk: (chunk, offset) => {
+          if (entry.bytes <= fetchOpts.partBytes) small = chunk;
+          else if (chunk.buffer !== whole.buffer || chunk.byteOffset !== offset) whole.set(chunk, offset);
+        },
       },
       fetchOpts,
     );
-    return whole ?? new Uint8Array(0);
+    return small ?? whole.subarray(0, entry.bytes);
   };
 
   const fetchIndex = async (): Promise<VectorIndex> => {
@@ -223,19 +234,28 @@ export async function loadSnapshot(
     };
     if (!opts.openIndexSink) return decode(await fetchToMemory(INDEX_FILE));
     const sink = await opts.openIndexSink(manifest);
+    // A few reusable part buffers: the index streams through them into the sink.
+    const slots: Uint8Array[] = [];
     try {
       await fetchVerified(
         store,
         prefix + manifest.files[INDEX_FILE].key,
         INDEX_FILE,
         manifest,
-        (c) => sink.write(c),
+        {
+          bufferFor: (_offset, length, slot) => {
+            if (!slots[slot] || slots[slot].byteLength < length) slots[slot] = new Uint8Array(fetchOpts.partBytes + 1);
+            return slots[slot].byteLength >= length ? slots[slot] : undefined;
+          },
+          onChunk: (chunk) => sink.write(chunk),
+        },
         fetchOpts,
       );
     } catch (e) {
       await sink.abort();
       throw e;
     }
+    slots.length = 0;
     try {
       return await sink.finish();
     } catch (e) {

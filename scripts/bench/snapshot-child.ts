@@ -1,0 +1,164 @@
+// Child processes of the snapshot benchmark, so each measurement starts clean: its own heap and
+// RSS, and s3rver on its own event loop instead of the one being measured.
+//   s3rver <dir> <bucket>          serve <dir> over S3 on a free loopback port; prints {"port"}; exits when stdin closes
+//   raw-s3 <json>                  plain GETs of the given keys, bodies drained and dropped; prints {bytes, ms}
+//   raw-fs <json>                  plain reads of the given files; prints {bytes, ms}
+//   load <json>                    the snapshot loader, as the search function runs it; prints timings and RSS
+import { readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { GetObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import S3rver from "s3rver";
+import { createFaissIndexSinkFactory, decodeFaissSnapshotIndex, hasTypedFaiss } from "../../shared/adapters/faiss-index.ts";
+import { createFsStore } from "../../shared/adapters/fs-store.ts";
+import { createS3Store } from "../../shared/adapters/s3-store.ts";
+import type { ObjectStore } from "../../shared/core/ports.ts";
+import { createSnapshotLoader } from "../../shared/core/snapshot-loader.ts";
+
+export interface S3Target {
+  endpoint: string;
+  bucket: string;
+}
+
+export interface LoadJob {
+  store: { kind: "s3"; endpoint: string; bucket: string } | { kind: "fs"; root: string };
+  indexPrefix: string;
+  /** Stream index.faiss into a temp file faiss reads (default), or decode it from bytes in memory. */
+  streaming: boolean;
+  partBytes?: number;
+  concurrency?: number;
+}
+
+export interface LoadResult {
+  ms: number;
+  bytes: number;
+  version: string;
+  rssBefore: number;
+  peakRss: number;
+  rssAfter: number;
+  /** How the peak was measured: "VmHWM" (kernel high-water mark, reset before loading) or "sampled". */
+  peakMethod: string;
+}
+
+const credentials = { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" };
+
+function s3Client(endpoint: string): S3Client {
+  return new S3Client({ endpoint, forcePathStyle: true, region: "us-east-1", credentials });
+}
+
+function vmKb(field: string): number | null {
+  try {
+    const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync("/proc/self/status", "utf8"));
+    return m ? Number(m[1]) * 1024 : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Resets the kernel's peak-RSS mark (VmHWM) so it measures from now on; false where unsupported. */
+async function resetPeakRss(): Promise<boolean> {
+  try {
+    const { writeFileSync } = await import("node:fs");
+    writeFileSync("/proc/self/clear_refs", "5");
+    return vmKb("VmHWM") !== null;
+  } catch {
+    return false;
+  }
+}
+
+async function main(): Promise<void> {
+  const [role, arg, arg2] = process.argv.slice(2);
+  if (role === "s3rver") {
+    const server = new S3rver({
+      address: "127.0.0.1",
+      port: 0,
+      silent: true,
+      directory: arg,
+      configureBuckets: [{ name: arg2, configs: [] }],
+      allowMismatchedSignatures: true,
+      vhostBuckets: false,
+    });
+    const { port } = (await server.run()) as { port: number };
+    process.stdout.write(`${JSON.stringify({ port })}\n`);
+    process.stdin.resume();
+    process.stdin.on("end", () => server.close().then(() => process.exit(0)));
+    return;
+  }
+  if (role === "raw-s3") {
+    const job = JSON.parse(arg) as S3Target & { keys: string[] };
+    const client = s3Client(job.endpoint);
+    const t0 = performance.now();
+    const sizes = await Promise.all(
+      job.keys.map(async (key) => {
+        const res = await client.send(new GetObjectCommand({ Bucket: job.bucket, Key: key }));
+        let n = 0;
+        for await (const chunk of res.Body as AsyncIterable<Uint8Array>) n += chunk.byteLength;
+        return n;
+      }),
+    );
+    const ms = performance.now() - t0;
+    process.stdout.write(`${JSON.stringify({ bytes: sizes.reduce((a, b) => a + b, 0), ms })}\n`);
+    client.destroy();
+    return;
+  }
+  if (role === "raw-fs") {
+    const files = JSON.parse(arg) as string[];
+    const t0 = performance.now();
+    const sizes = await Promise.all(files.map(async (f) => (await readFile(f)).byteLength));
+    const ms = performance.now() - t0;
+    process.stdout.write(`${JSON.stringify({ bytes: sizes.reduce((a, b) => a + b, 0), ms })}\n`);
+    return;
+  }
+  if (role === "load") {
+    const job = JSON.parse(arg) as LoadJob;
+    hasTypedFaiss(); // load the native addon before the baseline
+    const store: ObjectStore =
+      job.store.kind === "s3"
+        ? createS3Store({ bucket: job.store.bucket, endpoint: job.store.endpoint, forcePathStyle: true, credentials })
+        : createFsStore(job.store.root);
+    const loader = createSnapshotLoader({
+      store,
+      indexPrefix: job.indexPrefix,
+      refreshS: 3600,
+      decodeIndex: decodeFaissSnapshotIndex,
+      openIndexSink: job.streaming ? createFaissIndexSinkFactory() : undefined,
+      partBytes: job.partBytes,
+      concurrency: job.concurrency,
+    });
+    // Initialise the store client (SDK modules, first connection) before the baseline: that cost
+    // belongs to the function's init, not to loading the snapshot.
+    await store.head(`${job.indexPrefix}LATEST.json`);
+    globalThis.gc?.();
+    await new Promise((r) => setTimeout(r, 50));
+    globalThis.gc?.();
+    const rssBefore = process.memoryUsage().rss;
+    const hwm = await resetPeakRss();
+    let sampled = rssBefore;
+    const sampler = setInterval(() => {
+      sampled = Math.max(sampled, process.memoryUsage().rss);
+    }, 2);
+    const t0 = performance.now();
+    const snap = await loader.current();
+    const ms = performance.now() - t0;
+    clearInterval(sampler);
+    const peakRss = Math.max(hwm ? (vmKb("VmHWM") ?? 0) : 0, sampled, process.memoryUsage().rss);
+    const bytes = Object.values(snap.manifest.files).reduce((a, f) => a + f.bytes, 0);
+    const out: LoadResult = {
+      ms,
+      bytes,
+      version: snap.version,
+      rssBefore,
+      peakRss,
+      rssAfter: process.memoryUsage().rss,
+      peakMethod: hwm ? "VmHWM" : "sampled",
+    };
+    process.stdout.write(`${JSON.stringify(out)}\n`);
+    loader.close();
+    return;
+  }
+  throw new Error(`unknown role ${role}`);
+}
+
+main().catch((e) => {
+  process.stderr.write(`${(e as Error).stack ?? e}\n`);
+  process.exit(1);
+});
