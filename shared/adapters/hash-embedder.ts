@@ -53,10 +53,9 @@ function sStem(w: string): string {
  * between them), so bigrams never bridge a dropped stop word or punctuation ("flow of air" ≠ "flow air").
  */
 export function hashingTerms(text: string): { terms: string[]; joins: boolean[] } {
-  const folded = text
-    .normalize("NFKD")
-    .replace(/\p{M}+/gu, "")
-    .toLowerCase();
+  // Accent folding only where there is something to fold: most corpora are mostly ASCII.
+  const ascii = !/[^\x00-\x7f]/.test(text);
+  const folded = (ascii ? text : text.normalize("NFKD").replace(/\p{M}+/gu, "")).toLowerCase();
   const terms: string[] = [];
   const joins: boolean[] = [];
   let adjacent = false;
@@ -120,6 +119,9 @@ function pairHash(a: number, b: number): number {
 // Tuning, measured by nDCG@10 on Cranfield and ADI against exact TF-IDF with the same terms: bigrams
 // at half weight (full weight adds collision noise), and IDF squared on the query side, standing in
 // for the IDF that the document side leaves out (cosine TF-IDF weights each shared term by idf²).
+// Dimensions (HASHING_DIMENSIONS, default 2048): nDCG@10 on Cranfield is 0.329 at 1024, 0.349 at 2048,
+// 0.357 at 4096 against 0.364 for exact TF-IDF; 2048 keeps 96% of TF-IDF at 8 KB per passage, and
+// doubling it buys +2% for twice the index memory and Flat scan time.
 const BIGRAM_WEIGHT = 0.5;
 const QUERY_IDF_POWER = 2;
 
