@@ -50,7 +50,7 @@ const PAIRS: Array<[string, string]> = [
 describe("fixture folders", () => {
   it("hold a Hugging Face layout marked as a fixture, with checksums that verify", async () => {
     for (const [name, dir] of Object.entries(dirs)) {
-      for (const f of ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "onnx/model.onnx", "README.md", "checksums.json"])
+      for (const f of ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "onnx/model.onnx", "onnx/model_quantized.onnx", "README.md", "checksums.json"])
         expect(existsSync(path.join(dir, f)), `${name}: ${f}`).toBe(true);
       const cfg = readJson(dir, "config.json");
       expect(cfg.fixture).toBe(true);
@@ -162,6 +162,31 @@ describe("running the fixtures", () => {
       await refModel.dispose();
     });
   }
+
+  it("tiny-cross: model_quantized.onnx holds the same weights in int8, fuses as quantize_dynamic output does, and matches transformers.js q8", async () => {
+    const dir = dirs["tiny-cross"];
+    const qPath = path.join(dir, "onnx/model_quantized.onnx");
+    const raw = summarizeModel(readFileSync(qPath));
+    expect(raw.ops).toMatchObject({ DynamicQuantizeLinear: 6 * FIXTURES["tiny-cross"].layers, MatMulInteger: 6 * FIXTURES["tiny-cross"].layers });
+    const optimised = path.join(work, "q.opt.onnx");
+    await ort.InferenceSession.create(qPath, { graphOptimizationLevel: "all", optimizedModelFilePath: optimised, logSeverityLevel: 3 });
+    expect(summarizeModel(readFileSync(optimised)).ops["com.microsoft:DynamicQuantizeMatMul"]).toBeGreaterThan(0);
+
+    const tok = await loadTokenizer(dir);
+    const fp32 = Array.from((await runPairs(await ort.InferenceSession.create(path.join(dir, "onnx/model.onnx")), tok, PAIRS)).data as Float32Array);
+    const q8 = Array.from((await runPairs(await ort.InferenceSession.create(qPath), tok, PAIRS)).data as Float32Array);
+    for (const [i, v] of q8.entries()) {
+      expect(v).not.toBe(fp32[i]); // really a different graph
+      expect(Math.abs(v - fp32[i])).toBeLessThan(0.2); // but the same weights, rounded
+    }
+    env.localModelPath = `${path.dirname(dir)}/`;
+    const refTok = await AutoTokenizer.from_pretrained(path.basename(dir));
+    const refModel = await AutoModelForSequenceClassification.from_pretrained(path.basename(dir), { dtype: "q8" });
+    const inputs = refTok(PAIRS.map((p) => p[0]), { text_pair: PAIRS.map((p) => p[1]), padding: true, truncation: true });
+    const ref = Array.from((await refModel(inputs)).logits.data as Float32Array);
+    for (const [i, v] of q8.entries()) expect(Math.abs(v - ref[i])).toBeLessThan(1e-4);
+    await refModel.dispose();
+  });
 
   it("tiny-bi: token vectors of a padded sequence equal those of the sequence alone", async () => {
     const dir = dirs["tiny-bi"];
