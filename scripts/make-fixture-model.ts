@@ -2,7 +2,7 @@
 //   npx tsx scripts/make-fixture-model.ts <name> [--out DIR] [--no-shared-tokenizer]
 //     [--layers N --hidden N --heads N --intermediate N --max-length N --seed N --std X --head-std X --layer-norm fused|decomposed]
 // Without --out the folder is cached under .cache/fixtures/ and its path printed.
-import { cp, rm } from "node:fs/promises";
+import { rename, rm } from "node:fs/promises";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { ensureFixtureModel, FIXTURE_NAMES, type FixtureName, type FixtureOptions, type FixtureSpec, writeFixtureModel } from "./fixtures/index.ts";
@@ -61,8 +61,7 @@ export async function makeFixture(argv: string[], log: (m: string) => void = con
   await rm(tmp, { recursive: true, force: true });
   await writeFixtureModel(tmp, name, opts);
   await rm(target, { recursive: true, force: true });
-  await cp(tmp, target, { recursive: true });
-  await rm(tmp, { recursive: true, force: true });
+  await rename(tmp, target);
   log(`fixture ${name} written to ${target} (random weights: scores mean nothing)`);
   return target;
 }
