@@ -19,7 +19,10 @@ const PIECE = 4;
  * A cheap stand-in for subword counts: words of up to 6 characters are one token, longer words are
  * cut into 4-character pieces, punctuation is separate. It errs on the side of more tokens, so windows
  * sized with it fit a cross-encoder: on Cranfield it counts 1.33x the MiniLM WordPiece tokens in total
- * and at least 1.07x for every document (7-character words would bring the minimum down to 1.03x).
+ * and at least 1.07x for every document (7-character words would bring the minimum down to 1.03x);
+ * no Cranfield window of 64+ approximate tokens overflows WordPiece, but windows of 16-48 occasionally
+ * do (runs of short words WordPiece splits, like "a51j04"). Where the exact count matters, chunk with
+ * the model's own tokenizer (hf-tokenizer's `spans`).
  */
 export const approximateSpanner: TokenSpanner = {
   spans(text: string): Array<[number, number]> {

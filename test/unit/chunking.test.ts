@@ -1,5 +1,8 @@
+import { existsSync, readFileSync } from "node:fs";
+import { resolve } from "node:path";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { loadTokenizer } from "../../shared/adapters/hf-tokenizer.ts";
 import { type TokenSpanner, approximateSpanner, chunkDocument, chunkDocuments } from "../../shared/core/chunking.ts";
 import { ValidationError } from "../../shared/core/errors.ts";
 import type { Passage, SourceDocument } from "../../shared/core/types.ts";
@@ -244,4 +247,38 @@ describe("chunkDocument properties (fast-check)", () => {
       { numRuns: runs(300) },
     );
   });
+});
+
+describe("chunkDocument with a real WordPiece tokenizer (Cranfield, MiniLM tokenizer.json)", () => {
+  const data = resolve(import.meta.dirname, "../../../shared/data");
+  const modelDir = resolve(data, "models/ms-marco-MiniLM-L-6-v2");
+  const corpus = resolve(data, "cranfield/corpus.jsonl");
+  const present = existsSync(resolve(modelDir, "tokenizer.json")) && existsSync(corpus);
+
+  it.skipIf(!present)(
+    `passages fit the window when the model tokenises them${present ? "" : ` (skipped: ${modelDir} or ${corpus} is absent)`}`,
+    async () => {
+      const tok = await loadTokenizer(modelDir);
+      const docs = readFileSync(corpus, "utf8")
+        .trim()
+        .split("\n")
+        .slice(0, 300)
+        .map((l) => JSON.parse(l))
+        .map((r) => ({ id: r._id as string, text: `${r.title}\n\n${r.text}` }));
+      let multi = 0;
+      for (const d of docs) {
+        // Exact spans from the tokenizer itself.
+        const exact = chunkDocument(d, { maxTokens: 48, overlap: 8, spanner: tok });
+        checkPassages(d, exact, 48, 8, tok);
+        if (exact.length > 1) multi++;
+        // The approximate spanner over-counts WordPiece tokens on this text, so its windows fit too
+        // (at 64 tokens and more; much smaller windows can meet a run of words WordPiece splits more).
+        for (const size of [64, 256]) {
+          for (const p of chunkDocument(d, { maxTokens: size, overlap: 8 }))
+            expect(tok.countTokens(p.text)).toBeLessThanOrEqual(size);
+        }
+      }
+      expect(multi).toBeGreaterThan(100); // most abstracts are longer than one window
+    },
+  );
 });
