@@ -324,6 +324,25 @@ describe("Lambda direct invocation", () => {
   });
 });
 
+describe("functions/rerank/server.ts", () => {
+  it("starts the service on a port, loads the model in the background and serves /rerank", async () => {
+    const { startRerankServer } = await import("../../functions/rerank/server.ts");
+    const svc = await startRerankServer(cfg, { port: 0, hostname: "127.0.0.1" });
+    try {
+      const res = await fetch(`http://127.0.0.1:${svc.port}/rerank`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ query: "berlin", documents: DOCS }),
+      });
+      expect(res.status).toBe(200);
+      expect(((await res.json()) as RerankResponse).results).toHaveLength(DOCS.length);
+      expect(await (await fetch(`http://127.0.0.1:${svc.port}/health`)).json()).toMatchObject({ status: "ok", warm: true });
+    } finally {
+      await svc.close();
+    }
+  });
+});
+
 describe("configuration", () => {
   it("refuses to build an in-process reranker without a model source", () => {
     expect(() => createLocalReranker(loadConfig({}))).toThrow(/RERANKER_MODEL_DIR.*RERANKER_MODEL_S3_PREFIX/);
