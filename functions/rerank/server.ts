@@ -3,6 +3,7 @@
 import { pathToFileURL } from "node:url";
 import { type ServerType, serve } from "@hono/node-server";
 import { createLocalReranker } from "../../shared/adapters/local-reranker.ts";
+import { logger, metrics, requestLogging } from "../../shared/adapters/observability.ts";
 import { createStore } from "../../shared/adapters/stores.ts";
 import type { Config } from "../../shared/core/config.ts";
 import { createRerankApp } from "../../shared/http/rerank-app.ts";
@@ -19,14 +20,25 @@ export async function startRerankServer(
   cfg: Config = loadFunctionConfig(),
   opts: { port?: number; hostname?: string } = {},
 ): Promise<RerankServer> {
-  const reranker = createLocalReranker(cfg, { store: cfg.rerankerModelS3 ? createStore(cfg) : undefined });
-  const app = createRerankApp({ reranker, limits: reranker.limits, token: cfg.rerankerToken });
+  const reranker = createLocalReranker(cfg, {
+    store: cfg.rerankerModelS3 ? createStore(cfg) : undefined,
+    log: (level, message) => logger[level](message),
+  });
+  const app = createRerankApp({
+    reranker,
+    limits: reranker.limits,
+    token: cfg.rerankerToken,
+    middleware: [requestLogging({ metrics })],
+  });
   reranker.warm().then(
     (m) =>
-      console.log(
+      logger.info(
         `reranker: ${m.model} on ${m.provider}${m.fixture ? " (fixture weights: scores carry no meaning)" : ""}`,
+        {
+          fallbacks: m.fallbacks,
+        },
       ),
-    (e) => console.error(`reranker: model not loaded yet: ${(e as Error).message}`),
+    (e) => logger.error(`reranker: model not loaded yet: ${(e as Error).message}`),
   );
   let server!: ServerType;
   const port = await new Promise<number>((resolve) => {
@@ -39,5 +51,5 @@ export async function startRerankServer(
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const { port } = await startRerankServer();
-  console.log(`reranker listening on :${port}`);
+  logger.info(`reranker listening on :${port}`);
 }

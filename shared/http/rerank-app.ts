@@ -10,6 +10,7 @@ import { DomainError, isDomainError, ValidationError } from "../core/errors.ts";
 import type { RerankerPort } from "../core/ports.ts";
 import { DEFAULT_RERANK_LIMITS, type RerankLimits, validateRerankRequest } from "../core/rerank.ts";
 import type { RerankRequest, RerankResponse } from "../core/types.ts";
+import { logger, observe, requestLog, rerankObservation } from "../adapters/observability.ts";
 
 /** What /health reports beyond describe() when the reranker knows it (the local reranker does). */
 export interface RerankerHealth {
@@ -127,7 +128,7 @@ export function toDomainError(e: unknown): DomainError {
 
 function respondError(c: Context, e: unknown): Response {
   const err = toDomainError(e);
-  if (err.status >= 500) console.error(`rerank: ${err.code}: ${err.message}`, err.cause ?? "");
+  if (err.status >= 500) requestLog(c).error(`rerank: ${err.code}: ${err.message}`, { error: err.cause ?? err });
   if (err.retryAfterS) c.header("Retry-After", String(err.retryAfterS));
   return c.json(errorBody(err), err.status as 400);
 }
@@ -199,6 +200,7 @@ export function createRerankApp(opts: RerankAppOptions): Hono {
       }
       const req = parseRerankBody(body, limits);
       const res: RerankResponse = await opts.reranker.rerank(req, { signal: c.req.raw.signal });
+      observe(c, rerankObservation(res));
       return c.json(res);
     },
   );
@@ -222,7 +224,7 @@ export async function handleRerankInvoke(
     return await port.rerank(parseRerankBody(body, port.limits), {});
   } catch (e) {
     const err = e instanceof SyntaxError ? new ValidationError("event is not valid JSON") : toDomainError(e);
-    if (err.status >= 500) console.error(`rerank: ${err.code}: ${err.message}`, err.cause ?? "");
+    if (err.status >= 500) logger.error(`rerank: ${err.code}: ${err.message}`, { error: err.cause ?? err });
     return { error: { code: err.code, message: err.message, status: err.status } };
   }
 }
