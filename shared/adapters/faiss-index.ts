@@ -55,18 +55,23 @@ export type IndexType = Config["indexType"];
 export type ConcreteIndexType = Exclude<IndexType, "auto">;
 export const INDEX_TYPES: readonly ConcreteIndexType[] = ["flat", "hnsw", "ivf", "ivfpq", "sq8", "fp16"];
 
+/** Flat scans up to this many floats per query (80 MB: 52K×384, 13K×1536) before "auto" goes approximate. */
+export const FLAT_MAX_FLOATS = 20_000_000;
+
 /**
  * Default index type by corpus size (INDEX_TYPE overrides it):
- * - fewer than 100,000 vectors → "flat": exact, and a single-threaded scan of ≤ 100K×384 floats
- *   (≤ 154 MB) stays in the low tens of milliseconds, memory-bandwidth bound (see `npm run bench -- faiss`).
- * - up to 5,000,000 → "hnsw" (HNSW32,Flat): sub-millisecond to few-ms queries at recall@20 ≥ 0.95,
- *   costs the full vectors plus ~0.3 KB of graph links per vector.
- * - beyond → "ivfpq": compressed codes (d/8 bytes per vector at 8 bits × d/8 sub-quantizers) so the
- *   index still fits a function's memory (Lambda tops out at 10 GB), at a recall cost.
+ * - up to FLAT_MAX_FLOATS floats (count × dimensions; 52K vectors at 384-d, 13K at 1536-d) → "flat":
+ *   exact. A flat query reads every vector once; with the scalar inner-product kernel of the
+ *   Debian faiss 1.7.3 build we link, that is ~16 ms for 50K×384 (see `npm run bench -- faiss`).
+ * - up to 5,000,000 vectors → "hnsw" (HNSW32,Flat): sub-millisecond queries at recall@20 ≥ 0.95 in
+ *   our benchmark; costs the full vectors plus ~0.3 KB of graph links per vector.
+ * - beyond → "ivfpq": compressed codes (d/8 bytes per vector) so the index still fits a function's
+ *   memory (Lambda tops out at 10 GB), at a recall cost.
+ * "sq8"/"fp16" only save memory: with that same scalar build they scan slower than "flat".
  */
-export function chooseIndexType(count: number, override: IndexType = "auto"): ConcreteIndexType {
+export function chooseIndexType(count: number, override: IndexType = "auto", dimensions = 384): ConcreteIndexType {
   if (override !== "auto") return override;
-  if (count < 100_000) return "flat";
+  if (count * dimensions <= FLAT_MAX_FLOATS) return "flat";
   if (count <= 5_000_000) return "hnsw";
   return "ivfpq";
 }
@@ -289,7 +294,7 @@ export async function buildFaissIndex(
   if (!Number.isInteger(d) || d <= 0) throw new ValidationError(`dimensions must be a positive integer, got ${d}`);
   const hint = opts.count ?? 0;
   const params = opts.params ?? {};
-  let type = chooseIndexType(hint, opts.type);
+  let type = chooseIndexType(hint, opts.type, d);
   let p = plan(type, d, Math.max(hint, 1), params);
 
   let index: NativeIndex | undefined;
@@ -299,7 +304,7 @@ export async function buildFaissIndex(
 
   const create = (n: number): NativeIndex => {
     // The stream may be shorter than the hint: size IVF from what we actually have.
-    if (opts.type === "auto") type = chooseIndexType(n);
+    if (opts.type === "auto") type = chooseIndexType(n, "auto", d);
     p = plan(type, d, n, params);
     const native =
       type === "flat" ? new (faiss().IndexFlatIP)(d) : faiss().Index.fromFactory(d, p.factory, METRIC_INNER_PRODUCT);
