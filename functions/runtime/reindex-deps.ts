@@ -71,6 +71,8 @@ export function createReindexService(cfg: Config, overrides: ReindexServiceOverr
         corpusStats: corpusStatsBuilder,
         log,
         remainingTimeMs: o.remainingTimeMs,
+        // Time kept back at the end of an invocation to save partial embeddings, log and return.
+        reserveMs: 15_000,
         trigger: o.trigger,
         ...overrides.options,
       }),

@@ -22,8 +22,12 @@ export interface LocalInvocationContext {
 }
 
 export interface AttachReindexOptions {
-  /** The Lambda handler (functions/reindex/handler.ts or createReindexHandler(...)); gets a simulated context. */
-  handler?: (event: S3EventLike, context: LocalInvocationContext) => Promise<unknown>;
+  /**
+   * The Lambda handler (functions/reindex/handler.ts `handler`, or createReindexHandler(...)); it gets s3rver's
+   * notification (the same record shape S3 sends) and a simulated context (LocalInvocationContext). Typed loosely
+   * so the deployed handler, declared with aws-lambda's S3Event and Context, can be passed as it is.
+   */
+  handler?: (event: never, context: never) => Promise<unknown>;
   /** Alternatively, any function taking the (coalesced) event. */
   run?: (event: S3EventLike) => Promise<unknown>;
   log?: LogFn;
@@ -49,6 +53,8 @@ export interface S3rverReindexBinding {
   readonly lastResult: unknown;
   readonly lastError: unknown;
 }
+
+type LocalHandler = (event: S3EventLike, context: LocalInvocationContext) => Promise<unknown>;
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -84,7 +90,7 @@ export function attachReindexToS3rver(server: S3EventEmitterLike, opts: AttachRe
         functionName: "reindex-local",
       };
       try {
-        state.lastResult = handler ? await handler(event, context) : await run!(event);
+        state.lastResult = handler ? await (handler as unknown as LocalHandler)(event, context) : await run!(event);
         state.lastError = undefined;
         state.runs++;
         return;

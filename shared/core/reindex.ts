@@ -200,6 +200,8 @@ export function sameSources(
   return b.every((s) => m.get(s.key) === normEtag(s.etag));
 }
 
+const MAX_LOGGED_SKIPS = 100;
+
 const defaultSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 function message(e: unknown): string {
@@ -630,7 +632,14 @@ export async function reindexCorpus(opts: ReindexOptions): Promise<ReindexResult
       ...result.embedding,
       duration_ms: Math.round(result.durationMs),
     });
-    for (const s of skipped) log("warn", "input skipped", { ...s });
+    // Every skip is in manifest.report; the logs name the first ones (a broken export can skip millions of lines).
+    for (const s of skipped.slice(0, MAX_LOGGED_SKIPS)) log("warn", "input skipped", { ...s });
+    if (skipped.length > MAX_LOGGED_SKIPS) {
+      log("warn", "more inputs skipped; all are listed in the manifest report", {
+        more: skipped.length - MAX_LOGGED_SKIPS,
+        manifest: `${indexPrefix}v/${pub.version}/manifest.json`,
+      });
+    }
 
     // Housekeeping never fails a published run.
     stage = "cleaning up";

@@ -8,7 +8,8 @@
 // pointer write (s3rver itself ignores them) and to answer one pointer write with a real S3 412.
 import { createServer, type IncomingHttpHeaders, request, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { logger } from "../../shared/adapters/observability.ts";
 import { attachReindexToS3rver, type S3rverReindexBinding } from "../../shared/adapters/s3rver-events.ts";
 import { createS3Store } from "../../shared/adapters/s3-store.ts";
 import { chunkDocument } from "../../shared/core/chunking.ts";
@@ -90,6 +91,7 @@ const logs = captureLog();
 const CHUNK = { maxTokens: 64, overlap: 8 };
 
 beforeAll(async () => {
+  logger.setLogLevel("SILENT"); // the search service logs snapshot swaps through Powertools
   s3 = await startLocalS3();
   proxy = await startProxy(s3.port);
   const s3opts = { bucket: s3.bucket, forcePathStyle: true, region: "us-east-1", credentials: s3.credentials };
@@ -325,5 +327,48 @@ describe("event-triggered reindex on s3rver", () => {
     expect(live.docIds).not.toContain("volcano");
     expect(live.passageIds.some((id) => id.startsWith("glaciers#") || id.startsWith("volcano#"))).toBe(false);
     expect(await searchDocs("ice sheet fjords glaciers")).not.toContain("glaciers");
+  });
+});
+
+describe("the deployed handler module on the local event path", () => {
+  it("functions/reindex/handler.ts, configured from the environment, reindexes s3rver uploads", async () => {
+    // Exactly what the local stack does: environment → loadFunctionConfig → createStore/createEmbedder.
+    const env: Record<string, string> = {
+      STORE_KIND: "s3",
+      BUCKET: s3.bucket,
+      S3_ENDPOINT: s3.endpoint,
+      S3_FORCE_PATH_STYLE: "true",
+      AWS_REGION: "us-east-1",
+      AWS_ACCESS_KEY_ID: s3.credentials.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey,
+      CORPUS_PREFIX: "real/corpus/",
+      INDEX_PREFIX: "real/index/",
+      EMBED_CACHE_PREFIX: "real/cache/",
+      EMBEDDER: "hashing",
+      HASHING_DIMENSIONS: "128",
+      INDEX_TYPE: "flat",
+    };
+    for (const [k, v] of Object.entries(env)) vi.stubEnv(k, v);
+    try {
+      const { handler: deployed } = await import("../../functions/reindex/handler.ts");
+      const local = attachReindexToS3rver(s3.server, { handler: deployed, corpusPrefix: "real/corpus/", retries: 0 });
+      try {
+        await user.put("real/corpus/faq.jsonl", jsonl([comets, glaciers]));
+        await local.idle();
+        expect(local.failures).toBe(0);
+        expect(local.lastResult).toMatchObject({ status: "published", documents: 2, passages: 2 });
+        const live = (await liveSnapshot(user, "real/index/"))!;
+        expect(live.docIds).toEqual(["comets", "glaciers"]);
+        expect(live.manifest.embedder).toMatchObject({ kind: "hashing", dimensions: 128 });
+        expect(live.manifest.corpus_stats).toMatchObject({ n: 2, dimensions: 128 });
+        // The other binding (prefix corpus/) ignored these events: its live snapshot is untouched.
+        expect((await liveSnapshot(user))!.docIds).not.toContain("comets");
+      } finally {
+        local.detach();
+        await local.idle();
+      }
+    } finally {
+      vi.unstubAllEnvs();
+    }
   });
 });

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createFsStore } from "../../shared/adapters/fs-store.ts";
 import { createHashingEmbedder, hashingIdentity } from "../../shared/adapters/hash-embedder.ts";
-import { attachReindexToS3rver } from "../../shared/adapters/s3rver-events.ts";
+import { attachReindexToS3rver, type LocalInvocationContext } from "../../shared/adapters/s3rver-events.ts";
 import { chunkDocument } from "../../shared/core/chunking.ts";
 import {
   cacheBundleKey,
@@ -514,7 +514,7 @@ describe("S3 events", () => {
       retries: 2,
       retryDelayMs: 0,
       timeoutMs: 60_000,
-      handler: async (_e, ctx) => {
+      handler: async (_e: S3EventLike, ctx: LocalInvocationContext) => {
         remaining.push(ctx.getRemainingTimeInMillis());
         if (++calls < 3) throw new Error("transient");
         return "ok";
