@@ -90,7 +90,7 @@ export function createSearchService(cfg: Config, overrides: SearchServiceOverrid
         observe(c, {
           queries: 1,
           rerankPairs: res.reranked_candidates,
-          degraded: res.warnings.length > 0,
+          degraded: res.warnings.length > 0 && reranker.describe().kind !== "none",
           timings: res.timings,
         }),
     },

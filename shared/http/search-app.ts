@@ -117,6 +117,7 @@ function serverTiming(t: SearchResponse["timings"]): string {
 export function createSearchApp(deps: SearchAppDeps): OpenAPIHono {
   const cfg = deps.config;
   const estimate = deps.estimate ?? createRerankCostTracker();
+  const rerankerConfigured = deps.reranker !== null && deps.reranker.describe().kind !== "none";
   const limits = {
     maxCandidates: cfg.maxCandidates,
     embedTimeoutMs: cfg.embedTimeoutMs,
@@ -199,7 +200,9 @@ export function createSearchApp(deps: SearchAppDeps): OpenAPIHono {
         rerankTimeoutMs: cfg.rerankerTimeoutMs,
       },
     );
-    if (response.warnings.length > 0) deps.log?.warn("search degraded", { warnings: response.warnings });
+    // A deployment without a reranker (RERANKER=none) is not degraded; its warning stays in the response only.
+    if (response.warnings.length > 0 && rerankerConfigured)
+      deps.log?.warn("search degraded", { warnings: response.warnings });
     deps.hooks?.onSearch?.(c, response);
     c.header("Server-Timing", serverTiming(response.timings));
     return c.json(response, 200);
