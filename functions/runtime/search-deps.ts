@@ -4,13 +4,12 @@
 // request retries instead of replaying the error forever).
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import { createFaissIndexSinkFactory, decodeFaissSnapshotIndex } from "../../shared/adapters/faiss-index.ts";
-import { createHashingEmbedder } from "../../shared/adapters/hash-embedder.ts";
+import { createEmbedder } from "../../shared/adapters/embedders.ts";
 import { createLocalReranker } from "../../shared/adapters/local-reranker.ts";
 import { logger, metrics, observe, requestLogging } from "../../shared/adapters/observability.ts";
 import { rerankerFromConfig } from "../../shared/adapters/reranker-clients.ts";
 import { createStore } from "../../shared/adapters/stores.ts";
 import type { Config } from "../../shared/core/config.ts";
-import { EmbedderUnavailableError } from "../../shared/core/errors.ts";
 import type { Embedder, ObjectStore, RerankerPort, SnapshotManifest } from "../../shared/core/ports.ts";
 import { createSnapshotLoader, type SnapshotLoader } from "../../shared/core/snapshot-loader.ts";
 import { createSearchApp, type SearchAppDeps } from "../../shared/http/search-app.ts";
@@ -36,20 +35,9 @@ export interface SearchServiceOverrides {
   quiet?: boolean;
 }
 
-/**
- * The query embedder matching a snapshot's manifest.
- * TODO(lead): switch to `createEmbedder(cfg, { corpusStats: manifest.corpus_stats, identity: manifest.embedder })`
- * from shared/adapters/embedders.ts once it lands; until then only hashing snapshots can be queried here.
- */
-export function embedderForConfig(_cfg: Config): (manifest: SnapshotManifest) => Promise<Embedder> {
-  return async (manifest) => {
-    const id = manifest.embedder;
-    if (id.kind === "hashing")
-      return createHashingEmbedder({ dimensions: id.dimensions, stats: manifest.corpus_stats as never });
-    throw new EmbedderUnavailableError(
-      `no query embedder for ${id.kind}/${id.model} is wired into the search function yet`,
-    );
-  };
+/** The query embedder matching a snapshot's manifest (its identity and corpus statistics). */
+export function embedderForConfig(cfg: Config): (manifest: SnapshotManifest) => Promise<Embedder> {
+  return (manifest) => createEmbedder(cfg, { identity: manifest.embedder, corpusStats: manifest.corpus_stats });
 }
 
 /** Builds the whole search service from a configuration (no memoisation; see searchApp()). */

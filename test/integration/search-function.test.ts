@@ -146,6 +146,25 @@ describe("search function (Lambda handler, configuration from the environment)",
     }
   });
 
+  it("a query embedder that cannot match the snapshot → 409 naming the settings to use", async () => {
+    const { createSearchService } = await import("../../functions/runtime/search-deps.ts");
+    const svc = createSearchService(
+      loadConfig(env({ RERANKER: "none", EMBEDDER: "openai", OPENAI_API_KEY: "sk-test-not-used" })),
+      {
+        quiet: true,
+      },
+    );
+    try {
+      const r = await svc.app.request("/search?q=cats");
+      const body = await r.json();
+      expect(r.status).toBe(409);
+      expect(body.error.code).toBe("embedder_mismatch");
+      expect(body.error.message).toMatch(/built with hashing\/.*EMBEDDER=hashing HASHING_DIMENSIONS=1024/);
+    } finally {
+      svc.close();
+    }
+  });
+
   it("RERANKER=none serves first-stage results", async () => {
     const { createSearchService } = await import("../../functions/runtime/search-deps.ts");
     const svc = createSearchService(loadConfig(env({ RERANKER: "none" })), { quiet: true });
