@@ -6,7 +6,7 @@
 // toBuffer leaks its VectorIOWriter the same way. Going through a private temp file with
 // write()/read() costs one sequential file pass and frees everything.
 import { randomBytes } from "node:crypto";
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
+import { closeSync, fstatSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeSync } from "node:fs";
 import { mkdtemp, open, rm } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
@@ -16,6 +16,7 @@ import { ValidationError } from "../core/errors.ts";
 import type { IndexBuilder } from "../core/build.ts";
 import type { SnapshotManifest, VectorIndex, VectorSearchResult } from "../core/ports.ts";
 import type { IndexSink } from "../core/snapshot-loader.ts";
+import { FLAT_HEADER_BYTES, parseFlatHeader, SimdFlatIndex, simdFlatAvailable } from "./simd-flat.ts";
 
 const require = createRequire(import.meta.url);
 
@@ -103,6 +104,15 @@ export interface FaissIndexOptions {
   params?: FaissIndexParams;
   /** Use faiss-node's upstream number[] methods even when our typed ones exist (tests, comparisons). */
   upstreamOnly?: boolean;
+  /** Who scans a "flat" index: our WebAssembly SIMD kernel (default when available) or faiss. */
+  flatKernel?: FlatKernel;
+}
+
+/** "simd": shared/adapters/simd-flat.ts (faiss's flat kernel is scalar in the build we link); "faiss": faiss-node. */
+export type FlatKernel = "simd" | "faiss";
+
+function useSimd(kernel: FlatKernel | undefined, upstreamOnly: boolean | undefined): boolean {
+  return kernel !== "faiss" && !upstreamOnly && simdFlatAvailable();
 }
 
 export interface FaissVectorIndex extends VectorIndex {
@@ -272,6 +282,28 @@ class FaissIndex implements FaissVectorIndex {
   }
 }
 
+/** A "flat" index searched by the WebAssembly SIMD kernel; same file format as faiss's IndexFlatIP. */
+class SimdFlat implements FaissVectorIndex {
+  readonly type = "flat" as const;
+  readonly params: IndexParamsRecord = { factory: "Flat" };
+  constructor(readonly flat: SimdFlatIndex) {}
+  get dimensions(): number {
+    return this.flat.dimensions;
+  }
+  get count(): number {
+    return this.flat.count;
+  }
+  search(query: Float32Array, k: number): VectorSearchResult {
+    return this.flat.search(query, k);
+  }
+  toBuffer(): Uint8Array {
+    return this.flat.toBuffer();
+  }
+  setSearchParameter(): boolean {
+    return false; // an exact scan has nothing to tune
+  }
+}
+
 function withTempFile<T>(fn: (file: string) => T): T {
   const dir = mkdtempSync(join(tmpdir(), "faiss-"));
   try {
@@ -296,6 +328,11 @@ export async function buildFaissIndex(
   const params = opts.params ?? {};
   let type = chooseIndexType(hint, opts.type, d);
   let p = plan(type, d, Math.max(hint, 1), params);
+  if (type === "flat" && useSimd(opts.flatKernel, opts.upstreamOnly)) {
+    const flat = new SimdFlatIndex(d, hint);
+    for await (const batch of batches) flat.add(batch);
+    return new SimdFlat(flat);
+  }
 
   let index: NativeIndex | undefined;
   // Training buffer (only for types that need training): the first trainSize rows.
@@ -371,6 +408,7 @@ function maybeUpstream(native: NativeIndex, upstreamOnly: boolean | undefined): 
 
 export interface FaissLoadOptions {
   upstreamOnly?: boolean;
+  flatKernel?: FlatKernel;
   /** efSearch / nprobe etc., as recorded in the manifest's index_params. */
   searchParams?: Record<string, unknown>;
   type?: ConcreteIndexType | "unknown";
@@ -396,6 +434,15 @@ function wrapLoaded(loaded: NativeIndex, opts: FaissLoadOptions): FaissIndex {
 
 /** Reads an index serialised by toBuffer() (or faiss's write_index). */
 export function faissIndexFromBuffer(buf: Uint8Array, opts: FaissLoadOptions = {}): FaissVectorIndex {
+  const header = useSimd(opts.flatKernel, opts.upstreamOnly) ? parseFlatHeader(buf) : null;
+  if (header) {
+    const expected = FLAT_HEADER_BYTES + header.count * header.dimensions * 4;
+    if (buf.byteLength !== expected)
+      throw new ValidationError(`flat index file has ${buf.byteLength} bytes, expected ${expected}`);
+    const flat = new SimdFlatIndex(header.dimensions, header.count);
+    flat.fileView(header).set(buf);
+    return new SimdFlat(flat);
+  }
   let native: NativeIndex;
   try {
     native = withTempFile((file) => {
@@ -413,8 +460,36 @@ export function faissIndexFromBuffer(buf: Uint8Array, opts: FaissLoadOptions = {
   return wrapLoaded(native, opts);
 }
 
+/** Reads a flat IP index file straight into WebAssembly memory; null when the file is another type. */
+function simdFlatFromFile(file: string): SimdFlat | null {
+  const fd = openSync(file, "r");
+  try {
+    const head = new Uint8Array(FLAT_HEADER_BYTES);
+    readSync(fd, head, 0, FLAT_HEADER_BYTES, 0);
+    const header = parseFlatHeader(head);
+    if (!header) return null;
+    const expected = FLAT_HEADER_BYTES + header.count * header.dimensions * 4;
+    const size = fstatSync(fd).size;
+    if (size !== expected) throw new ValidationError(`flat index file has ${size} bytes, expected ${expected}`);
+    const flat = new SimdFlatIndex(header.dimensions, header.count);
+    const view = flat.fileView(header);
+    for (let at = 0; at < view.byteLength; ) {
+      const got = readSync(fd, view, at, view.byteLength - at, at);
+      if (got === 0) throw new ValidationError("flat index file ended early");
+      at += got;
+    }
+    return new SimdFlat(flat);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Reads an index from a file (the loader's spool file): no JS copy of the bytes at all. */
 export function faissIndexFromFile(file: string, opts: FaissLoadOptions = {}): FaissVectorIndex {
+  if (useSimd(opts.flatKernel, opts.upstreamOnly)) {
+    const flat = simdFlatFromFile(file);
+    if (flat) return flat;
+  }
   let native: NativeIndex;
   try {
     native = faiss().Index.read(file);
@@ -453,13 +528,74 @@ export function decodeFaissSnapshotIndex(bytes: Uint8Array, manifest: SnapshotMa
 }
 
 /**
- * openIndexSink for the snapshot loader: index.faiss streams into a private temp file that faiss
- * reads directly, so the loader never holds the file's bytes in JS memory (peak ≈ the index).
- * On Lambda the file lives in /tmp (ephemeral storage must exceed the largest index).
+ * openIndexSink for the snapshot loader, so the loader never holds index.faiss in JS memory
+ * (peak ≈ the index itself): a flat index streams straight into the WebAssembly memory it is
+ * searched in; other types stream into a private temp file that faiss reads (on Lambda /tmp,
+ * whose ephemeral storage must exceed the largest index).
  */
 export function createFaissIndexSinkFactory(
-  opts: { tmpDir?: string } = {},
+  opts: { tmpDir?: string; flatKernel?: FlatKernel } = {},
 ): (manifest: SnapshotManifest) => Promise<IndexSink> {
+  const toFile = tempFileSink(opts);
+  return async (manifest) => {
+    if (manifest.index_type !== "flat" || !useSimd(opts.flatKernel, false)) return toFile(manifest);
+    return simdFlatSink(manifest, () => toFile(manifest));
+  };
+}
+
+/** Copies chunks into WebAssembly memory once the header shows a flat IP file; otherwise hands over to `fallback`. */
+function simdFlatSink(manifest: SnapshotManifest, fallback: () => Promise<IndexSink>): IndexSink {
+  const head = new Uint8Array(FLAT_HEADER_BYTES);
+  let received = 0;
+  let view: Uint8Array | undefined;
+  let flat: SimdFlatIndex | undefined;
+  let other: IndexSink | undefined;
+  return {
+    async write(chunk) {
+      if (other) return other.write(chunk);
+      if (!view) {
+        const take = Math.min(chunk.byteLength, FLAT_HEADER_BYTES - received);
+        head.set(chunk.subarray(0, take), received);
+        if (received + take < FLAT_HEADER_BYTES) {
+          received += take;
+          return;
+        }
+        const header = parseFlatHeader(head);
+        if (!header) {
+          other = await fallback();
+          await other.write(head.subarray(0, received + take));
+          received = 0;
+          if (take < chunk.byteLength) await other.write(chunk.subarray(take));
+          return;
+        }
+        if (header.dimensions !== manifest.embedder.dimensions) {
+          throw new ValidationError(
+            `index has ${header.dimensions} dimensions, the manifest's embedder ${manifest.embedder.dimensions}`,
+          );
+        }
+        flat = new SimdFlatIndex(header.dimensions, header.count);
+        view = flat.fileView(header);
+      }
+      if (received + chunk.byteLength > view.byteLength)
+        throw new ValidationError("flat index file is longer than its header says");
+      view.set(chunk, received);
+      received += chunk.byteLength;
+    },
+    async finish() {
+      if (other) return other.finish();
+      if (!flat || !view || received !== view.byteLength)
+        throw new ValidationError("flat index file is shorter than its header says");
+      return new SimdFlat(flat);
+    },
+    async abort() {
+      if (other) await other.abort();
+      flat = undefined;
+      view = undefined;
+    },
+  };
+}
+
+function tempFileSink(opts: { tmpDir?: string }): (manifest: SnapshotManifest) => Promise<IndexSink> {
   return async (manifest) => {
     const dir = await mkdtemp(join(opts.tmpDir ?? tmpdir(), "faiss-load-"));
     const file = join(dir, "index.faiss");

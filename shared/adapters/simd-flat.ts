@@ -1,0 +1,384 @@
+// Exact inner-product scan in WebAssembly SIMD, for the "flat" index type.
+//
+// Why not faiss's own IndexFlatIP search: the faiss we link (Debian libfaiss 1.7.3, built for
+// baseline x86-64) computes inner products with its scalar reference kernel
+// (fvec_inner_product → fvec_inner_product_ref: one multiply-add per loop iteration on a single
+// dependency chain), ~6× slower than reading the vectors from memory. A 128-bit SIMD loop with
+// four accumulators runs close to the memory bandwidth instead (`npm run bench -- faiss`).
+//
+// The vectors stay in faiss's on-disk layout: an IndexFlatIP file is a 45-byte header followed by
+// the raw float32 rows, so a snapshot's index.faiss is read (or streamed) straight into WebAssembly
+// memory, and toBuffer() writes a file faiss itself reads back.
+import { ValidationError } from "../core/errors.ts";
+import type { VectorSearchResult } from "../core/ports.ts";
+
+// ---------- the kernel: scan(q, rows, n, rowBytes, out) writes out[i] = <q, row_i> ----------
+
+const uleb = (n: number): number[] => {
+  const out: number[] = [];
+  do {
+    let b = n & 0x7f;
+    n >>>= 7;
+    if (n) b |= 0x80;
+    out.push(b);
+  } while (n);
+  return out;
+};
+const vec = (items: number[][]) => [...uleb(items.length), ...items.flat()];
+const name = (s: string) => [...uleb(s.length), ...[...s].map((c) => c.charCodeAt(0))];
+const section = (id: number, bytes: number[]) => [id, ...uleb(bytes.length), ...bytes];
+
+function kernelModule(): Uint8Array<ArrayBuffer> {
+  const I32 = 0x7f;
+  const F32 = 0x7d;
+  const V128 = 0x7b;
+  // params: 0 q, 1 rows, 2 n, 3 rowBytes, 4 out; locals: 5 i, 6 j, 7 row, 8-11 acc0..3 (v128), 12 tail (f32)
+  const get = (i: number) => [0x20, ...uleb(i)];
+  const set = (i: number) => [0x21, ...uleb(i)];
+  const i32 = (v: number) => [0x41, ...uleb(v)]; // small non-negative constants only
+  const simd = (op: number, ...imm: number[]) => [0xfd, ...uleb(op), ...imm];
+  const load = (offset: number) => simd(0x00, 4, ...uleb(offset)); // v128.load align=16 offset
+  const zero = simd(0x0c, ...new Array(16).fill(0)); // v128.const 0
+  const addr = (base: number, offset = 0) => [...get(base), ...get(6), 0x6a, ...(offset ? [...i32(offset), 0x6a] : [])];
+  const I32_ADD = 0x6a;
+  const I32_GT_U = 0x4b;
+  const F32X4_ADD = 0xe4;
+  const F32X4_MUL = 0xe6;
+  const macc = (acc: number, offset: number) => [
+    ...get(acc),
+    ...get(0),
+    ...get(6),
+    I32_ADD,
+    ...load(offset),
+    ...get(7),
+    ...get(6),
+    I32_ADD,
+    ...load(offset),
+    ...simd(F32X4_MUL),
+    ...simd(F32X4_ADD),
+    ...set(acc),
+  ];
+  // while (j + step <= rowBytes) { body; j += step }
+  const loopWhileFits = (step: number, body: number[]) => [
+    0x02,
+    0x40,
+    0x03,
+    0x40,
+    ...get(6),
+    ...i32(step),
+    I32_ADD,
+    ...get(3),
+    I32_GT_U,
+    0x0d,
+    1, // br_if out of the block
+    ...body,
+    ...get(6),
+    ...i32(step),
+    I32_ADD,
+    ...set(6),
+    0x0c,
+    0, // br to loop start
+    0x0b,
+    0x0b,
+  ];
+  const lane = (i: number) => [...get(8), ...simd(0x1f, i)]; // f32x4.extract_lane
+  const code = [
+    ...i32(0),
+    ...set(5),
+    ...get(1),
+    ...set(7),
+    0x02,
+    0x40,
+    0x03,
+    0x40,
+    ...get(5),
+    ...get(2),
+    0x4f, // i32.ge_u
+    0x0d,
+    1,
+    ...zero,
+    ...set(8),
+    ...zero,
+    ...set(9),
+    ...zero,
+    ...set(10),
+    ...zero,
+    ...set(11),
+    0x43,
+    0,
+    0,
+    0,
+    0, // f32.const 0
+    ...set(12),
+    ...i32(0),
+    ...set(6),
+    // 64 bytes per step on four independent accumulators, then 16-byte steps, then single floats.
+    ...loopWhileFits(64, [...macc(8, 0), ...macc(9, 16), ...macc(10, 32), ...macc(11, 48)]),
+    ...loopWhileFits(16, macc(8, 0)),
+    ...loopWhileFits(4, [
+      ...get(12),
+      ...addr(0),
+      0x2a,
+      2,
+      0, // f32.load
+      ...addr(7),
+      0x2a,
+      2,
+      0,
+      0x94, // f32.mul
+      0x92, // f32.add
+      ...set(12),
+    ]),
+    // out[i] = hsum(acc0 + acc1 + acc2 + acc3) + tail
+    ...get(4),
+    ...get(5),
+    ...i32(2),
+    0x74, // i32.shl
+    I32_ADD,
+    ...get(8),
+    ...get(9),
+    ...simd(F32X4_ADD),
+    ...get(10),
+    ...get(11),
+    ...simd(F32X4_ADD),
+    ...simd(F32X4_ADD),
+    ...set(8),
+    ...lane(0),
+    ...lane(1),
+    0x92,
+    ...lane(2),
+    ...lane(3),
+    0x92,
+    0x92,
+    ...get(12),
+    0x92,
+    0x38,
+    2,
+    0, // f32.store
+    ...get(7),
+    ...get(3),
+    I32_ADD,
+    ...set(7),
+    ...get(5),
+    ...i32(1),
+    I32_ADD,
+    ...set(5),
+    0x0c,
+    0,
+    0x0b,
+    0x0b,
+    0x0b,
+  ];
+  const locals = vec([
+    [...uleb(3), I32],
+    [...uleb(4), V128],
+    [...uleb(1), F32],
+  ]);
+  const body = [...locals, ...code];
+  return Uint8Array.from([
+    0x00,
+    0x61,
+    0x73,
+    0x6d,
+    0x01,
+    0x00,
+    0x00,
+    0x00,
+    ...section(1, vec([[0x60, ...vec([[I32], [I32], [I32], [I32], [I32]]), 0]])),
+    ...section(2, vec([[...name("env"), ...name("mem"), 0x02, 0x00, ...uleb(1)]])),
+    ...section(3, vec([[0]])),
+    ...section(7, vec([[...name("scan"), 0x00, 0]])),
+    ...section(10, vec([[...uleb(body.length), ...body]])),
+  ]);
+}
+
+let compiled: WebAssembly.Module | null | undefined;
+function kernel(): WebAssembly.Module | null {
+  if (compiled === undefined) {
+    const bytes = kernelModule();
+    compiled = WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null;
+  }
+  return compiled;
+}
+
+/** Whether this runtime runs WebAssembly SIMD (Node ≥ 16.4 does). */
+export function simdFlatAvailable(): boolean {
+  return kernel() !== null;
+}
+
+// ---------- faiss IndexFlatIP file layout ----------
+
+/** "IxFI", d (i32), ntotal (i64), two dummies (i64), is_trained (u8), metric (i32), count (u64). */
+export const FLAT_HEADER_BYTES = 45;
+const METRIC_INNER_PRODUCT = 0;
+
+export interface FlatHeader {
+  dimensions: number;
+  count: number;
+}
+
+/** Reads the header of a faiss IndexFlatIP file; null when the bytes are some other index type. */
+export function parseFlatHeader(bytes: Uint8Array): FlatHeader | null {
+  if (bytes.byteLength < FLAT_HEADER_BYTES) return null;
+  if (bytes[0] !== 0x49 || bytes[1] !== 0x78 || bytes[2] !== 0x46 || bytes[3] !== 0x49) return null; // "IxFI"
+  const v = new DataView(bytes.buffer, bytes.byteOffset, FLAT_HEADER_BYTES);
+  const d = v.getInt32(4, true);
+  const n = Number(v.getBigInt64(8, true));
+  const metric = v.getInt32(33, true);
+  const floats = Number(v.getBigUint64(37, true));
+  if (metric !== METRIC_INNER_PRODUCT || d <= 0 || n < 0 || floats !== n * d) return null;
+  return { dimensions: d, count: n };
+}
+
+function writeFlatHeader(out: Uint8Array, h: FlatHeader): void {
+  const v = new DataView(out.buffer, out.byteOffset, FLAT_HEADER_BYTES);
+  out.set([0x49, 0x78, 0x46, 0x49], 0);
+  v.setInt32(4, h.dimensions, true);
+  v.setBigInt64(8, BigInt(h.count), true);
+  v.setBigInt64(16, 1n << 20n, true); // faiss writes these two unused fields as 1 << 20
+  v.setBigInt64(24, 1n << 20n, true);
+  out[32] = 1; // is_trained
+  v.setInt32(33, METRIC_INNER_PRODUCT, true);
+  v.setBigUint64(37, BigInt(h.count * h.dimensions), true);
+}
+
+// ---------- the index ----------
+
+const PAGE = 65536;
+/** Rows start 16-byte aligned; the 45-byte file header sits just before them (from offset 3). */
+const ROWS_OFFSET = 48;
+const MAX_MEMORY = 65536 * PAGE; // wasm32: 4 GiB
+
+const align64 = (n: number) => Math.ceil(n / 64) * 64;
+
+/**
+ * An exact inner-product index whose rows live in WebAssembly memory laid out like a faiss
+ * IndexFlatIP file. Fill it with add() (building) or through fileView() (loading), then search().
+ */
+export class SimdFlatIndex {
+  readonly dimensions: number;
+  private n = 0;
+  private memory: WebAssembly.Memory;
+  private scan: (q: number, rows: number, n: number, rowBytes: number, out: number) => void;
+
+  constructor(dimensions: number, capacity: number) {
+    const module = kernel();
+    if (!module) throw new Error("WebAssembly SIMD is not available");
+    if (!Number.isInteger(dimensions) || dimensions <= 0)
+      throw new ValidationError(`dimensions must be a positive integer, got ${dimensions}`);
+    this.dimensions = dimensions;
+    this.memory = new WebAssembly.Memory({ initial: Math.max(1, Math.ceil(this.bytesFor(capacity) / PAGE)) });
+    this.scan = new WebAssembly.Instance(module, { env: { mem: this.memory } }).exports.scan as typeof this.scan;
+  }
+
+  get count(): number {
+    return this.n;
+  }
+
+  /** Memory needed for `rows` rows plus the query and score scratch space. */
+  private bytesFor(rows: number): number {
+    const b = ROWS_OFFSET + align64(rows * this.dimensions * 4) + align64(this.dimensions * 4) + align64(rows * 4);
+    if (b > MAX_MEMORY)
+      throw new ValidationError(`a flat index of ${rows}×${this.dimensions} floats exceeds WebAssembly's 4 GiB memory`);
+    return b;
+  }
+
+  private ensure(rows: number): void {
+    const need = this.bytesFor(rows);
+    const have = this.memory.buffer.byteLength;
+    if (need > have) {
+      // Grow geometrically so a stream longer than its count hint does not regrow per batch.
+      const target = Math.min(MAX_MEMORY, Math.max(need, Math.floor(have * 1.5)));
+      this.memory.grow(Math.ceil((target - have) / PAGE));
+    }
+  }
+
+  /** Appends row-major vectors. */
+  add(rows: Float32Array): void {
+    const d = this.dimensions;
+    if (rows.length % d !== 0)
+      throw new ValidationError(`a batch of ${rows.length} floats is not a multiple of ${d} dimensions`);
+    const m = rows.length / d;
+    this.ensure(this.n + m);
+    new Float32Array(this.memory.buffer, ROWS_OFFSET + this.n * d * 4, rows.length).set(rows);
+    this.n += m;
+  }
+
+  /**
+   * Prepares room for a faiss IndexFlatIP file of `header.count` rows and returns the byte view
+   * the file must be copied into (header included), for loading without an intermediate copy.
+   */
+  fileView(header: FlatHeader): Uint8Array {
+    if (header.dimensions !== this.dimensions) throw new ValidationError("dimension mismatch");
+    this.ensure(header.count);
+    this.n = header.count;
+    return new Uint8Array(
+      this.memory.buffer,
+      ROWS_OFFSET - FLAT_HEADER_BYTES,
+      FLAT_HEADER_BYTES + header.count * this.dimensions * 4,
+    );
+  }
+
+  search(query: Float32Array, k: number): VectorSearchResult {
+    const d = this.dimensions;
+    if (query.length !== d)
+      throw new ValidationError(`query vector has ${query.length} dimensions, the index has ${d}`);
+    const kk = Math.min(Math.floor(k), this.n);
+    if (!(kk > 0)) return { ordinals: [], scores: [] };
+    const qOff = ROWS_OFFSET + align64(this.n * d * 4);
+    const outOff = qOff + align64(d * 4);
+    this.ensure(this.n); // scratch space after a load that sized memory for rows only
+    const buf = this.memory.buffer;
+    new Float32Array(buf, qOff, d).set(query);
+    this.scan(qOff, ROWS_OFFSET, this.n, d * 4, outOff);
+    return topK(new Float32Array(buf, outOff, this.n), kk);
+  }
+
+  /** The index as a faiss IndexFlatIP file. */
+  toBuffer(): Uint8Array {
+    const out = new Uint8Array(FLAT_HEADER_BYTES + this.n * this.dimensions * 4);
+    writeFlatHeader(out, { dimensions: this.dimensions, count: this.n });
+    out.set(new Uint8Array(this.memory.buffer, ROWS_OFFSET, this.n * this.dimensions * 4), FLAT_HEADER_BYTES);
+    return out;
+  }
+}
+
+/** Best k of `scores` (k ≤ length), descending; a size-k min-heap, so O(n log k). */
+function topK(scores: Float32Array, k: number): VectorSearchResult {
+  const hs = new Float32Array(k);
+  const hi = new Int32Array(k);
+  let size = 0;
+  const siftDown = (pos: number) => {
+    for (;;) {
+      const l = 2 * pos + 1;
+      if (l >= size) return;
+      const r = l + 1;
+      const m = r < size && hs[r] < hs[l] ? r : l;
+      if (hs[m] >= hs[pos]) return;
+      [hs[m], hs[pos]] = [hs[pos], hs[m]];
+      [hi[m], hi[pos]] = [hi[pos], hi[m]];
+      pos = m;
+    }
+  };
+  for (let i = 0; i < scores.length; i++) {
+    const s = scores[i];
+    if (size < k) {
+      let pos = size++;
+      hs[pos] = s;
+      hi[pos] = i;
+      while (pos > 0) {
+        const p = (pos - 1) >> 1;
+        if (hs[p] <= hs[pos]) break;
+        [hs[p], hs[pos]] = [hs[pos], hs[p]];
+        [hi[p], hi[pos]] = [hi[pos], hi[p]];
+        pos = p;
+      }
+    } else if (s > hs[0]) {
+      hs[0] = s;
+      hi[0] = i;
+      siftDown(0);
+    }
+  }
+  const order = Array.from({ length: size }, (_, i) => i).sort((a, b) => hs[b] - hs[a] || hi[a] - hi[b]);
+  return { ordinals: order.map((i) => hi[i]), scores: order.map((i) => hs[i]) };
+}

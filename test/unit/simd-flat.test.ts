@@ -1,0 +1,126 @@
+// The WebAssembly SIMD flat scan: exact against brute force for any dimension (SIMD blocks and
+// scalar tail), byte-compatible with faiss's IndexFlatIP files, and loadable from streamed chunks.
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { clusteredVectors, randomUnitVectors, row } from "../../scripts/bench/vectors.ts";
+import {
+  buildFaissIndex,
+  createFaissIndexSinkFactory,
+  faissIndexFromBuffer,
+} from "../../shared/adapters/faiss-index.ts";
+import {
+  FLAT_HEADER_BYTES,
+  parseFlatHeader,
+  SimdFlatIndex,
+  simdFlatAvailable,
+} from "../../shared/adapters/simd-flat.ts";
+import type { SnapshotManifest } from "../../shared/core/ports.ts";
+
+function brute(base: Float32Array, d: number, q: Float32Array): number[] {
+  const n = base.length / d;
+  const s: number[] = [];
+  for (let i = 0; i < n; i++) {
+    let x = 0;
+    for (let j = 0; j < d; j++) x += q[j] * base[i * d + j];
+    s.push(x);
+  }
+  return s;
+}
+
+describe("WebAssembly SIMD flat index", () => {
+  it("is available in this runtime", () => {
+    expect(simdFlatAvailable()).toBe(true);
+  });
+
+  it("computes exact inner products for every dimension (SIMD blocks, 4-float steps, scalar tail)", () => {
+    for (const d of [1, 3, 4, 15, 16, 17, 63, 64, 65, 100, 384]) {
+      const n = 300;
+      const base = randomUnitVectors(n, d, d);
+      const flat = new SimdFlatIndex(d, 10); // capacity below n: add() must grow memory
+      flat.add(base.subarray(0, 100 * d));
+      flat.add(base.subarray(100 * d));
+      expect(flat.count).toBe(n);
+      const q = randomUnitVectors(1, d, 1000 + d);
+      const want = brute(base, d, q);
+      const got = flat.search(q, n);
+      expect(got.ordinals).toHaveLength(n);
+      for (let r = 0; r < n; r++) expect(got.scores[r]).toBeCloseTo(want[got.ordinals[r]], 5);
+      for (let r = 1; r < n; r++) expect(got.scores[r]).toBeLessThanOrEqual(got.scores[r - 1]);
+      const best = want.indexOf(Math.max(...want));
+      expect(got.ordinals[0]).toBe(best);
+    }
+  });
+
+  it("top-k matches a full sort for any k (property)", () => {
+    const d = 8;
+    const base = randomUnitVectors(200, d, 7);
+    const flat = new SimdFlatIndex(d, 200);
+    flat.add(base);
+    fc.assert(
+      fc.property(fc.integer({ min: -2, max: 250 }), fc.integer({ min: 0, max: 10_000 }), (k, seed) => {
+        const q = randomUnitVectors(1, d, seed);
+        const r = flat.search(q, k);
+        const all = brute(base, d, q)
+          .map((s, i) => [s, i] as const)
+          .sort((a, b) => b[0] - a[0]);
+        expect(r.ordinals.length).toBe(Math.max(0, Math.min(k, 200)));
+        for (let i = 0; i < r.scores.length; i++) expect(r.scores[i]).toBeCloseTo(all[i][0], 5);
+      }),
+      { numRuns: 40 },
+    );
+  });
+
+  it("writes faiss's own IndexFlatIP bytes, and faiss reads them back", async () => {
+    const d = 24;
+    const base = clusteredVectors({ n: 500, d, seed: 3, clusters: 5 });
+    const ours = await buildFaissIndex({ dimensions: d, type: "flat", count: 500 }, [base]);
+    const theirs = await buildFaissIndex({ dimensions: d, type: "flat", count: 500, flatKernel: "faiss" }, [base]);
+    expect(Buffer.from(ours.toBuffer()).equals(Buffer.from(theirs.toBuffer()))).toBe(true);
+    expect(parseFlatHeader(ours.toBuffer())).toEqual({ dimensions: d, count: 500 });
+    const readByFaiss = faissIndexFromBuffer(ours.toBuffer(), { flatKernel: "faiss" });
+    const readByUs = faissIndexFromBuffer(theirs.toBuffer());
+    const q = row(base, d, 42);
+    expect(readByFaiss.search(q, 10).ordinals).toEqual(readByUs.search(q, 10).ordinals);
+    expect(readByUs.search(q, 1).ordinals).toEqual([42]);
+  });
+
+  it("does not take other index types or truncated files for a flat index", async () => {
+    const d = 16;
+    const base = randomUnitVectors(300, d, 9);
+    const hnsw = await buildFaissIndex({ dimensions: d, type: "hnsw", count: 300 }, [base]);
+    expect(parseFlatHeader(hnsw.toBuffer())).toBeNull();
+    expect(faissIndexFromBuffer(hnsw.toBuffer()).search(row(base, d, 5), 1).ordinals).toEqual([5]); // faiss path
+    const flat = await buildFaissIndex({ dimensions: d, type: "flat", count: 300 }, [base]);
+    expect(() => faissIndexFromBuffer(flat.toBuffer().subarray(0, 1000))).toThrow(/expected/);
+  });
+
+  it("streams a snapshot's index.faiss into memory from chunks split anywhere, header included", async () => {
+    const d = 20;
+    const n = 400;
+    const base = randomUnitVectors(n, d, 11);
+    const file = (await buildFaissIndex({ dimensions: d, type: "flat", count: n }, [base])).toBuffer();
+    const manifest = { index_type: "flat", embedder: { dimensions: d } } as unknown as SnapshotManifest;
+    const open = createFaissIndexSinkFactory();
+    for (const cuts of [[1, 44, 45, 46, 5000], [FLAT_HEADER_BYTES], [7, 13, 29, 31], []]) {
+      const sink = await open(manifest);
+      let at = 0;
+      for (const c of [...cuts, file.length]) {
+        await sink.write(file.subarray(at, c));
+        at = c;
+      }
+      const index = await sink.finish();
+      expect(index.count).toBe(n);
+      expect(index.search(row(base, d, 123), 1).ordinals).toEqual([123]);
+    }
+    // A truncated stream is refused at finish().
+    const short = await open(manifest);
+    await short.write(file.subarray(0, file.length - 4));
+    await expect(short.finish()).rejects.toThrow(/shorter/);
+    // A manifest saying "flat" over a non-flat file falls back to faiss through the temp file.
+    const hnswFile = (await buildFaissIndex({ dimensions: d, type: "hnsw", count: n }, [base])).toBuffer();
+    const sink = await open(manifest);
+    await sink.write(hnswFile.subarray(0, 10));
+    await sink.write(hnswFile.subarray(10));
+    expect((await sink.finish()).search(row(base, d, 7), 1).ordinals).toEqual([7]);
+  });
+});
