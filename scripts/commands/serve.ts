@@ -53,6 +53,7 @@ export const command: Command = {
     });
     // The services' JSON logs (Powertools) stay quiet unless asked for; set before they are imported.
     process.env.LOG_LEVEL ||= values["request-logs"] ? "INFO" : "WARN";
+    if (!values["request-logs"]) process.env.POWERTOOLS_METRICS_DISABLED ||= "true";
     const { shutdownSignal, startLocalServices } = await import("../local/services.ts");
     const stopping = shutdownSignal();
     const defaults = await resolveEmbeddedDefaults(cfg, {
