@@ -425,11 +425,19 @@ describe("a failing reranker never turns into a 5xx", () => {
     expect(r.json.warnings[0]).toMatch(/unreachable: ECONNREFUSED/);
   });
 
-  it("RERANKER=none answers first-stage results and says reranking is not configured", async () => {
-    const r = await viaApp(app({ reranker: null }))(post({ query: "cats" }));
+  it("RERANKER=none answers first-stage results and says reranking is not configured (not logged as degraded)", async () => {
+    const logged: string[] = [];
+    const log = { warn: (m: string) => logged.push(m), error: (m: string) => logged.push(m) };
+    const r = await viaApp(app({ reranker: null, log }))(post({ query: "cats" }));
     expect(r.status).toBe(200);
     expect(r.json.reranked).toBe(false);
     expect(r.json.warnings).toEqual(["reranking is not configured (RERANKER=none); results are first-stage only"]);
+    expect(logged).toEqual([]);
+    // a configured reranker that fails is logged
+    await viaApp(app({ reranker: createHttpReranker({ url: `${badReranker.url}/fail` }), log }))(
+      post({ query: "cats" }),
+    );
+    expect(logged).toEqual(["search degraded"]);
   });
 });
 
