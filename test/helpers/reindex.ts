@@ -79,6 +79,7 @@ export interface LiveSnapshotView {
   manifest: ReindexManifest;
   docIds: string[];
   passageIds: string[];
+  passageTexts: string[];
 }
 
 /** The live snapshot as published (pointer → manifest → passage store), or null. */
@@ -90,13 +91,15 @@ export async function liveSnapshot(store: ObjectStore, indexPrefix = "index/"): 
     (await store.get(snapshotFileKey(indexPrefix, manifest.version, PASSAGES_FILE)))!.body,
   );
   const passageIds: string[] = [];
+  const passageTexts: string[] = [];
   const docs = new Set<string>();
   for (let i = 0; i < passages.count; i++) {
     const p = passages.get(i);
     passageIds.push(p.id);
+    passageTexts.push(p.text);
     docs.add(p.docId);
   }
-  return { version: manifest.version, etag: state.etag, manifest, docIds: [...docs].sort(), passageIds };
+  return { version: manifest.version, etag: state.etag, manifest, docIds: [...docs].sort(), passageIds, passageTexts };
 }
 
 export const jsonl = (rows: unknown[]) => rows.map((r) => JSON.stringify(r)).join("\n") + "\n";

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createFsStore } from "../../shared/adapters/fs-store.ts";
-import { createHashingEmbedder, hashingIdentity } from "../../shared/adapters/hash-embedder.ts";
+import { computeHashingStats, createHashingEmbedder, hashingIdentity } from "../../shared/adapters/hash-embedder.ts";
 import { attachReindexToS3rver, type LocalInvocationContext } from "../../shared/adapters/s3rver-events.ts";
 import { chunkDocument } from "../../shared/core/chunking.ts";
 import {
@@ -147,7 +147,9 @@ describe("reindexCorpus", () => {
     const listing: Array<{ key: string; etag: string }> = [];
     for await (const o of store.list("corpus/")) listing.push({ key: o.key, etag: o.etag });
     expect(live.manifest.sources).toEqual(listing);
-    expect(live.manifest.corpus_stats).toMatchObject({ dimensions: DIMS, n: expectedPassages });
+    // Document frequencies over exactly the published passages (what the query side weights terms by).
+    expect(live.manifest.corpus_stats).toEqual(computeHashingStats(live.passageTexts, DIMS));
+    expect(live.manifest.corpus_stats).toMatchObject({ n: expectedPassages });
     expect(live.manifest.build).toMatchObject({
       builder: "reindex",
       chunking: { max_tokens: 48, overlap: 8 },
@@ -356,23 +358,23 @@ describe("reindexCorpus", () => {
 });
 
 describe("two reindexers racing for the pointer (fs store compare-and-swap)", () => {
-  /** A view of the store whose first pointer write waits until released. */
+  /** A view of the store whose first snapshot upload (the start of publishing) waits until released. */
   function gated(inner: ObjectStore) {
     let reached!: () => void;
     let release!: () => void;
-    const atFlip = new Promise<void>((r) => (reached = r));
+    const atPublish = new Promise<void>((r) => (reached = r));
     const released = new Promise<void>((r) => (release = r));
     let armed = true;
     const s = Object.create(inner) as ObjectStore;
     s.put = async (key, body, o) => {
-      if (armed && key === pointerKey("index/")) {
+      if (armed && key.startsWith("index/v/")) {
         armed = false;
         reached();
         await released;
       }
       return inner.put(key, body, o);
     };
-    return { store: s, atFlip, release };
+    return { store: s, atPublish, release };
   }
 
   it("the loser finds the winner built from the current listing and stops", async () => {
@@ -382,8 +384,8 @@ describe("two reindexers racing for the pointer (fs store compare-and-swap)", ()
     const g = gated(store);
     const { log, lines } = captureLog();
     const slow = reindexCorpus(reindexOptions(g.store, countingEmbedder(), { log }));
-    await g.atFlip;
-    // While A waits at its flip, another object arrives and B indexes the newer state.
+    await g.atPublish;
+    // While A waits to publish, another object arrives and B indexes the newer state.
     await store.put("corpus/d.md", "# Delta\n\nRiver deltas spread into fans of sediment.");
     const fast = await reindexCorpus(reindexOptions(store, countingEmbedder()));
     expect(fast.status).toBe("published");
@@ -403,7 +405,7 @@ describe("two reindexers racing for the pointer (fs store compare-and-swap)", ()
     const g = gated(store);
     const embedder = countingEmbedder();
     const slow = reindexCorpus(reindexOptions(g.store, embedder));
-    await g.atFlip;
+    await g.atPublish;
     // B indexes the same state as A and wins the flip; then e lands, after B listed.
     const fast = await reindexCorpus(reindexOptions(store, countingEmbedder()));
     await store.put("corpus/e.md", "# Eclipse\n\nA solar eclipse darkens the plateau at noon.");
@@ -416,6 +418,22 @@ describe("two reindexers racing for the pointer (fs store compare-and-swap)", ()
     const live = (await liveSnapshot(store))!;
     expect(live.version).toBe(a.version);
     expect(live.docIds).toEqual(["a1", "a2", "a3", "b1", "b2", "c1", "e.md", "guide.md"]);
+  });
+
+  it("several runs started between uploads, racing freely, end with every document live", async () => {
+    await seedCorpus();
+    const runs: Array<ReturnType<typeof reindexCorpus>> = [];
+    for (let i = 0; i < 4; i++) {
+      await store.put(`corpus/x${i}.jsonl`, jsonl([doc(`x${i}`, "reef")]));
+      runs.push(reindexCorpus(reindexOptions(store, countingEmbedder())));
+    }
+    const results = await Promise.all(runs);
+    const live = (await liveSnapshot(store))!;
+    expect(live.docIds).toEqual(["a1", "a2", "a3", "b1", "b2", "guide.md", "x0", "x1", "x2", "x3"]);
+    expect(results.map((r) => r.version)).toContain(live.version);
+    const listing: Array<{ key: string; etag: string }> = [];
+    for await (const o of store.list("corpus/")) listing.push({ key: o.key, etag: o.etag });
+    expect(live.manifest.sources).toEqual(listing);
   });
 
   it("gives up after maxAttempts lost flips without touching the winner's pointer", async () => {
