@@ -46,11 +46,11 @@ const POSSESSIVE = /['’]s\b/gu;
 
 /** Index terms of a text, in order (repeats kept). */
 export function analyze(text: string, opts: AnalyzerOptions = {}): string[] {
-  const stop = opts.stopWords === undefined ? LUCENE_ENGLISH_STOP_WORDS : opts.stopWords;
+  const stop = opts.stopWords === false ? null : (opts.stopWords ?? LUCENE_ENGLISH_STOP_WORDS);
   const stem = opts.stem ?? true;
   const out: string[] = [];
   for (const [token] of text.toLowerCase().replace(POSSESSIVE, "").matchAll(TOKEN)) {
-    if (stop && stop.has(token)) continue;
+    if (stop?.has(token)) continue;
     out.push(stem ? stemmer(token) : token);
   }
   return out;
