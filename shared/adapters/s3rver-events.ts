@@ -24,10 +24,10 @@ export interface LocalInvocationContext {
 export interface AttachReindexOptions {
   /**
    * The Lambda handler (functions/reindex/handler.ts `handler`, or createReindexHandler(...)); it gets s3rver's
-   * notification (the same record shape S3 sends) and a simulated context (LocalInvocationContext). Typed loosely
-   * so the deployed handler, declared with aws-lambda's S3Event and Context, can be passed as it is.
+   * notification (the same record shape S3 sends) and a simulated context. Declared as a method so the deployed
+   * handler, typed with aws-lambda's S3Event and Context, can be passed as it is (method parameters are bivariant).
    */
-  handler?: (event: never, context: never) => Promise<unknown>;
+  handler?(event: S3EventLike, context: LocalInvocationContext): Promise<unknown>;
   /** Alternatively, any function taking the (coalesced) event. */
   run?: (event: S3EventLike) => Promise<unknown>;
   log?: LogFn;
@@ -54,8 +54,6 @@ export interface S3rverReindexBinding {
   readonly lastError: unknown;
 }
 
-type LocalHandler = (event: S3EventLike, context: LocalInvocationContext) => Promise<unknown>;
-
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 function keyOf(r: S3EventRecordLike): string {
@@ -68,7 +66,8 @@ function keyOf(r: S3EventRecordLike): string {
 }
 
 export function attachReindexToS3rver(server: S3EventEmitterLike, opts: AttachReindexOptions): S3rverReindexBinding {
-  const { handler, run } = opts;
+  const { run } = opts;
+  const handler = opts.handler;
   if (!handler === !run) throw new Error("attachReindexToS3rver needs exactly one of `handler` or `run`");
   const log: LogFn = opts.log ?? (() => {});
   const timeoutMs = opts.timeoutMs ?? 900_000;
@@ -90,7 +89,7 @@ export function attachReindexToS3rver(server: S3EventEmitterLike, opts: AttachRe
         functionName: "reindex-local",
       };
       try {
-        state.lastResult = handler ? await (handler as unknown as LocalHandler)(event, context) : await run!(event);
+        state.lastResult = handler ? await opts.handler!(event, context) : await run!(event);
         state.lastError = undefined;
         state.runs++;
         return;
