@@ -97,8 +97,7 @@ async function queryInProcess(
   if (defaults.reranker.kind !== "none") opts.log(`reranker: ${defaults.reranker.name} (${defaults.reranker.reason})`);
   // Imported here so LOG_LEVEL (set by run()) applies to the service's logger.
   const { createSearchService } = await import("../../functions/runtime/search-deps.ts");
-  const { embedderForManifest } = await import("../local/services.ts");
-  const service = createSearchService(defaults.cfg, { quiet: true, embedderFor: embedderForManifest(defaults.cfg) });
+  const service = createSearchService(defaults.cfg, { quiet: true });
   try {
     const res = await service.app.request("/search", {
       method: "POST",

@@ -2,10 +2,9 @@
 // reranker as its own HTTP service (the search app calls it through the HTTP reranker port, as it
 // would call the GPU service) or in-process, the playground mounted at GET /. Used by `npm run demo`
 // (scripts/dev.ts) and `npm run cli -- serve`.
-import { createEmbedder } from "../../shared/adapters/embedders.ts";
 import { createHttpReranker } from "../../shared/adapters/reranker-clients.ts";
 import type { Config } from "../../shared/core/config.ts";
-import type { Embedder, ObjectStore, RerankerDescription, RerankerPort, SnapshotManifest } from "../../shared/core/ports.ts";
+import type { ObjectStore, RerankerDescription, RerankerPort } from "../../shared/core/ports.ts";
 import { playgroundRoutes } from "../../shared/http/playground.ts";
 import { type RerankServer, startRerankServer } from "../../functions/rerank/server.ts";
 import { type SearchServer, startSearchServer } from "../../functions/search/server.ts";
@@ -37,11 +36,6 @@ export interface LocalServices {
   /** Polls the reranker service until its model is loaded (no-op without the service). */
   waitRerankerWarm(timeoutMs: number): Promise<Record<string, unknown> | null>;
   close(): Promise<void>;
-}
-
-/** The query embedder matching a snapshot's manifest, for any embedder kind the configuration can run. */
-export function embedderForManifest(cfg: Config): (manifest: SnapshotManifest) => Promise<Embedder> {
-  return (manifest) => createEmbedder(cfg, { identity: manifest.embedder, corpusStats: manifest.corpus_stats });
 }
 
 /**
@@ -89,7 +83,6 @@ export async function startLocalServices(opts: LocalServicesOptions): Promise<Lo
       overrides: {
         ...(opts.store ? { store: opts.store } : {}),
         ...(rerankerPort ? { reranker: rerankerPort } : {}),
-        embedderFor: embedderForManifest(cfg),
         quiet: !opts.requestLogs,
         app: { routes: (app) => app.route("/", playgroundRoutes()) },
       },
