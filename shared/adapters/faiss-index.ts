@@ -51,6 +51,8 @@ function faiss(): FaissModule {
 }
 
 const METRIC_INNER_PRODUCT = 0;
+/** The snapshot's index file name (shared/core/snapshot.ts INDEX_FILE). */
+const INDEX_FILE_NAME = "index.faiss";
 
 export type IndexType = Config["indexType"];
 export type ConcreteIndexType = Exclude<IndexType, "auto">;
@@ -543,42 +545,58 @@ export function createFaissIndexSinkFactory(
   };
 }
 
-/** Copies chunks into WebAssembly memory once the header shows a flat IP file; otherwise hands over to `fallback`. */
+/**
+ * Streams a flat IP file into the WebAssembly memory it will be searched in. The memory is sized
+ * from the manifest up front, so downloaded parts can land in place (target()); the header is
+ * checked when it arrives, and a file that is not a flat IP index goes to `fallback` instead.
+ */
 function simdFlatSink(manifest: SnapshotManifest, fallback: () => Promise<IndexSink>): IndexSink {
+  const d = manifest.embedder.dimensions;
+  const fileBytes = manifest.files[INDEX_FILE_NAME]?.bytes ?? 0;
+  const rows = (fileBytes - FLAT_HEADER_BYTES) / (4 * d);
+  // Sized from the manifest; when it cannot describe a flat file, decide from the header alone.
+  let flat: SimdFlatIndex | undefined = Number.isInteger(rows) && rows >= 0 ? new SimdFlatIndex(d, rows) : undefined;
+  let view = flat?.fileView({ dimensions: d, count: rows });
+  let checked = false;
   const head = new Uint8Array(FLAT_HEADER_BYTES);
   let received = 0;
-  let view: Uint8Array | undefined;
-  let flat: SimdFlatIndex | undefined;
   let other: IndexSink | undefined;
   return {
+    target(offset, length) {
+      return other ? undefined : flat?.fileRange(offset, length);
+    },
     async write(chunk) {
       if (other) return other.write(chunk);
-      if (!view) {
+      if (!checked) {
         const take = Math.min(chunk.byteLength, FLAT_HEADER_BYTES - received);
         head.set(chunk.subarray(0, take), received);
         if (received + take < FLAT_HEADER_BYTES) {
+          if (view) view.set(chunk, received);
           received += take;
           return;
         }
+        checked = true;
         const header = parseFlatHeader(head);
-        if (!header) {
+        if (!header || header.dimensions !== d || (view && header.count !== rows)) {
+          // Not the flat file the manifest describes: let faiss read whatever it is.
+          flat = undefined;
+          view = undefined;
           other = await fallback();
           await other.write(head.subarray(0, received + take));
-          received = 0;
           if (take < chunk.byteLength) await other.write(chunk.subarray(take));
           return;
         }
-        if (header.dimensions !== manifest.embedder.dimensions) {
-          throw new ValidationError(
-            `index has ${header.dimensions} dimensions, the manifest's embedder ${manifest.embedder.dimensions}`,
-          );
+        if (!view) {
+          flat = new SimdFlatIndex(d, header.count);
+          view = flat.fileView(header);
+          view.set(head.subarray(0, received));
         }
-        flat = new SimdFlatIndex(header.dimensions, header.count);
-        view = flat.fileView(header);
       }
+      if (!view) throw new ValidationError("flat index sink has no memory");
       if (received + chunk.byteLength > view.byteLength)
         throw new ValidationError("flat index file is longer than its header says");
-      view.set(chunk, received);
+      // Parts downloaded through target() are already in place.
+      if (chunk.buffer !== view.buffer || chunk.byteOffset !== view.byteOffset + received) view.set(chunk, received);
       received += chunk.byteLength;
     },
     async finish() {

@@ -319,6 +319,16 @@ export class SimdFlatIndex {
     );
   }
 
+  /**
+   * A view of memory where bytes [offset, offset + length) of the file given to fileView() go,
+   * reaching past the file's end into scratch space (for a reader's "is there more?" probe byte).
+   */
+  fileRange(offset: number, length: number): Uint8Array | undefined {
+    const start = ROWS_OFFSET - FLAT_HEADER_BYTES + offset;
+    const buf = this.memory.buffer;
+    return offset >= 0 && start + length <= buf.byteLength ? new Uint8Array(buf, start, length) : undefined;
+  }
+
   search(query: Float32Array, k: number): VectorSearchResult {
     const d = this.dimensions;
     if (query.length !== d)

@@ -33,6 +33,11 @@ export type LogFn = (level: "debug" | "info" | "warn" | "error", msg: string, da
 
 /** Receives index.faiss in order while it downloads (e.g. into a temp file faiss reads directly). */
 export interface IndexSink {
+  /**
+   * Optional: where bytes [offset, offset + length) of the file should be downloaded to, so parts
+   * land in their final place (write() then sees that same memory). May return undefined.
+   */
+  target?(offset: number, length: number): Uint8Array | undefined;
   write(chunk: Uint8Array): Promise<void>;
   /** Called after the bytes were verified; builds the index. */
   finish(): Promise<VectorIndex>;
@@ -243,7 +248,9 @@ export async function loadSnapshot(
         INDEX_FILE,
         manifest,
         {
-          bufferFor: (_offset, length, slot) => {
+          bufferFor: (offset, length, slot) => {
+            const direct = sink.target?.(offset, length);
+            if (direct) return direct;
             if (!slots[slot] || slots[slot].byteLength < length) slots[slot] = new Uint8Array(fetchOpts.partBytes + 1);
             return slots[slot].byteLength >= length ? slots[slot] : undefined;
           },

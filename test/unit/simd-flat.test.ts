@@ -99,10 +99,19 @@ describe("WebAssembly SIMD flat index", () => {
     const n = 400;
     const base = randomUnitVectors(n, d, 11);
     const file = (await buildFaissIndex({ dimensions: d, type: "flat", count: n }, [base])).toBuffer();
-    const manifest = { index_type: "flat", embedder: { dimensions: d } } as unknown as SnapshotManifest;
+    // With file sizes in the manifest the memory is allocated up front; without, from the header.
+    const sized = { index_type: "flat", embedder: { dimensions: d }, files: { "index.faiss": { bytes: file.length } } };
+    const unsized = { index_type: "flat", embedder: { dimensions: d }, files: {} };
+    const manifest = sized as unknown as SnapshotManifest;
     const open = createFaissIndexSinkFactory();
-    for (const cuts of [[1, 44, 45, 46, 5000], [FLAT_HEADER_BYTES], [7, 13, 29, 31], []]) {
-      const sink = await open(manifest);
+    for (const [cuts, m] of [
+      [[1, 44, 45, 46, 5000], sized],
+      [[FLAT_HEADER_BYTES], sized],
+      [[7, 13, 29, 31], unsized],
+      [[], unsized],
+      [[3, 50], unsized],
+    ] as const) {
+      const sink = await open(m as unknown as SnapshotManifest);
       let at = 0;
       for (const c of [...cuts, file.length]) {
         await sink.write(file.subarray(at, c));
