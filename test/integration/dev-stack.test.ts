@@ -1,0 +1,161 @@
+// `npm run demo` (scripts/dev.ts) as a child process on free ports: s3rver, the demo corpus
+// uploaded and indexed through s3rver's events, the reranker service and the search API. A new
+// document uploaded to the local bucket with the S3 client becomes searchable without a restart;
+// SIGINT stops everything with exit code 0 and frees every port; a second run reuses the bucket
+// and the snapshot instead of rebuilding it.
+import { readdir } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Child, cleanEnv, portOpen, spawnScript } from "../helpers/child.ts";
+
+interface Hit {
+  id: string;
+  doc_id: string;
+  retrieval: { rank: number };
+  rerank: { rank: number } | null;
+}
+interface SearchAnswer {
+  results: Hit[];
+  reranked: boolean;
+  warnings: string[];
+  index: { version: string; count: number };
+}
+
+const repoRoot = path.resolve(import.meta.dirname, "../..");
+let dataDir: string;
+let env: NodeJS.ProcessEnv;
+let stack: Child | undefined;
+
+beforeAll(async () => {
+  dataDir = await mkdtemp(path.join(os.tmpdir(), "dev-stack-"));
+  env = cleanEnv({ PORT: "0", RERANKER_PORT: "0", S3_PORT: "0", DEMO_FAST: "1", EMBEDDER: "hashing", RERANKER_TIMEOUT_MS: "60000" });
+});
+
+afterAll(async () => {
+  stack?.kill();
+  if (dataDir) await rm(dataDir, { recursive: true, force: true });
+});
+
+/** Ids of the demo corpus documents: JSONL row ids and the paths of Markdown/text files. */
+async function demoDocIds(): Promise<Set<string>> {
+  const dir = path.join(repoRoot, "scripts/demo-corpus");
+  const ids = new Set<string>();
+  const { readFile } = await import("node:fs/promises");
+  for (const e of await readdir(dir, { recursive: true, withFileTypes: true })) {
+    if (!e.isFile()) continue;
+    const rel = path.relative(dir, path.join(e.parentPath, e.name)).split(path.sep).join("/");
+    if (rel.endsWith(".jsonl")) {
+      for (const line of (await readFile(path.join(dir, rel), "utf8")).split("\n").filter(Boolean))
+        ids.add((JSON.parse(line) as { id: string }).id);
+    } else ids.add(rel);
+  }
+  return ids;
+}
+
+async function search(url: string, body: Record<string, unknown>): Promise<SearchAnswer> {
+  const res = await fetch(`${url}/search`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  expect(res.status).toBe(200);
+  return (await res.json()) as SearchAnswer;
+}
+
+describe("npm run demo", () => {
+  let url: string;
+  let s3Endpoint: string;
+  let bucket: string;
+  let versionAfterUpload: string;
+
+  it("starts s3rver, indexes the demo corpus through the S3 events and serves it", async () => {
+    stack = spawnScript(["scripts/dev.ts", "--data-dir", dataDir], env);
+    await stack.waitFor(/The local stack is up/, 180_000);
+    const out = stack.output();
+    url = out.match(/search API\s+(http:\/\/127\.0\.0\.1:\d+)/)![1];
+    [, s3Endpoint, bucket] = out.match(/local S3\s+(http:\/\/127\.0\.0\.1:\d+)\s+bucket (\S+)/)!;
+    expect(out).toMatch(new RegExp(`playground\\s+${url}/`));
+    expect(out).toMatch(/reranker\s+http:\/\/127\.0\.0\.1:\d+/);
+    expect(out).toMatch(/uploaded 9 demo files/);
+    expect(out).toMatch(/reindexed\s+\S+: \d+ documents/);
+    expect(out).toMatch(/RERANKER IS A FIXTURE: tiny-cross/);
+    const curls = out.split("\n").filter((l) => l.trim().startsWith("curl "));
+    expect(curls).toHaveLength(2);
+
+    const health = (await (await fetch(`${url}/health`)).json()) as {
+      status: string;
+      store: { kind: string; bucket: string; endpoint: string };
+      reranker: { kind: string; fixture: boolean };
+      index: { count: number };
+    };
+    expect(health.status).toBe("ok");
+    expect(health.store).toEqual({ kind: "s3", bucket, endpoint: s3Endpoint });
+    expect(health.reranker).toMatchObject({ kind: "http", fixture: true });
+
+    const ids = await demoDocIds();
+    expect(ids.size).toBeGreaterThanOrEqual(20);
+    const res = await search(url, { query: "how are index snapshots published with a pointer", k: 5 });
+    expect(res.reranked).toBe(true);
+    expect(res.results).toHaveLength(5);
+    for (const h of res.results) expect(ids.has(h.doc_id), h.doc_id).toBe(true);
+    const firstStage = await search(url, { query: "how are index snapshots published with a pointer", k: 1, rerank: false });
+    expect(firstStage.results[0].doc_id).toBe("operations/snapshots.md");
+
+    // The two printed curl commands work as printed.
+    const get = curls[0].match(/'(http[^']+)'/)![1];
+    expect((await fetch(get)).status).toBe(200);
+  });
+
+  it("makes a document uploaded to the local bucket searchable without a restart", async () => {
+    const s3 = new S3Client({
+      endpoint: s3Endpoint,
+      forcePathStyle: true,
+      region: "us-east-1",
+      credentials: { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" },
+    });
+    await s3.send(
+      new PutObjectCommand({
+        Bucket: bucket,
+        Key: "corpus/uploads/axolotl.md",
+        Body: "# Axolotl regeneration\n\nAn axolotl regrows a lost limb, including bone and nerves, within weeks.\n",
+      }),
+    );
+    const deadline = Date.now() + 90_000;
+    let found: Hit | undefined;
+    while (!found && Date.now() < deadline) {
+      const res = await search(url, { query: "axolotl regrows a lost limb", k: 1, rerank: false });
+      found = res.results.find((h) => h.doc_id === "uploads/axolotl.md");
+      if (!found) await new Promise((r) => setTimeout(r, 500));
+    }
+    expect(found, `not searchable in time; output:\n${stack!.output()}`).toBeDefined();
+    expect(stack!.output()).toMatch(/reindexed\s+\S+: \d+ documents, \d+ passages \(embedded 1, cached \d+\)/);
+    const health = (await (await fetch(`${url}/health`)).json()) as { index: { version: string } };
+    versionAfterUpload = health.index.version;
+  });
+
+  it("stops everything on SIGINT with exit code 0 and frees the ports", async () => {
+    const ports = [url, s3Endpoint, stack!.output().match(/reranker\s+(http:\/\/127\.0\.0\.1:\d+)/)![1]].map((u) => Number(new URL(u).port));
+    for (const p of ports) expect(await portOpen(p)).toBe(true);
+    stack!.process.kill("SIGINT");
+    expect(await stack!.exited).toEqual({ code: 0, signal: null });
+    expect(stack!.output()).toMatch(/SIGINT: stopping\s+stopped/);
+    for (const p of ports) expect(await portOpen(p), `port ${p}`).toBe(false);
+  });
+
+  it("re-running reuses the bucket, the objects and the snapshot (--once: start, check, stop)", async () => {
+    const again = spawnScript(["scripts/dev.ts", "--data-dir", dataDir, "--once", "--no-rerank-service"], env);
+    stack = again;
+    const exit = await again.exited;
+    const out = again.output();
+    expect(exit, out).toEqual({ code: 0, signal: null });
+    expect(out).toMatch(/reusing 10 objects/);
+    expect(out).not.toMatch(/uploaded \d+ demo files/);
+    expect(out).not.toMatch(/reindexed/);
+    expect(out).toMatch(new RegExp(`index\\s+${versionAfterUpload}, \\d+ passages`));
+    expect(out).toMatch(/reranker\s+in the search process/);
+    expect(out).toMatch(/check: search answered with \S+/);
+  });
+});
