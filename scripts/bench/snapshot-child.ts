@@ -8,7 +8,11 @@ import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { GetObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import S3rver from "s3rver";
-import { createFaissIndexSinkFactory, decodeFaissSnapshotIndex, hasTypedFaiss } from "../../shared/adapters/faiss-index.ts";
+import {
+  createFaissIndexSinkFactory,
+  decodeFaissSnapshotIndex,
+  hasTypedFaiss,
+} from "../../shared/adapters/faiss-index.ts";
 import { createFsStore } from "../../shared/adapters/fs-store.ts";
 import { createS3Store } from "../../shared/adapters/s3-store.ts";
 import type { ObjectStore } from "../../shared/core/ports.ts";
@@ -124,9 +128,9 @@ async function main(): Promise<void> {
       partBytes: job.partBytes,
       concurrency: job.concurrency,
     });
-    // Initialise the store client (SDK modules, first connection) before the baseline: that cost
-    // belongs to the function's init, not to loading the snapshot.
-    await store.head(`${job.indexPrefix}LATEST.json`);
+    // Warm the store client (SDK modules, GetObject's code path, first connection) with one GET of
+    // the pointer before the baseline: that cost belongs to the function's init, not to the load.
+    await store.get(`${job.indexPrefix}LATEST.json`);
     globalThis.gc?.();
     await new Promise((r) => setTimeout(r, 50));
     globalThis.gc?.();
