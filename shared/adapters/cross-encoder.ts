@@ -196,6 +196,7 @@ export async function loadCrossEncoder(opts: CrossEncoderOptions): Promise<Cross
     const t1 = performance.now();
     const ids = pairs.map((p) => p.ids);
     const typeIds = pairs.map((p) => p.typeIds);
+    const masks = ids.map((r) => new Array<number>(r.length).fill(1));
     const pairLogits = await runInBatches(
       ids.map((r) => r.length),
       batchTokens,
@@ -206,16 +207,7 @@ export async function loadCrossEncoder(opts: CrossEncoderOptions): Promise<Cross
           input_ids: { data: padRows(ids, batch.indices, batch.padTo, padId, alloc), dims },
         };
         if (wants("attention_mask")) {
-          feeds.attention_mask = {
-            data: padRows(
-              ids.map((r) => new Array(r.length).fill(1)),
-              batch.indices,
-              batch.padTo,
-              0,
-              alloc,
-            ),
-            dims,
-          };
+          feeds.attention_mask = { data: padRows(masks, batch.indices, batch.padTo, 0, alloc), dims };
         }
         if (wants("token_type_ids"))
           feeds.token_type_ids = { data: padRows(typeIds, batch.indices, batch.padTo, 0, alloc), dims };
