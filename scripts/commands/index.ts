@@ -5,7 +5,7 @@ import { type Config, loadConfig } from "../../shared/core/config.ts";
 import { describeIdentity } from "../../shared/core/embedding.ts";
 import type { Command } from "../cli.ts";
 import { describeStore, indexLocalFiles } from "../local/index-files.ts";
-import { createProgress, infoLogger, intFlag, type OutputMode, printJson } from "../local/output.ts";
+import { createProgress, intFlag, type OutputMode, printJson } from "../local/output.ts";
 
 const usage = `npm run cli -- index <path...> [options]
 
@@ -56,12 +56,13 @@ export const command: Command = {
     };
     const cfg: Config = loadConfig(env);
     const store = createStore(cfg);
-    const log = infoLogger(mode);
+    const progress = createProgress(mode);
+    const log = progress.log;
     log(`indexing ${positionals.join(", ")} into ${describeStore(store.describe())} (${cfg.indexPrefix})`);
     const result = await indexLocalFiles(positionals, {
       cfg,
       store,
-      progress: createProgress(mode),
+      progress,
       log,
       keep: intFlag(values.keep, "--keep") ?? 3,
     });

@@ -17,6 +17,8 @@ export interface ProgressBar {
 export interface Progress {
   /** A new bar for one stage; its rate is per second since the bar started. */
   bar(stage: string, total: number, unit?: string): ProgressBar;
+  /** An informational line on stderr that does not tear an active bar (nothing when quiet or JSON). */
+  log(line: string): void;
   /** Stops every bar (call before printing anything else). */
   stop(): void;
 }
@@ -25,9 +27,14 @@ const noBar: ProgressBar = { update() {}, stop() {} };
 
 /** Bars only for an interactive stderr; logs and pipes get no control characters. */
 export function createProgress(mode: OutputMode, stream: NodeJS.WriteStream = process.stderr): Progress {
-  if (mode.json || mode.quiet || !stream.isTTY) return { bar: () => noBar, stop() {} };
+  const plain = infoLogger(mode);
+  if (mode.json || mode.quiet || !stream.isTTY) return { bar: () => noBar, log: plain, stop() {} };
   let multi: cliProgress.MultiBar | null = null;
   return {
+    log(line) {
+      if (multi) multi.log(`${line}\n`);
+      else plain(line);
+    },
     bar(stage, total, unit = "items") {
       multi ??= new cliProgress.MultiBar(
         {
