@@ -1,6 +1,6 @@
 // The reranker service end to end on the tiny fixture model: the Hono app through app.request and
 // through real HTTP (@hono/node-server on an ephemeral loopback port), and the Lambda handler.
-import { type AddressInfo } from "node:net";
+import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { type ServerType, serve } from "@hono/node-server";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
