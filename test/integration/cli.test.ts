@@ -8,6 +8,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ensureFixtureModel } from "../helpers/fixtures.ts";
 import { type Child, cleanEnv, lastJsonLine, portOpen, runCli, spawnScript } from "../helpers/child.ts";
+import { startLocalS3 } from "../helpers/s3rver.ts";
 
 interface IndexSummary {
   version: string;
@@ -156,6 +157,35 @@ describe("npm run cli -- query (in-process)", () => {
     const empty = await runCli(["query", "tides", "--store-dir", path.join(tmp, "no-store")], env);
     expect(empty.code).toBe(1);
     expect(empty.stderr).toMatch(/no index snapshot has been published/i);
+  });
+});
+
+describe("index and query against a bucket (STORE_KIND=s3)", () => {
+  it("publishes to the bucket's index prefix and queries it from there", async () => {
+    const s3 = await startLocalS3();
+    try {
+      const s3env = {
+        ...env,
+        STORE_KIND: "s3",
+        BUCKET: s3.bucket,
+        S3_ENDPOINT: s3.endpoint,
+        S3_FORCE_PATH_STYLE: "true",
+        AWS_ACCESS_KEY_ID: s3.credentials.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey,
+        INDEX_PREFIX: "cli-index/",
+      };
+      const r = await runCli(["index", path.join(corpus, "notes"), "--json"], s3env);
+      expect(r.code, r.stderr).toBe(0);
+      const s = lastJsonLine<IndexSummary>(r.stdout);
+      expect(s).toMatchObject({ documents: 2, store: { kind: "s3", bucket: s3.bucket, endpoint: s3.endpoint } });
+      const q = await runCli(["query", "sourdough yeast", "--json", "--no-rerank", "-k", "1"], s3env);
+      expect(q.code, q.stderr).toBe(0);
+      const res = lastJsonLine<SearchAnswer>(q.stdout);
+      expect(res.index.version).toBe(s.version);
+      expect(res.results[0].doc_id).toBe("bread.txt");
+    } finally {
+      await s3.close();
+    }
   });
 });
 
