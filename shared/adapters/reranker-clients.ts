@@ -126,12 +126,29 @@ function learnedDescription(base: RerankerDescription) {
   };
 }
 
-/** The caller's signal combined with a time limit; `timedOut()` tells which one fired. */
+/**
+ * The caller's signal combined with a time limit; `timedOut()` tells which one fired. A cleared
+ * timer rather than AbortSignal.timeout(), which stays registered until it fires; call `done()`.
+ */
 function deadline(timeoutMs: number | undefined, outer: AbortSignal | undefined) {
-  const timer = timeoutMs !== undefined ? AbortSignal.timeout(timeoutMs) : undefined;
-  const signals = [timer, outer].filter((s): s is AbortSignal => s !== undefined);
-  const signal = signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
-  return { signal, timedOut: () => timer?.aborted === true };
+  if (timeoutMs === undefined) return { signal: outer, timedOut: () => false, done: () => {} };
+  const ac = new AbortController();
+  let expired = false;
+  const timer = setTimeout(() => {
+    expired = true;
+    ac.abort(new DOMException(`timed out after ${timeoutMs} ms`, "TimeoutError"));
+  }, timeoutMs);
+  const onOuter = () => ac.abort(outer?.reason);
+  if (outer?.aborted) onOuter();
+  else outer?.addEventListener("abort", onOuter, { once: true });
+  return {
+    signal: ac.signal,
+    timedOut: () => expired,
+    done: () => {
+      clearTimeout(timer);
+      outer?.removeEventListener("abort", onOuter);
+    },
+  };
 }
 
 // ---------- in-process ----------
@@ -217,7 +234,7 @@ export function createLambdaReranker(opts: LambdaRerankerOptions): RerankerPort 
       const sdk = await loadLambdaSdk();
       client ??= new sdk.LambdaClient({ region: opts.region }) as unknown as LambdaInvoker;
       const timeoutMs = callOpts.timeoutMs ?? opts.timeoutMs;
-      const { signal, timedOut } = deadline(timeoutMs, callOpts.signal);
+      const { signal, timedOut, done } = deadline(timeoutMs, callOpts.signal);
       const started = performance.now();
       let out: Awaited<ReturnType<LambdaInvoker["send"]>>;
       try {
@@ -231,6 +248,8 @@ export function createLambdaReranker(opts: LambdaRerankerOptions): RerankerPort 
         if (timedOut()) throw new RerankerUnavailableError(`${source} timed out after ${timeoutMs} ms`, e);
         if (callOpts.signal?.aborted) throw callOpts.signal.reason ?? e;
         throw new RerankerUnavailableError(`${source} could not be invoked: ${(e as Error).message}`, e);
+      } finally {
+        done();
       }
       const text = out.Payload ? new TextDecoder().decode(out.Payload) : "";
       let payload: unknown;
@@ -313,7 +332,7 @@ export function createHttpReranker(opts: HttpRerankerOptions): RerankerPort {
               ...(req.max_tokens_per_doc !== undefined ? { max_tokens_per_doc: req.max_tokens_per_doc } : {}),
             };
       const timeoutMs = callOpts.timeoutMs ?? opts.timeoutMs;
-      const { signal, timedOut } = deadline(timeoutMs, callOpts.signal);
+      const { signal, timedOut, done } = deadline(timeoutMs, callOpts.signal);
       const started = performance.now();
       let res: Response;
       let text: string;
@@ -337,6 +356,8 @@ export function createHttpReranker(opts: HttpRerankerOptions): RerankerPort {
           `${source} is unreachable: ${cause?.code ?? cause?.message ?? (e as Error).message}`,
           e,
         );
+      } finally {
+        done();
       }
       if (!res.ok) throw new RerankerUnavailableError(`${source} answered HTTP ${res.status}: ${errorSnippet(text)}`);
       let json: unknown;

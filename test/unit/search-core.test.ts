@@ -283,6 +283,25 @@ describe("searchTwoStage: embedder checks", () => {
     };
     await expect(searchTwoStage(req(), deps({ embedder: e }))).rejects.toBeInstanceOf(IndexNotReadyError);
   });
+
+  it("gives up on an embedder that hangs past embedTimeoutMs (503), aborting its signal", async () => {
+    const e = bowEmbedder();
+    let aborted = false;
+    e.embedQuery = (_text, opts) =>
+      new Promise((_, reject) => {
+        opts?.signal?.addEventListener("abort", () => {
+          aborted = true;
+          reject(opts.signal!.reason);
+        });
+      });
+    const err = await searchTwoStage(
+      req(),
+      deps({ embedder: e, limits: { maxCandidates: 200, embedTimeoutMs: 40 } }),
+    ).catch((x) => x);
+    expect(err).toBeInstanceOf(EmbedderUnavailableError);
+    expect(err.message).toBe("query embedding failed: timed out after 40 ms");
+    expect(aborted).toBe(true);
+  });
 });
 
 describe("searchTwoStage: degraded second stage", () => {
