@@ -100,6 +100,8 @@ export function createFsStore(root: string, opts: FsStoreOptions = {}): ObjectSt
   }
 
   async function writeSidecar(key: string, id: string, etag: string): Promise<void> {
+    // A cache entry only: never recreate a store folder that was removed meanwhile.
+    if (!(await stat(base).catch(() => null))) return;
     const tmp = join(tmpDir, `etag-${randomBytes(8).toString("hex")}`);
     await mkdir(tmpDir, { recursive: true });
     await mkdir(etagDir, { recursive: true });

@@ -15,6 +15,7 @@ import { makeCorpus, publishCorpus } from "../helpers/snapshots.ts";
 const d = 16;
 let root: string;
 let base: ObjectStore;
+const loaders: Array<{ close(): void }> = [];
 
 /** The fs store behind a switch that makes every call fail like an unreachable store, and a GET log. */
 function switchable(inner: ObjectStore) {
@@ -59,10 +60,21 @@ beforeEach(() => {
   root = mkdtempSync(join(tmpdir(), "loader-"));
   base = createFsStore(root);
 });
-afterEach(() => rmSync(root, { recursive: true, force: true }));
+afterEach(async () => {
+  // Stop background checks before the store folder goes away.
+  for (const l of loaders.splice(0)) l.close();
+  await new Promise((r) => setTimeout(r, 50));
+  rmSync(root, { recursive: true, force: true });
+});
 
 function options(store: ObjectStore, extra: Partial<SnapshotLoaderOptions> = {}): SnapshotLoaderOptions {
   return { store, indexPrefix: "index/", refreshS: 30, decodeIndex: decodeFaissSnapshotIndex, ...extra };
+}
+
+function loaderOf(opts: SnapshotLoaderOptions) {
+  const l = createSnapshotLoader(opts);
+  loaders.push(l);
+  return l;
 }
 
 const tick = () => new Promise((r) => setTimeout(r, 30));
@@ -72,7 +84,7 @@ describe("snapshot loader", () => {
     const { published: p1 } = await publishCorpus(base, "index/", makeCorpus({ n: 100, d, seed: 1, label: "one" }));
     const { store, state } = switchable(base);
     let clock = 1_000_000;
-    const loader = createSnapshotLoader(options(store, { refreshS: 30, now: () => clock }));
+    const loader = loaderOf(options(store, { refreshS: 30, now: () => clock }));
     expect((await loader.current()).version).toBe(p1.version);
     const pointerGets = () => state.gets.filter((k) => k === pointerKey("index/")).length;
     expect(pointerGets()).toBe(1);
@@ -119,7 +131,7 @@ describe("snapshot loader", () => {
   it("cold: shares one load between concurrent callers, and caches a failure briefly", async () => {
     const { store, state } = switchable(base);
     let clock = 0;
-    const loader = createSnapshotLoader(options(store, { now: () => clock, coldRetryS: 2 }));
+    const loader = loaderOf(options(store, { now: () => clock, coldRetryS: 2 }));
     await expect(loader.current()).rejects.toBeInstanceOf(IndexNotReadyError);
     await expect(loader.current()).rejects.toBeInstanceOf(IndexNotReadyError);
     expect(state.gets.length).toBe(1); // the second call got the cached answer
@@ -132,7 +144,7 @@ describe("snapshot loader", () => {
 
     const down = switchable(base);
     down.state.down = true;
-    const err = await createSnapshotLoader(options(down.store))
+    const err = await loaderOf(options(down.store))
       .current()
       .catch((e) => e);
     expect(err).toBeInstanceOf(StoreUnavailableError);
@@ -149,7 +161,7 @@ describe("snapshot loader", () => {
       return out;
     };
     for (const partBytes of [1 << 30, 4096]) {
-      const err = await createSnapshotLoader(options(store, { partBytes, coldRetryS: 0 }))
+      const err = await loaderOf(options(store, { partBytes, coldRetryS: 0 }))
         .current()
         .catch((e) => e);
       expect(err.code).toBe("snapshot_invalid");
@@ -173,7 +185,7 @@ describe("snapshot loader", () => {
         return got;
       },
     };
-    const err = await createSnapshotLoader(options(racing, { partBytes: 4096, concurrency: 1 }))
+    const err = await loaderOf(options(racing, { partBytes: 4096, concurrency: 1 }))
       .current()
       .catch((e) => e);
     expect(err.message).toMatch(/changed while it was downloaded/);
@@ -183,7 +195,7 @@ describe("snapshot loader", () => {
     const { published: p1 } = await publishCorpus(base, "index/", makeCorpus({ n: 50, d, seed: 1, label: "one" }));
     const { published: p2 } = await publishCorpus(base, "index/", makeCorpus({ n: 50, d, seed: 2, label: "two" }));
     await base.put(pointerKey("index/"), JSON.stringify({ ...p2.pointer, manifest_key: p1.manifestKey }));
-    const err = await createSnapshotLoader(options(base))
+    const err = await loaderOf(options(base))
       .current()
       .catch((e) => e);
     expect(err.code).toBe("snapshot_invalid");
@@ -209,7 +221,7 @@ describe("snapshot loader", () => {
 
   it("close() drops the snapshot", async () => {
     await publishCorpus(base, "index/", makeCorpus({ n: 50, d, seed: 1, label: "one" }));
-    const loader = createSnapshotLoader(options(base));
+    const loader = loaderOf(options(base));
     await loader.current();
     loader.close();
     expect(loader.status().cold).toBe(true);
