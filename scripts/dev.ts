@@ -47,7 +47,9 @@ const warn = (line: string) => process.stderr.write(`${line}\n`);
 async function demoFiles(dir: string): Promise<string[]> {
   const out: string[] = [];
   const walk = async (rel: string) => {
-    for (const e of (await readdir(path.join(dir, rel), { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name))) {
+    for (const e of (await readdir(path.join(dir, rel), { withFileTypes: true })).sort((a, b) =>
+      a.name.localeCompare(b.name),
+    )) {
       if (e.name.startsWith(".")) continue;
       const r = rel ? `${rel}/${e.name}` : e.name;
       if (e.isDirectory()) await walk(r);
@@ -98,7 +100,11 @@ async function checkSearch(searchUrl: string): Promise<SearchCheck> {
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ query: "why rerank only a few candidates", k: 3 }),
     });
-    const json = (await res.json()) as { results?: Array<{ doc_id: string }>; warnings?: string[]; error?: { message: string } };
+    const json = (await res.json()) as {
+      results?: Array<{ doc_id: string }>;
+      warnings?: string[];
+      error?: { message: string };
+    };
     const docs = json.results?.map((h) => h.doc_id) ?? [];
     return {
       ok: res.status === 200 && docs.length > 0,
@@ -169,7 +175,9 @@ async function main(argv: string[]): Promise<number> {
   const { port: s3Port } = (await s3rver.run()) as { port: number };
   const s3Endpoint = `http://${host}:${s3Port}`;
 
-  const started: Array<{ name: string; stop: () => Promise<void> }> = [{ name: "local S3", stop: () => s3rver.close() }];
+  const started: Array<{ name: string; stop: () => Promise<void> }> = [
+    { name: "local S3", stop: () => s3rver.close() },
+  ];
   const stopAll = async () => {
     for (const s of started.reverse()) {
       await s.stop().catch((e) => warn(`stopping ${s.name}: ${(e as Error).message}`));
@@ -204,7 +212,9 @@ async function main(argv: string[]): Promise<number> {
       credentials: LOCAL_CREDENTIALS,
     });
 
-    say(`local S3     ${s3Endpoint}  bucket ${bucket}  (data in ${dataDir.startsWith(process.cwd()) ? path.relative(process.cwd(), dataDir) || "." : dataDir})`);
+    say(
+      `local S3     ${s3Endpoint}  bucket ${bucket}  (data in ${dataDir.startsWith(process.cwd()) ? path.relative(process.cwd(), dataDir) || "." : dataDir})`,
+    );
     say(`embedder     ${defaults.embedder.kind} (${defaults.embedder.reason})`);
     const r = defaults.reranker;
     say(
@@ -228,7 +238,8 @@ async function main(argv: string[]): Promise<number> {
     const { createReindexHandler, createReindexService } = await import("../functions/runtime/reindex-deps.ts");
     const { attachReindexToS3rver } = await import("../shared/adapters/s3rver-events.ts");
     const quietLog = (level: string, msg: string, data?: Record<string, unknown>) => {
-      if (level === "warn" || level === "error") warn(`reindex ${level}: ${msg}${data ? ` ${JSON.stringify(data)}` : ""}`);
+      if (level === "warn" || level === "error")
+        warn(`reindex ${level}: ${msg}${data ? ` ${JSON.stringify(data)}` : ""}`);
     };
     const reindex = createReindexService(defaults.cfg, { store, log: quietLog });
     const handler = createReindexHandler(async () => reindex);
@@ -267,7 +278,9 @@ async function main(argv: string[]): Promise<number> {
       uploaded++;
     }
     if (uploaded > 0) {
-      say(`corpus       uploaded ${uploaded} demo files to s3://${bucket}/${cfg.corpusPrefix}; reindexing on the upload events…`);
+      say(
+        `corpus       uploaded ${uploaded} demo files to s3://${bucket}/${cfg.corpusPrefix}; reindexing on the upload events…`,
+      );
     } else {
       // Nothing uploaded, so no event: check once that the live snapshot matches the corpus and the
       // current embedder (a no-op when it does; a rebuild after, say, fetching a real embedder).
@@ -324,7 +337,8 @@ async function main(argv: string[]): Promise<number> {
       await stopAll();
       return check.ok ? 0 : 1;
     }
-    if (!check.ok || check.warnings.length) warn(`\nfirst search: ${check.ok ? check.warnings.join("; ") : check.message}`);
+    if (!check.ok || check.warnings.length)
+      warn(`\nfirst search: ${check.ok ? check.warnings.join("; ") : check.message}`);
 
     say("\nCtrl-C stops everything.");
     const sig = await stopping;

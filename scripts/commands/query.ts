@@ -75,7 +75,9 @@ async function queryUrl(base: string, body: Record<string, unknown>, apiKey: str
   } catch (e) {
     const cause = (e as { cause?: { code?: string; errors?: Array<{ code?: string }> } }).cause;
     const why = cause?.code ?? cause?.errors?.[0]?.code ?? (e as Error).message;
-    throw new ValidationError(`no search API answers at ${root} (${why}); start one with \`npm run demo\` or \`npm run cli -- serve\``);
+    throw new ValidationError(
+      `no search API answers at ${root} (${why}); start one with \`npm run demo\` or \`npm run cli -- serve\``,
+    );
   }
   const json = await res.json().catch(() => null);
   if (!res.ok) throw answerError(res.status, json);
@@ -140,7 +142,8 @@ export const command: Command = {
       },
     });
     const text = positionals.join(" ").trim();
-    if (!text) throw new ValidationError('give the query text, e.g. npm run cli -- query "what does a cross-encoder do"');
+    if (!text)
+      throw new ValidationError('give the query text, e.g. npm run cli -- query "what does a cross-encoder do"');
     const mode: OutputMode = { json: values.json, quiet: values.quiet };
     const log = infoLogger(mode);
     let alpha: number | undefined;
@@ -173,7 +176,9 @@ export const command: Command = {
       return 0;
     }
     if (!mode.quiet && answer.reranker?.fixture && res.reranked)
-      process.stderr.write(`${banner(fixtureNotice({ kind: "model", name: answer.reranker.model ?? "fixture", fixture: true, reason: "" }))}\n`);
+      process.stderr.write(
+        `${banner(fixtureNotice({ kind: "model", name: answer.reranker.model ?? "fixture", fixture: true, reason: "" }))}\n`,
+      );
     for (const w of res.warnings) log(`warning: ${w}`);
     console.log(res.results.length ? resultsTable(res) : "no results");
     if (!mode.quiet) {

@@ -83,7 +83,8 @@ export const command: Command = {
     if (r.fixture) console.log(banner(fixtureNotice(r)));
     services.waitHealthy(15_000).then(
       () => console.log("ready (Ctrl-C stops)"),
-      (e) => console.log(`not serving yet: ${(e as Error).message}; index something with \`npm run cli -- index <path>\``),
+      (e) =>
+        console.log(`not serving yet: ${(e as Error).message}; index something with \`npm run cli -- index <path>\``),
     );
     const sig = await stopping;
     console.log(`\n${sig}: stopping`);

@@ -24,9 +24,11 @@ export interface FetchOfferOptions {
 export function missingModels(cfg: Config, modelsDir = MODELS_DIR): string[] {
   const out: string[] = [];
   const embedderConfigured = Boolean(cfg.openaiApiKey || cfg.embeddingModelDir) || cfg.embedder === "hashing";
-  if (!embedderConfigured && !hasOnnxModel(path.join(modelsDir, DEFAULT_EMBEDDING_MODEL))) out.push(DEFAULT_EMBEDDING_MODEL);
+  if (!embedderConfigured && !hasOnnxModel(path.join(modelsDir, DEFAULT_EMBEDDING_MODEL)))
+    out.push(DEFAULT_EMBEDDING_MODEL);
   const rerankerConfigured = Boolean(cfg.rerankerModelDir || cfg.rerankerModelS3) || cfg.reranker !== "in-process";
-  if (!rerankerConfigured && !hasOnnxModel(path.join(modelsDir, DEFAULT_RERANKER_MODEL))) out.push(DEFAULT_RERANKER_MODEL);
+  if (!rerankerConfigured && !hasOnnxModel(path.join(modelsDir, DEFAULT_RERANKER_MODEL)))
+    out.push(DEFAULT_RERANKER_MODEL);
   return out;
 }
 
@@ -50,7 +52,9 @@ export async function offerModelFetch(opts: FetchOfferOptions): Promise<string[]
   const missing = missingModels(opts.cfg, opts.modelsDir);
   if (missing.length === 0) return [];
   const state = existsSync(opts.stateFile)
-    ? ((await readFile(opts.stateFile, "utf8").then(JSON.parse).catch(() => ({}))) as { model_fetch_offered?: string })
+    ? ((await readFile(opts.stateFile, "utf8")
+        .then(JSON.parse)
+        .catch(() => ({}))) as { model_fetch_offered?: string })
     : {};
   if (state.model_fetch_offered) return [];
   if (!(await huggingFaceReachable(opts.probeTimeoutMs ?? 1500))) return [];
@@ -77,7 +81,11 @@ export async function offerModelFetch(opts: FetchOfferOptions): Promise<string[]
   const fetched: string[] = [];
   for (const id of missing) {
     try {
-      const r = await fetchModel({ id, outDir: opts.modelsDir ? path.join(opts.modelsDir, id) : undefined, log: opts.log });
+      const r = await fetchModel({
+        id,
+        outDir: opts.modelsDir ? path.join(opts.modelsDir, id) : undefined,
+        log: opts.log,
+      });
       opts.log(`fetched ${r.repo}@${r.commit.slice(0, 12)} into ${r.dir}`);
       fetched.push(id);
     } catch (e) {

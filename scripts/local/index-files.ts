@@ -64,12 +64,15 @@ export async function indexLocalFiles(paths: string[], opts: IndexFilesOptions):
   // Documents of different files may share an id (two JSONL files both with "1"); the last one wins, as in one file.
   const byId = new Map<string, SourceDocument>();
   for (const d of docs) {
-    if (byId.has(d.id)) skipped.push({ key: d.source ?? d.id, reason: `duplicate id "${d.id}": replaced by a later file` });
+    if (byId.has(d.id))
+      skipped.push({ key: d.source ?? d.id, reason: `duplicate id "${d.id}": replaced by a later file` });
     byId.set(d.id, d);
   }
   if (byId.size === 0) {
     opts.progress?.stop();
-    const why = skipped.length ? `; skipped: ${skipped.map((s) => `${s.key}${s.line ? `:${s.line}` : ""} (${s.reason})`).join(", ")}` : "";
+    const why = skipped.length
+      ? `; skipped: ${skipped.map((s) => `${s.key}${s.line ? `:${s.line}` : ""} (${s.reason})`).join(", ")}`
+      : "";
     throw new ValidationError(`no documents found in ${paths.join(", ")} (${files.length} files)${why}`);
   }
   const passages = chunkDocuments(byId.values(), { maxTokens: cfg.chunkTokens, overlap: cfg.chunkOverlap });

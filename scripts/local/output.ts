@@ -48,9 +48,14 @@ export function createProgress(mode: OutputMode, stream: NodeJS.WriteStream = pr
         cliProgress.Presets.shades_classic,
       );
       const started = performance.now();
-      const b = multi.create(total, 0, { rate: "0" }, {
-        format: `${stage.padEnd(10)} [{bar}] {value}/{total} ${unit} | {rate}/s | ETA {eta_formatted}`,
-      });
+      const b = multi.create(
+        total,
+        0,
+        { rate: "0" },
+        {
+          format: `${stage.padEnd(10)} [{bar}] {value}/{total} ${unit} | {rate}/s | ETA {eta_formatted}`,
+        },
+      );
       return {
         update(done, newTotal) {
           if (newTotal !== undefined) b.setTotal(newTotal);
@@ -88,7 +93,8 @@ export interface Column {
 
 /** A plain-text table (no colours), columns padded to their widest cell. */
 export function formatTable(columns: Column[], rows: string[][]): string {
-  const cut = (s: string, max?: number) => (max !== undefined && s.length > max ? `${s.slice(0, Math.max(1, max - 1))}…` : s);
+  const cut = (s: string, max?: number) =>
+    max !== undefined && s.length > max ? `${s.slice(0, Math.max(1, max - 1))}…` : s;
   const cells = rows.map((r) => r.map((c, i) => cut(c, columns[i].max)));
   const widths = columns.map((col, i) => Math.max(col.header.length, ...cells.map((r) => r[i].length)));
   const line = (r: string[]) =>

@@ -36,7 +36,10 @@ export function resultsTable(res: SearchResponse, width = process.stdout.columns
     ];
   });
   // The text column takes what the terminal has left.
-  const fixed = formatTable(columns.slice(0, -1), rows.map((r) => r.slice(0, -1))).split("\n")[0].length;
+  const fixed = formatTable(
+    columns.slice(0, -1),
+    rows.map((r) => r.slice(0, -1)),
+  ).split("\n")[0].length;
   columns[columns.length - 1] = { header: "text", max: Math.max(20, width - fixed - 2) };
   return formatTable(columns, rows);
 }

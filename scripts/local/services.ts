@@ -93,13 +93,21 @@ export async function startLocalServices(opts: LocalServicesOptions): Promise<Lo
   }
   const searchUrl = `http://${host}:${search.port}`;
 
-  const poll = async (url: string, ok: (status: number, body: Record<string, unknown>) => boolean, timeoutMs: number, what: string, signal?: AbortSignal) => {
+  const poll = async (
+    url: string,
+    ok: (status: number, body: Record<string, unknown>) => boolean,
+    timeoutMs: number,
+    what: string,
+    signal?: AbortSignal,
+  ) => {
     const deadline = Date.now() + timeoutMs;
     let last = "no answer yet";
     while (Date.now() < deadline) {
       signal?.throwIfAborted();
       try {
-        const res = await fetch(url, { signal: AbortSignal.timeout(Math.max(1000, Math.min(10_000, deadline - Date.now()))) });
+        const res = await fetch(url, {
+          signal: AbortSignal.timeout(Math.max(1000, Math.min(10_000, deadline - Date.now()))),
+        });
         const body = (await res.json().catch(() => ({}))) as Record<string, unknown>;
         if (ok(res.status, body)) return body;
         const err = body.error as { message?: string } | undefined;

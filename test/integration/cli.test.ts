@@ -49,7 +49,11 @@ beforeAll(async () => {
   await writeFile(
     path.join(corpus, "facts.jsonl"),
     [
-      JSON.stringify({ id: "bees", title: "Honeybees", text: "Honeybees dance to tell their hive where nectar flowers grow." }),
+      JSON.stringify({
+        id: "bees",
+        title: "Honeybees",
+        text: "Honeybees dance to tell their hive where nectar flowers grow.",
+      }),
       JSON.stringify({ id: "tides", text: "Tides rise and fall twice a day because the moon pulls on the oceans." }),
       "{ this line is broken",
       JSON.stringify({ id: "volcano", text: "Basalt lava from shield volcanoes flows far before it cools into rock." }),
@@ -59,7 +63,10 @@ beforeAll(async () => {
     path.join(corpus, "notes", "glaciers.md"),
     "# Glaciers\n\nA glacier grinds rock into fine sediment and leaves a moraine of gravel where its ice stops.\n",
   );
-  await writeFile(path.join(corpus, "notes", "bread.txt"), "Sourdough bread rises slowly because wild yeast ferments the dough.\n");
+  await writeFile(
+    path.join(corpus, "notes", "bread.txt"),
+    "Sourdough bread rises slowly because wild yeast ferments the dough.\n",
+  );
   await writeFile(path.join(corpus, "table.csv"), "a,b\n1,2\n");
   const reranker = await ensureFixtureModel("tiny-cross");
   env = cleanEnv({ EMBEDDER: "hashing", RERANKER_MODEL_DIR: reranker, RERANKER_TIMEOUT_MS: "60000" });
@@ -109,7 +116,10 @@ describe("npm run cli -- index", () => {
 
 describe("npm run cli -- query (in-process)", () => {
   it("finds the matching document first and reports both stages' ranks", async () => {
-    const r = await runCli(["query", "glacier moraine sediment", "--store-dir", storeDir, "--json", "-k", "5", "--candidates", "5"], env);
+    const r = await runCli(
+      ["query", "glacier moraine sediment", "--store-dir", storeDir, "--json", "-k", "5", "--candidates", "5"],
+      env,
+    );
     expect(r.code, r.stderr).toBe(0);
     const res = lastJsonLine<SearchAnswer>(r.stdout);
     expect(res.results).toHaveLength(5);
@@ -124,7 +134,12 @@ describe("npm run cli -- query (in-process)", () => {
     expect(res.results.map((h) => h.rerank!.rank)).toEqual([1, 2, 3, 4, 5]);
 
     const firstOnly = lastJsonLine<SearchAnswer>(
-      (await runCli(["query", "glacier moraine sediment", "--store-dir", storeDir, "--json", "--no-rerank", "-k", "2"], env)).stdout,
+      (
+        await runCli(
+          ["query", "glacier moraine sediment", "--store-dir", storeDir, "--json", "--no-rerank", "-k", "2"],
+          env,
+        )
+      ).stdout,
     );
     expect(firstOnly.reranked).toBe(false);
     expect(firstOnly.results[0].doc_id).toBe("notes/glaciers.md");
@@ -191,12 +206,18 @@ describe("index and query against a bucket (STORE_KIND=s3)", () => {
 
 describe("npm run cli -- serve", () => {
   it("serves the store over loopback HTTP, answers query --url like the in-process query, stops on SIGINT", async () => {
-    serve = spawnScript(["scripts/cli.ts", "serve", "--store-dir", storeDir, "--port", "0", "--reranker-port", "0"], env);
+    serve = spawnScript(
+      ["scripts/cli.ts", "serve", "--store-dir", storeDir, "--port", "0", "--reranker-port", "0"],
+      env,
+    );
     const [, url] = await serve.waitFor(/search API\s+(http:\/\/127\.0\.0\.1:\d+)/, 60_000);
     const [, rerankUrl] = await serve.waitFor(/reranker\s+.* at (http:\/\/127\.0\.0\.1:\d+)/, 5_000);
     await serve.waitFor(/ready \(Ctrl-C stops\)/, 60_000);
 
-    const health = (await (await fetch(`${url}/health`)).json()) as { status: string; reranker: { kind: string; fixture?: boolean } };
+    const health = (await (await fetch(`${url}/health`)).json()) as {
+      status: string;
+      reranker: { kind: string; fixture?: boolean };
+    };
     expect(health.status).toBe("ok");
     expect(health.reranker).toMatchObject({ kind: "http", fixture: true });
     const page = await fetch(`${url}/`);

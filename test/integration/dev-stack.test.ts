@@ -31,7 +31,14 @@ let stack: Child | undefined;
 
 beforeAll(async () => {
   dataDir = await mkdtemp(path.join(os.tmpdir(), "dev-stack-"));
-  env = cleanEnv({ PORT: "0", RERANKER_PORT: "0", S3_PORT: "0", DEMO_FAST: "1", EMBEDDER: "hashing", RERANKER_TIMEOUT_MS: "60000" });
+  env = cleanEnv({
+    PORT: "0",
+    RERANKER_PORT: "0",
+    S3_PORT: "0",
+    DEMO_FAST: "1",
+    EMBEDDER: "hashing",
+    RERANKER_TIMEOUT_MS: "60000",
+  });
 });
 
 afterAll(async () => {
@@ -101,7 +108,11 @@ describe("npm run demo", () => {
     expect(res.reranked).toBe(true);
     expect(res.results).toHaveLength(5);
     for (const h of res.results) expect(ids.has(h.doc_id), h.doc_id).toBe(true);
-    const firstStage = await search(url, { query: "how are index snapshots published with a pointer", k: 1, rerank: false });
+    const firstStage = await search(url, {
+      query: "how are index snapshots published with a pointer",
+      k: 1,
+      rerank: false,
+    });
     expect(firstStage.results[0].doc_id).toBe("operations/snapshots.md");
 
     // The two printed curl commands work as printed.
@@ -137,7 +148,9 @@ describe("npm run demo", () => {
   });
 
   it("stops everything on SIGINT with exit code 0 and frees the ports", async () => {
-    const ports = [url, s3Endpoint, stack!.output().match(/reranker\s+(http:\/\/127\.0\.0\.1:\d+)/)![1]].map((u) => Number(new URL(u).port));
+    const ports = [url, s3Endpoint, stack!.output().match(/reranker\s+(http:\/\/127\.0\.0\.1:\d+)/)![1]].map((u) =>
+      Number(new URL(u).port),
+    );
     for (const p of ports) expect(await portOpen(p)).toBe(true);
     stack!.process.kill("SIGINT");
     expect(await stack!.exited).toEqual({ code: 0, signal: null });

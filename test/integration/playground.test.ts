@@ -19,7 +19,8 @@ import { ensureFixtureModel } from "../helpers/fixtures.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 const haveChromium = existsSync(CHROMIUM);
-if (!haveChromium) console.warn(`SKIP playground browser tests: ${CHROMIUM} missing (install: node scripts/setup.mjs --browser)`);
+if (!haveChromium)
+  console.warn(`SKIP playground browser tests: ${CHROMIUM} missing (install: node scripts/setup.mjs --browser)`);
 
 const repoRoot = path.resolve(import.meta.dirname, "../..");
 
@@ -189,7 +190,15 @@ describe.skipIf(!haveChromium)("playground in headless Chromium", () => {
     await page.getByRole("button", { name: "Search" }).click();
     await page.locator("#results > li").first().waitFor();
     const rows = await shown(page);
-    const api = await apiSearch({ query: "snapshot pointer conditional write", k: 5, candidates: 20, fusion: "linear", alpha: 0.5, rerank: true, collapse: false });
+    const api = await apiSearch({
+      query: "snapshot pointer conditional write",
+      k: 5,
+      candidates: 20,
+      fusion: "linear",
+      alpha: 0.5,
+      rerank: true,
+      collapse: false,
+    });
     expect(rows.map((r) => r.id)).toEqual(api.results.map((h) => h.id));
     await expect(page.locator(".stage-fused").first().textContent()).resolves.toMatch(/Fused \(linear\)/);
 
@@ -206,7 +215,10 @@ describe.skipIf(!haveChromium)("playground in headless Chromium", () => {
     await page.getByLabel("Query").fill("cold starts in serverless search");
     await page.getByLabel("Query").press("Enter");
     await page.locator("#results > li").first().waitFor();
-    const widths = await page.evaluate(() => ({ scroll: document.documentElement.scrollWidth, view: window.innerWidth }));
+    const widths = await page.evaluate(() => ({
+      scroll: document.documentElement.scrollWidth,
+      view: window.innerWidth,
+    }));
     expect(widths.scroll).toBeLessThanOrEqual(widths.view);
     const box = await page.locator("#results > li").first().boundingBox();
     expect(box!.x).toBeGreaterThanOrEqual(0);

@@ -57,24 +57,27 @@ describe("resolveEmbeddedDefaults", () => {
     expect(d.embedder.kind).toBe("onnx");
     expect(d.cfg.embeddingModelDir).toBe(path.join(fetchedModels, DEFAULT_EMBEDDING_MODEL));
     expect(d.reranker).toMatchObject({ kind: "model", name: DEFAULT_RERANKER_MODEL, fixture: false });
-    const withKey = await resolveEmbeddedDefaults(loadConfig({ OPENAI_API_KEY: "sk-test" }), { modelsDir: fetchedModels });
+    const withKey = await resolveEmbeddedDefaults(loadConfig({ OPENAI_API_KEY: "sk-test" }), {
+      modelsDir: fetchedModels,
+    });
     expect(withKey.embedder.kind).toBe("openai");
   });
 
   it("respects explicit settings: RERANKER_MODEL_DIR (fixture detected from config.json), RERANKER=none/http, --no-rerank", async () => {
     const own = path.join(tmp, "own-fixture");
     await fakeModel(own, { fixture: true });
-    const explicit = await resolveEmbeddedDefaults(loadConfig({ RERANKER_MODEL_DIR: own }), { modelsDir: fetchedModels });
+    const explicit = await resolveEmbeddedDefaults(loadConfig({ RERANKER_MODEL_DIR: own }), {
+      modelsDir: fetchedModels,
+    });
     expect(explicit.reranker).toMatchObject({ kind: "model", dir: own, fixture: true });
 
     const none = await resolveEmbeddedDefaults(loadConfig({ RERANKER: "none" }), { modelsDir: fetchedModels });
     expect(none.reranker.kind).toBe("none");
     const off = await resolveEmbeddedDefaults(loadConfig({}), { rerank: false, modelsDir: fetchedModels });
     expect(off).toMatchObject({ reranker: { kind: "none" }, cfg: { reranker: "none" } });
-    const http = await resolveEmbeddedDefaults(
-      loadConfig({ RERANKER: "http", RERANKER_URL: "http://127.0.0.1:9/" }),
-      { modelsDir: emptyModels },
-    );
+    const http = await resolveEmbeddedDefaults(loadConfig({ RERANKER: "http", RERANKER_URL: "http://127.0.0.1:9/" }), {
+      modelsDir: emptyModels,
+    });
     expect(http.reranker).toMatchObject({ kind: "remote", fixture: false });
     expect(http.cfg.rerankerModelDir).toBeUndefined();
   });

@@ -70,7 +70,8 @@ function renderHealth(h) {
   if (id) parts.push(`embedder ${id.kind}/${id.model}`);
   const r = h.reranker ?? {};
   if (r.kind === "none") parts.push("no reranker");
-  else parts.push(`reranker ${r.model ?? r.kind}${r.provider ? ` on ${r.provider}` : ""}${r.fixture ? " (fixture)" : ""}`);
+  else
+    parts.push(`reranker ${r.model ?? r.kind}${r.provider ? ` on ${r.provider}` : ""}${r.fixture ? " (fixture)" : ""}`);
   if (h.store?.bucket) parts.push(`bucket ${h.store.bucket}${h.store.endpoint ? ` at ${h.store.endpoint}` : ""}`);
   serviceEl.textContent = parts.join(" · ");
   fixtureNotice.hidden = r.fixture !== true;
@@ -152,7 +153,11 @@ async function search() {
     if (!res.ok) {
       const message = json?.error?.message ?? `HTTP ${res.status}`;
       const hint =
-        res.status === 401 ? " Open “API key” above and enter a key." : res.status === 503 ? " Try again in a few seconds." : "";
+        res.status === 401
+          ? " Open “API key” above and enter a key."
+          : res.status === 503
+            ? " Try again in a few seconds."
+            : "";
       renderResults(null, body);
       statusEl.textContent = `Search failed: ${message}`;
       showAlerts([`${json?.error?.code ?? "error"}: ${message}.${hint}`]);
@@ -259,7 +264,12 @@ function renderResults(json, body, wallMs) {
           stageRow("First stage", hit.retrieval, "retrieval"),
           stageRow("Reranked", hit.rerank, "rerank"),
           body.fusion !== "rerank"
-            ? el("div", { class: "stage stage-fused" }, el("dt", { text: `Fused (${body.fusion})` }), el("dd", {}, el("span", { class: "stage-score", text: fmtScore(hit.score) })))
+            ? el(
+                "div",
+                { class: "stage stage-fused" },
+                el("dt", { text: `Fused (${body.fusion})` }),
+                el("dd", {}, el("span", { class: "stage-score", text: fmtScore(hit.score) })),
+              )
             : null,
         ),
         el("p", { class: "hit-text", text: hit.text }),
@@ -287,10 +297,22 @@ function renderTimings(t, index, wallMs) {
     track.append(seg);
     list.append(el("div", { class: `timing timing-${key}` }, el("dt", { text: label }), el("dd", { text: fmtMs(ms) })));
   }
-  list.append(el("div", { class: "timing timing-total" }, el("dt", { text: "Total (server)" }), el("dd", { text: fmtMs(t.total_ms) })));
+  list.append(
+    el(
+      "div",
+      { class: "timing timing-total" },
+      el("dt", { text: "Total (server)" }),
+      el("dd", { text: fmtMs(t.total_ms) }),
+    ),
+  );
   if (wallMs !== undefined)
     list.append(el("div", { class: "timing" }, el("dt", { text: "Round trip" }), el("dd", { text: fmtMs(wallMs) })));
-  timingsEl.replaceChildren(el("h3", { class: "sr-only", text: "Timings" }), track, list, el("p", { class: "index-version", text: `Index ${index.version} (${index.count} passages)` }));
+  timingsEl.replaceChildren(
+    el("h3", { class: "sr-only", text: "Timings" }),
+    track,
+    list,
+    el("p", { class: "index-version", text: `Index ${index.version} (${index.count} passages)` }),
+  );
   timingsEl.hidden = false;
 }
 
