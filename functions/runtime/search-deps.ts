@@ -6,14 +6,26 @@ import type { OpenAPIHono } from "@hono/zod-openapi";
 import { createFaissIndexSinkFactory, decodeFaissSnapshotIndex } from "../../shared/adapters/faiss-index.ts";
 import { createEmbedder } from "../../shared/adapters/embedders.ts";
 import { createLocalReranker } from "../../shared/adapters/local-reranker.ts";
-import { logger, metrics, observe, requestLogging } from "../../shared/adapters/observability.ts";
+import {
+  logger,
+  metrics,
+  observe,
+  redactConsole,
+  requestLogging,
+  searchObservation,
+} from "../../shared/adapters/observability.ts";
 import { rerankerFromConfig } from "../../shared/adapters/reranker-clients.ts";
 import { createStore } from "../../shared/adapters/stores.ts";
 import type { Config } from "../../shared/core/config.ts";
 import type { Embedder, ObjectStore, RerankerPort, SnapshotManifest } from "../../shared/core/ports.ts";
 import { createSnapshotLoader, type SnapshotLoader } from "../../shared/core/snapshot-loader.ts";
+import { type ApiKeySecurity, createApiKeySecurity } from "../../shared/http/auth.ts";
+import { playgroundRoutes } from "../../shared/http/playground.ts";
 import { createSearchApp, type SearchAppDeps } from "../../shared/http/search-app.ts";
 import { loadFunctionConfig } from "./resources.ts";
+
+// Library code that logs through console (SDKs, onnxruntime) must not print secrets either.
+redactConsole();
 
 export interface SearchService {
   app: OpenAPIHono;
@@ -21,6 +33,8 @@ export interface SearchService {
   loader: SnapshotLoader;
   reranker: RerankerPort;
   store: ObjectStore;
+  /** API keys, rate limiter and usage meter (auth is a no-op when AUTH_MODE=off). */
+  security: ApiKeySecurity;
   /** Stops background snapshot refreshes (local servers, tests). */
   close(): void;
 }
@@ -29,7 +43,10 @@ export interface SearchServiceOverrides {
   store?: ObjectStore;
   reranker?: RerankerPort;
   embedderFor?: SearchAppDeps["embedderFor"];
-  /** Extra options for createSearchApp (auth, playground routes). */
+  /**
+   * Extra options for createSearchApp. `routes` replaces the default playground at GET / (the usage
+   * route is mounted either way); `auth` replaces the API-key middleware.
+   */
   app?: Partial<Pick<SearchAppDeps, "auth" | "routes" | "middleware" | "hooks">>;
   /** Skip request logging and EMF metrics (benchmarks, tests). */
   quiet?: boolean;
@@ -65,6 +82,12 @@ export function createSearchService(cfg: Config, overrides: SearchServiceOverrid
         return local;
       },
     });
+  // Lambda may freeze the instance right after the response, so a due usage flush is awaited there.
+  const security = createApiKeySecurity(cfg, store, {
+    flush: process.env.AWS_LAMBDA_FUNCTION_NAME ? "inline" : "background",
+  });
+  const rerankerConfigured = reranker.describe().kind !== "none";
+  const extraRoutes = overrides.app?.routes ?? ((a) => a.route("/", playgroundRoutes()));
   const app = createSearchApp({
     snapshots: loader,
     embedderFor: overrides.embedderFor ?? embedderForConfig(cfg),
@@ -73,20 +96,19 @@ export function createSearchService(cfg: Config, overrides: SearchServiceOverrid
     store: store.describe(),
     log: { warn: (m, extra) => logger.warn(m, { ...extra }), error: (m, extra) => logger.error(m, { ...extra }) },
     middleware: overrides.quiet ? [] : [requestLogging({ logger, metrics })],
-    hooks: {
-      onSearch: (c, res) =>
-        observe(c, {
-          queries: 1,
-          rerankPairs: res.reranked_candidates,
-          degraded: res.warnings.length > 0 && reranker.describe().kind !== "none",
-          timings: res.timings,
-        }),
+    hooks: overrides.app?.hooks ?? {
+      onSearch: (c, res) => observe(c, searchObservation(res, { rerankerConfigured })),
     },
-    ...overrides.app,
+    ...(overrides.app?.middleware ? { middleware: overrides.app.middleware } : {}),
+    auth: overrides.app?.auth ?? security.auth,
+    routes: (a) => {
+      a.route("/", security.usageApp);
+      extraRoutes(a);
+    },
   });
   // Start loading the snapshot now (Lambda's init phase) rather than on the first request.
   loader.current().catch(() => {});
-  return { app, config: cfg, loader, reranker, store, close: () => loader.close() };
+  return { app, config: cfg, loader, reranker, store, security, close: () => loader.close() };
 }
 
 let service: Promise<SearchService> | undefined;

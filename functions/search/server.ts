@@ -20,11 +20,19 @@ export async function startSearchServer(
 ): Promise<SearchServer> {
   const service = createSearchService(cfg, opts.overrides);
   let server!: ServerType;
-  const port = await new Promise<number>((resolve) => {
-    server = serve({ fetch: service.app.fetch, port: opts.port ?? cfg.port, hostname: opts.hostname }, (info) =>
-      resolve(info.port),
-    );
-  });
+  let port: number;
+  try {
+    port = await new Promise<number>((resolve, reject) => {
+      server = serve({ fetch: service.app.fetch, port: opts.port ?? cfg.port, hostname: opts.hostname }, (info) =>
+        resolve(info.port),
+      );
+      // EADDRINUSE and friends: a rejected start, not an unhandled 'error' event that kills the process.
+      server.once("error", reject);
+    });
+  } catch (e) {
+    service.close();
+    throw e;
+  }
   return {
     server,
     port,

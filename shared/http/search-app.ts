@@ -20,6 +20,7 @@ import type {
   StoreDescription,
 } from "../core/ports.ts";
 import { type SearchResponse, searchTwoStage } from "../core/search.ts";
+import { redactor } from "../adapters/observability.ts";
 import {
   errorSchema,
   healthSchema,
@@ -103,7 +104,8 @@ export function toDomainError(e: unknown): DomainError {
   return new DomainError("internal", 500, "internal error", { cause: e });
 }
 
-const errorBody = (e: DomainError) => ({ error: { code: e.code, message: e.message } });
+// Messages can quote upstream errors (an embedding provider's reply, a URL): secrets are scrubbed first.
+const errorBody = (e: DomainError) => ({ error: { code: e.code, message: redactor.redactText(e.message) } });
 
 /** "k: must be ≤ candidates (20); fusion: must be one of …" — every issue, each naming its field. */
 export function describeIssues(issues: readonly z.core.$ZodIssue[]): string {
