@@ -40,7 +40,7 @@ function runChild<T>(args: string[]): Promise<T> {
   });
 }
 
-function startS3rverChild(dir: string, bucket: string): Promise<{ endpoint: string; child: ChildProcess }> {
+export function startS3rverChild(dir: string, bucket: string): Promise<{ endpoint: string; child: ChildProcess }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ["--import", "tsx", childScript, "s3rver", dir, bucket], {
       cwd: repoRoot,
@@ -63,7 +63,7 @@ const WORDS =
     " ",
   );
 
-function makePassages(n: number, seed: number): Passage[] {
+export function makePassages(n: number, seed: number): Passage[] {
   const rand = mulberry32(seed);
   const out: Passage[] = new Array(n);
   for (let i = 0; i < n; i++) {
