@@ -38,10 +38,13 @@ const sysNeeds = [
   { file: "/usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h", alt: "/usr/lib/x86_64-linux-gnu/libopenblas.so", pkg: "libopenblas-dev", why: "BLAS used by faiss" },
   { file: "/usr/lib/x86_64-linux-gnu/liblapack.so", pkg: "liblapack-dev", why: "LAPACK used by faiss" },
 ];
-if (wantBrowser) sysNeeds.push({ file: "/usr/bin/chromium", pkg: "chromium", why: "headless browser test of the web playground" });
+if (wantBrowser) {
+  sysNeeds.push({ file: "/usr/bin/chromium", pkg: "chromium", why: "headless browser test of the web playground" });
+  sysNeeds.push({ file: "/usr/bin/patchelf", pkg: "patchelf", why: "test of the Lambda native-bundle rpath step (layers/)" });
+}
 const faissReady = existsSync(join(root, "node_modules/faiss-node/build/Release/faiss-node.node"));
 const missing = sysNeeds.filter((n) => !existsSync(n.file) && !(n.alt && existsSync(n.alt)))
-  .filter((n) => n.pkg === "chromium" || !faissReady);
+  .filter((n) => n.pkg === "chromium" || n.pkg === "patchelf" || !faissReady);
 if (missing.length) {
   const isDebian = existsSync("/etc/debian_version");
   const isRoot = process.getuid?.() === 0;
