@@ -5,7 +5,7 @@
 // Case counts are printed ("fuzz: …") so runs report how much was tried.
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { decodeFaissSnapshotIndex } from "../../shared/adapters/faiss-index.ts";
+import { decodeFaissSnapshotIndex, type FaissVectorIndex } from "../../shared/adapters/faiss-index.ts";
 import { loadTokenizer, type PairTokenizer } from "../../shared/adapters/hf-tokenizer.ts";
 import type { BuiltSnapshot } from "../../shared/core/build.ts";
 import { isDomainError } from "../../shared/core/errors.ts";
@@ -91,11 +91,11 @@ describe("tokenizer never throws on arbitrary text", () => {
 });
 
 describe("snapshot reader rejects corrupted bytes with a clear error", () => {
-  const built: Record<string, BuiltSnapshot<unknown>> = {};
+  const built: Record<string, BuiltSnapshot<FaissVectorIndex>> = {};
   beforeAll(async () => {
     const corpus = makeCorpus({ n: 60, d: 16, seed: 7, label: "fuzz" });
-    built.flat = (await buildCorpusSnapshot(corpus, { indexType: "flat" })) as BuiltSnapshot<unknown>;
-    built.hnsw = (await buildCorpusSnapshot(corpus, { indexType: "hnsw" })) as BuiltSnapshot<unknown>;
+    built.flat = await buildCorpusSnapshot(corpus, { indexType: "flat" });
+    built.hnsw = await buildCorpusSnapshot(corpus, { indexType: "hnsw" });
   });
 
   /** A copy of `bytes` with flipped bytes, a truncation, or junk appended (always differs from the original). */
