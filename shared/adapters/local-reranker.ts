@@ -7,11 +7,13 @@ import { ConfigError, isDomainError, RerankerUnavailableError } from "../core/er
 import type { Clock, ObjectStore, RerankCallOptions, RerankerDescription, RerankerPort } from "../core/ports.ts";
 import { type RerankLimits, rerank, validateRerankRequest } from "../core/rerank.ts";
 import type { RerankRequest, RerankResponse } from "../core/types.ts";
+import { createWorkGate } from "../core/work-gate.ts";
 import { type CrossEncoder, loadCrossEncoder } from "./cross-encoder.ts";
 import { resolveModelDir } from "./model-source.ts";
 import type { OrtLog, ProviderFallback } from "./ort-session.ts";
 
-export type LocalRerankerConfig = Pick<
+export type LocalRerankerConfig = Partial<Pick<Config, "rerankerMaxQueue">> &
+  Pick<
   Config,
   | "rerankerModelDir"
   | "rerankerModelS3"
@@ -68,6 +70,7 @@ export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalReranke
     throw new ConfigError("RERANKER_MODEL_S3_PREFIX", "a model prefix needs an object store to read it from");
   }
   const source = cfg.rerankerModelDir ?? `store:${cfg.rerankerModelS3}`;
+  const gate = createWorkGate({ maxQueue: cfg.rerankerMaxQueue ?? 16 });
   const limits: RerankLimits = { maxDocuments: cfg.rerankerMaxDocuments, maxQueryChars: opts.maxQueryChars };
   const quantized = cfg.rerankerQuantized;
 
@@ -144,7 +147,7 @@ export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalReranke
       const m = await load();
       throwIfAborted(callOpts.signal);
       try {
-        return await rerank(valid, m, limits, opts.clock);
+        return await gate.run(() => rerank(valid, m, limits, opts.clock), callOpts.signal);
       } catch (e) {
         if (isDomainError(e)) throw e;
         throw new RerankerUnavailableError(`reranker inference failed: ${(e as Error).message}`, e);

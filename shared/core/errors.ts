@@ -7,6 +7,7 @@ export type ErrorCode =
   | "payload_too_large"
   | "unauthorized"
   | "rate_limited"
+  | "overloaded"
   | "index_not_ready"
   | "embedder_mismatch"
   | "embedder_unavailable"
