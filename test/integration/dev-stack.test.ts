@@ -80,7 +80,8 @@ describe("npm run demo", () => {
 
   it("starts s3rver, indexes the demo corpus through the S3 events and serves it", async () => {
     stack = spawnScript(["scripts/dev.ts", "--data-dir", dataDir], env);
-    await stack.waitFor(/The local stack is up/, 180_000);
+    // The banner is printed line by line: wait for its last line, not its first.
+    await stack.waitFor(/aws --endpoint-url \S+ s3 cp notes.md/, 180_000);
     const out = stack.output();
     url = out.match(/search API\s+(http:\/\/127\.0\.0\.1:\d+)/)![1];
     [, s3Endpoint, bucket] = out.match(/local S3\s+(http:\/\/127\.0\.0\.1:\d+)\s+bucket (\S+)/)!;
