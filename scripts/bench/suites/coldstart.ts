@@ -6,14 +6,10 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { computeHashingStats, createHashingEmbedder } from "../../../shared/adapters/hash-embedder.ts";
-import { faissIndexBuilder } from "../../../shared/adapters/faiss-index.ts";
-import { createS3Store } from "../../../shared/adapters/s3-store.ts";
-import { buildSnapshot } from "../../../shared/core/build.ts";
-import { publishSnapshot } from "../../../shared/core/publish.ts";
 import { ensureFixtureModel } from "../../fixtures/index.ts";
+import { publishHashingSnapshot } from "../hashing-snapshot.ts";
 import { figure, type Suite, type SuiteResult, stats } from "../harness.ts";
-import { makePassages, startS3rverChild } from "./snapshot.ts";
+import { makePassages, s3rverStore, startS3rverChild } from "./snapshot.ts";
 
 const repoRoot = fileURLToPath(new URL("../../../", import.meta.url));
 const childScript = fileURLToPath(new URL("../coldstart-child.ts", import.meta.url));
@@ -63,26 +59,10 @@ export const suite: Suite = {
     try {
       ctx.log(`building a ${n}-passage snapshot (hashing embedder, ${d} dims)`);
       const passages = makePassages(n, 7);
-      const texts = passages.map((p) => p.text);
-      const stats0 = computeHashingStats(texts, d);
-      const embedder = createHashingEmbedder({ dimensions: d, stats: stats0 });
-      const built = await buildSnapshot({
-        passages,
-        vectors: await embedder.embedDocuments(texts),
-        embedder: embedder.identity,
-        corpusStats: stats0,
-        indexType: "flat",
-        indexBuilder: faissIndexBuilder,
-      });
       const s3 = await startS3rverChild(join(work, "s3"), bucket);
       s3child = s3.child;
-      const store = createS3Store({
-        bucket,
-        endpoint: s3.endpoint,
-        forcePathStyle: true,
-        credentials: { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" },
-      });
-      await publishSnapshot(store, { indexPrefix: "index/", manifest: built.manifest, files: built.files });
+      const store = s3rverStore(s3.endpoint, bucket);
+      const { bytes } = await publishHashingSnapshot(store, passages, { dimensions: d });
       const modelDir = await ensureFixtureModel(ctx.quick ? "tiny-cross" : "minilm-l6-cross");
       const env = {
         STORE_KIND: "s3",
@@ -107,7 +87,6 @@ export const suite: Suite = {
         runs.push(await runChild(env));
       }
       const med = (k: keyof ColdRun) => stats(runs.map((x) => Number(x[k]))).p50;
-      const bytes = Object.values(built.manifest.files).reduce((a, f) => a + f.bytes, 0);
       const ok = runs.every((x) => x.status === 200 && x.results > 0);
       return {
         suite: "coldstart",

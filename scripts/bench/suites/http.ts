@@ -365,31 +365,10 @@ async function run(ctx: SuiteContext): Promise<SuiteResult> {
       `building the snapshot (${docs.length} documents of ${name}, hashing embedder ${HASHING_DIMENSIONS}d, flat index)`,
     );
     const { createFsStore } = await import("../../../shared/adapters/fs-store.ts");
-    const { computeHashingStats, createHashingEmbedder, hashingIdentity } = await import(
-      "../../../shared/adapters/hash-embedder.ts"
-    );
-    const { faissIndexBuilder } = await import("../../../shared/adapters/faiss-index.ts");
-    const { buildSnapshot } = await import("../../../shared/core/build.ts");
-    const { publishSnapshot } = await import("../../../shared/core/publish.ts");
+    const { publishHashingSnapshot } = await import("../hashing-snapshot.ts");
     const { chunkDocuments } = await import("../../../shared/core/chunking.ts");
     const passages = chunkDocuments(docs, { maxTokens: 200, overlap: 20 });
-    const embedder = createHashingEmbedder({ dimensions: HASHING_DIMENSIONS });
-    const built = await buildSnapshot({
-      passages,
-      embed: (texts) => embedder.embedDocuments(texts),
-      embedder: hashingIdentity(HASHING_DIMENSIONS),
-      corpusStats: computeHashingStats(
-        passages.map((p) => p.text),
-        HASHING_DIMENSIONS,
-      ),
-      indexType: "flat",
-      indexBuilder: faissIndexBuilder,
-    });
-    await publishSnapshot(createFsStore(storeDir), {
-      indexPrefix: "index/",
-      manifest: built.manifest,
-      files: built.files,
-    });
+    await publishHashingSnapshot(createFsStore(storeDir), passages, { dimensions: HASHING_DIMENSIONS });
 
     ctx.log(`reranker: in-process, fixture model ${fixture} (random weights: scores carry no meaning)`);
     const modelDir = await ensureFixtureModel(fixture);

@@ -49,12 +49,7 @@ async function childMain(): Promise<void> {
   try {
     const { loadConfig } = await import("../../../shared/core/config.ts");
     const { createFsStore } = await import("../../../shared/adapters/fs-store.ts");
-    const { computeHashingStats, createHashingEmbedder, hashingIdentity } = await import(
-      "../../../shared/adapters/hash-embedder.ts"
-    );
-    const { faissIndexBuilder } = await import("../../../shared/adapters/faiss-index.ts");
-    const { buildSnapshot } = await import("../../../shared/core/build.ts");
-    const { publishSnapshot } = await import("../../../shared/core/publish.ts");
+    const { publishHashingSnapshot } = await import("../hashing-snapshot.ts");
     const { startSearchServer } = await import("../../../functions/search/server.ts");
     const { startRerankServer } = await import("../../../functions/rerank/server.ts");
 
@@ -64,23 +59,7 @@ async function childMain(): Promise<void> {
       const text = textOf(rnd, 60);
       return { id: `d${i}#0`, docId: `d${i}`, text, source: `corpus/d${i}.md`, start: 0, end: text.length };
     });
-    const embedder = createHashingEmbedder({ dimensions: HASHING_DIMENSIONS });
-    const built = await buildSnapshot({
-      passages,
-      embed: (texts) => embedder.embedDocuments(texts),
-      embedder: hashingIdentity(HASHING_DIMENSIONS),
-      corpusStats: computeHashingStats(
-        passages.map((p) => p.text),
-        HASHING_DIMENSIONS,
-      ),
-      indexType: "flat",
-      indexBuilder: faissIndexBuilder,
-    });
-    await publishSnapshot(createFsStore(storeDir), {
-      indexPrefix: "index/",
-      manifest: built.manifest,
-      files: built.files,
-    });
+    await publishHashingSnapshot(createFsStore(storeDir), passages, { dimensions: HASHING_DIMENSIONS });
 
     const base = {
       STORE_KIND: "fs",

@@ -40,6 +40,16 @@ function runChild<T>(args: string[]): Promise<T> {
   });
 }
 
+/** An S3 store on the benchmark's s3rver child. */
+export function s3rverStore(endpoint: string, bucket: string) {
+  return createS3Store({
+    bucket,
+    endpoint,
+    forcePathStyle: true,
+    credentials: { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" },
+  });
+}
+
 export function startS3rverChild(dir: string, bucket: string): Promise<{ endpoint: string; child: ChildProcess }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ["--import", "tsx", childScript, "s3rver", dir, bucket], {
@@ -120,12 +130,7 @@ export const suite: Suite = {
       await publishSnapshot(createFsStore(fsRoot), { indexPrefix, manifest: built.manifest, files: built.files });
       const s3 = await startS3rverChild(join(work, "s3"), bucket);
       s3child = s3.child;
-      const s3store = createS3Store({
-        bucket,
-        endpoint: s3.endpoint,
-        forcePathStyle: true,
-        credentials: { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" },
-      });
+      const s3store = s3rverStore(s3.endpoint, bucket);
       await publishSnapshot(s3store, { indexPrefix, manifest: built.manifest, files: built.files });
 
       const names = [...Object.keys(built.manifest.files), MANIFEST_FILE];
