@@ -70,7 +70,7 @@ export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalReranke
     throw new ConfigError("RERANKER_MODEL_S3_PREFIX", "a model prefix needs an object store to read it from");
   }
   const source = cfg.rerankerModelDir ?? `store:${cfg.rerankerModelS3}`;
-  const gate = createWorkGate({ maxQueue: cfg.rerankerMaxQueue ?? 16 });
+  const gate = createWorkGate({ maxQueue: cfg.rerankerMaxQueue ?? 64 });
   const limits: RerankLimits = { maxDocuments: cfg.rerankerMaxDocuments, maxQueryChars: opts.maxQueryChars };
   const quantized = cfg.rerankerQuantized;
 

@@ -103,7 +103,7 @@ export const settings = {
   rerankerMaxLength: optInt("RERANKER_MAX_LENGTH", "Pair length limit in tokens (default: the model's).", 8),
   rerankerBatchTokens: int("RERANKER_BATCH_TOKENS", 8192, "Padded tokens per inference micro-batch.", 64),
   rerankerMaxDocuments: int("RERANKER_MAX_DOCUMENTS", 1000, "Most documents one rerank request may carry.", 1),
-  rerankerMaxQueue: int("RERANKER_MAX_QUEUE", 16, "Rerank requests that may wait for the model; past it the service answers 503 overloaded with Retry-After.", 0),
+  rerankerMaxQueue: int("RERANKER_MAX_QUEUE", 64, "Rerank requests that may wait for the model; past it the service answers 503 overloaded with Retry-After.", 0),
   rerankerThreads: optInt("RERANKER_THREADS", "Intra-op threads (default: the cores available).", 1),
   // search API
   defaultK: int("SEARCH_DEFAULT_K", 4, "Results returned when k is not given.", 1),
