@@ -16,6 +16,7 @@ import { ValidationError } from "../core/errors.ts";
 import type { IndexBuilder } from "../core/build.ts";
 import type { SnapshotManifest, VectorIndex, VectorSearchResult } from "../core/ports.ts";
 import type { IndexSink } from "../core/snapshot-loader.ts";
+import { bytesSource, checkFaissFile, checkFaissFileAt } from "./faiss-file-check.ts";
 import { FLAT_HEADER_BYTES, parseFlatHeader, SimdFlatIndex, simdFlatAvailable } from "./simd-flat.ts";
 
 const require = createRequire(import.meta.url);
@@ -446,6 +447,7 @@ export function faissIndexFromBuffer(buf: Uint8Array, opts: FaissLoadOptions = {
     flat.fileView(header).set(buf);
     return new SimdFlat(flat);
   }
+  checkFaissFile(bytesSource(buf));
   let native: NativeIndex;
   try {
     native = withTempFile((file) => {
@@ -493,6 +495,7 @@ export function faissIndexFromFile(file: string, opts: FaissLoadOptions = {}): F
     const flat = simdFlatFromFile(file);
     if (flat) return flat;
   }
+  checkFaissFileAt(file);
   let native: NativeIndex;
   try {
     native = faiss().Index.read(file);

@@ -185,7 +185,7 @@ describe("object store faults", () => {
         "20260101T000002Z-flippedbyte",
         INDEX_FILE,
         (b) => {
-          const c = b.slice();
+          const c = Uint8Array.from(b);
           c[Math.floor(c.length / 2)] ^= 0xff;
           return c;
         },

@@ -107,12 +107,13 @@ describe("snapshot reader rejects corrupted bytes with a clear error", () => {
           maxLength: 4,
         })
         .map((flips) => {
-          const c = bytes.slice();
+          // Uint8Array.from, not slice(): the built files are Buffers, whose slice() is a view.
+          const c = Uint8Array.from(bytes);
           // Distinct positions so two flips never cancel out.
           for (const [at, x] of new Map(flips)) c[at] ^= x;
           return c;
         }),
-      fc.nat({ max: bytes.length - 1 }).map((n) => bytes.slice(0, n)),
+      fc.nat({ max: bytes.length - 1 }).map((n) => Uint8Array.from(bytes.subarray(0, n))),
       fc.uint8Array({ minLength: 1, maxLength: 64 }).map((junk) => Uint8Array.from([...bytes, ...junk])),
     );
 
