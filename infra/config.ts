@@ -22,6 +22,9 @@ export interface StageSettings {
     quantized: boolean;
     /** external backend only: a Cohere/TEI-compatible base URL. */
     externalUrl?: string;
+    /** external backend only: request shape ("cohere" or "tei") and the model name to send. */
+    externalApi?: "cohere" | "tei";
+    externalModel?: string;
   };
   gpu: {
     /** SST `gpu` value, "<manufacturer>/<accelerator>": nvidia/t4 = g4dn, nvidia/a10g = g5. */
@@ -109,6 +112,8 @@ export function readStageSettings(env: Env, stage: string): StageSettings {
     if (!/^https?:\/\//.test(externalUrl))
       throw new StageSettingError("DEPLOY_RERANKER_URL", `expected an http(s) URL, got "${externalUrl}"`);
   }
+  const externalApi = oneOf("DEPLOY_RERANKER_API", ["cohere", "tei"] as const, "cohere");
+  const externalModel = raw("DEPLOY_RERANKER_MODEL");
   const provisioned = int("DEPLOY_RERANKER_PROVISIONED", 0, 0, 1000);
   if (provisioned > 0 && backend !== "lambda") {
     throw new StageSettingError("DEPLOY_RERANKER_PROVISIONED", "only applies to DEPLOY_RERANKER=lambda");
@@ -153,6 +158,8 @@ export function readStageSettings(env: Env, stage: string): StageSettings {
       // int8 on the CPU Lambda (the app falls back to the fp32 graph when no int8 one was uploaded).
       quantized: bool("DEPLOY_RERANKER_QUANTIZED", true),
       externalUrl: backend === "external" ? externalUrl : undefined,
+      externalApi: backend === "external" ? externalApi : undefined,
+      externalModel: backend === "external" ? externalModel : undefined,
     },
     gpu: {
       accelerator,

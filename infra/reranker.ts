@@ -142,7 +142,12 @@ function searchPort(): SearchRerankerPort {
     return { environment: { RERANKER: "http" }, link: [rerankerService, rerankerToken], permissions: [] };
   }
   return {
-    environment: { RERANKER: "http", RERANKER_URL: r.externalUrl! },
+    environment: {
+      RERANKER: "http",
+      RERANKER_URL: r.externalUrl!,
+      RERANKER_API: r.externalApi ?? "cohere",
+      ...(r.externalModel ? { RERANKER_MODEL: r.externalModel } : {}),
+    },
     link: [rerankerToken],
     permissions: [],
   };

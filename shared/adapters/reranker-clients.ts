@@ -397,7 +397,14 @@ export interface RerankerFromConfigOptions {
 export function rerankerFromConfig(
   cfg: Pick<
     Config,
-    "reranker" | "rerankerUrl" | "rerankerToken" | "rerankerFunction" | "rerankerTimeoutMs" | "awsRegion"
+    | "reranker"
+    | "rerankerUrl"
+    | "rerankerToken"
+    | "rerankerApi"
+    | "rerankerModel"
+    | "rerankerFunction"
+    | "rerankerTimeoutMs"
+    | "awsRegion"
   >,
   opts: RerankerFromConfigOptions = {},
 ): RerankerPort {
@@ -420,6 +427,8 @@ export function rerankerFromConfig(
       return createHttpReranker({
         url: cfg.rerankerUrl,
         token: cfg.rerankerToken,
+        api: cfg.rerankerApi,
+        model: cfg.rerankerModel,
         timeoutMs: cfg.rerankerTimeoutMs,
         fetch: opts.fetch,
       });

@@ -93,6 +93,8 @@ export const settings = {
   reranker: oneOf("RERANKER", ["in-process", "lambda", "http", "none"] as const, "in-process", "Where the search function sends rerank calls."),
   rerankerUrl: optStr("RERANKER_URL", "HTTP reranker base URL (our reranker service or any Cohere/TEI-compatible /rerank)."),
   rerankerToken: optStr("RERANKER_TOKEN", "Bearer token for the HTTP reranker."),
+  rerankerApi: oneOf("RERANKER_API", ["cohere", "tei"] as const, "cohere", "HTTP reranker request shape: cohere = {query, documents} (ours, Cohere v2, Infinity, Jina); tei = {query, texts} (text-embeddings-inference). Answers of either shape are read."),
+  rerankerModel: optStr("RERANKER_MODEL", "Model name sent to the HTTP reranker (Cohere requires one, e.g. rerank-v3.5)."),
   rerankerFunction: optStr("RERANKER_FUNCTION", "Lambda function name of the reranker (lambda mode)."),
   rerankerTimeoutMs: int("RERANKER_TIMEOUT_MS", 1500, "Time budget of one rerank call; past it the search answers with first-stage results.", 1),
   rerankerModelDir: optStr("RERANKER_MODEL_DIR", "Local cross-encoder folder (config.json, tokenizer.json, onnx/model.onnx)."),

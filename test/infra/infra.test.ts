@@ -410,6 +410,28 @@ describe("external reranker", () => {
   it("needs the URL", async () => {
     await expect(deploy({ DEPLOY_RERANKER: "external" })).rejects.toThrow(/DEPLOY_RERANKER_URL: required/);
   });
+
+  it("passes the request shape and model name to the search function", async () => {
+    const tei = await deploy({
+      DEPLOY_RERANKER: "external",
+      DEPLOY_RERANKER_URL: "https://tei.example.com",
+      DEPLOY_RERANKER_API: "tei",
+    });
+    expect(runtimeView(tei.rec.byId("Search")).config).toMatchObject({ rerankerApi: "tei" });
+    expect(runtimeView(tei.rec.byId("Search")).config.rerankerModel).toBeUndefined();
+    const cohere = await deploy({
+      DEPLOY_RERANKER: "external",
+      DEPLOY_RERANKER_URL: "https://api.cohere.com/v2/rerank",
+      DEPLOY_RERANKER_MODEL: "rerank-v3.5",
+    });
+    expect(runtimeView(cohere.rec.byId("Search")).config).toMatchObject({
+      rerankerApi: "cohere",
+      rerankerModel: "rerank-v3.5",
+    });
+    await expect(
+      deploy({ DEPLOY_RERANKER: "external", DEPLOY_RERANKER_URL: "https://x.example", DEPLOY_RERANKER_API: "grpc" }),
+    ).rejects.toThrow(/DEPLOY_RERANKER_API/);
+  });
 });
 
 describe("stage settings", () => {

@@ -267,6 +267,23 @@ describe("rerankerFromConfig", () => {
     expect(() => rerankerFromConfig(loadConfig({ RERANKER: "in-process" }))).toThrow(ConfigError);
   });
 
+  it("RERANKER_API and RERANKER_MODEL pick the request shape and the model sent over real HTTP", async () => {
+    const tei = rerankerFromConfig(loadConfig({ RERANKER: "http", RERANKER_URL: `${base}/tei`, RERANKER_API: "tei" }));
+    const teiAnswer = await tei.rerank(req);
+    expect(seen.at(-1)!.body).toMatchObject({ texts: ["dogs bark", "a cat purrs", "cats"], truncate: true });
+    expect(seen.at(-1)!.body.documents).toBeUndefined();
+    expect(teiAnswer.results[0].index).toBe(1);
+
+    const cohere = rerankerFromConfig(
+      loadConfig({ RERANKER: "http", RERANKER_URL: `${base}/cohere`, RERANKER_MODEL: "rerank-v3.5" }),
+    );
+    await cohere.rerank(req);
+    expect(seen.at(-1)!.body).toMatchObject({ model: "rerank-v3.5", documents: ["dogs bark", "a cat purrs", "cats"] });
+    expect(seen.at(-1)!.body.texts).toBeUndefined();
+
+    expect(() => loadConfig({ RERANKER: "http", RERANKER_URL: base, RERANKER_API: "openai" })).toThrow(/RERANKER_API/);
+  });
+
   it("noneReranker refuses calls", async () => {
     await expect(noneReranker.rerank(req)).rejects.toThrow(/disabled/);
   });
