@@ -1,7 +1,9 @@
 // Child processes of the snapshot benchmark, so each measurement starts clean: its own heap and
 // RSS, and s3rver on its own event loop instead of the one being measured.
 //   s3rver <dir> <bucket>          serve <dir> over S3 on a free loopback port; prints {"port"}; exits when stdin closes
-//   raw-s3 <json>                  plain GETs of the given keys, bodies drained and dropped; prints {bytes, ms}
+//   raw-s3 <json>                  plain GETs of the given keys, bodies drained and dropped (or, with
+//                                  keep, copied into fresh buffers); prints {bytes, ms}
+//   first-touch <bytes>            write rate into never-touched memory, then the same memory again
 //   raw-fs <json>                  plain reads of the given files; prints {bytes, ms}
 //   load <json>                    the snapshot loader, as the search function runs it; prints timings and RSS
 import { readFileSync } from "node:fs";
@@ -88,20 +90,44 @@ async function main(): Promise<void> {
     return;
   }
   if (role === "raw-s3") {
-    const job = JSON.parse(arg) as S3Target & { keys: string[] };
+    // keep: copy each body into a fresh buffer of its size (what any loader must at least do),
+    // instead of dropping the chunks.
+    const job = JSON.parse(arg) as S3Target & { keys: string[]; keep?: boolean };
     const client = s3Client(job.endpoint);
+    const kept: Uint8Array[] = [];
     const t0 = performance.now();
     const sizes = await Promise.all(
       job.keys.map(async (key) => {
         const res = await client.send(new GetObjectCommand({ Bucket: job.bucket, Key: key }));
+        const into = job.keep ? new Uint8Array(res.ContentLength ?? 0) : undefined;
+        if (into) kept.push(into);
         let n = 0;
-        for await (const chunk of res.Body as AsyncIterable<Uint8Array>) n += chunk.byteLength;
+        for await (const chunk of res.Body as AsyncIterable<Uint8Array>) {
+          into?.set(chunk, n);
+          n += chunk.byteLength;
+        }
         return n;
       }),
     );
     const ms = performance.now() - t0;
     process.stdout.write(`${JSON.stringify({ bytes: sizes.reduce((a, b) => a + b, 0), ms })}\n`);
     client.destroy();
+    return;
+  }
+  if (role === "first-touch") {
+    // Writing into memory the process has never touched: every 4 KiB page faults on first write.
+    const bytes = Number(arg);
+    const chunk = new Uint8Array(1 << 16).fill(7);
+    const fresh = new Uint8Array(bytes);
+    const t0 = performance.now();
+    for (let at = 0; at < bytes; at += chunk.byteLength)
+      fresh.set(chunk.subarray(0, Math.min(chunk.byteLength, bytes - at)), at);
+    const ms = performance.now() - t0;
+    const t1 = performance.now();
+    for (let at = 0; at < bytes; at += chunk.byteLength)
+      fresh.set(chunk.subarray(0, Math.min(chunk.byteLength, bytes - at)), at);
+    const againMs = performance.now() - t1;
+    process.stdout.write(`${JSON.stringify({ bytes, ms, againMs })}\n`);
     return;
   }
   if (role === "raw-fs") {
