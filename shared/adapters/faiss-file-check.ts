@@ -25,22 +25,23 @@ export function bytesSource(buf: Uint8Array): FileBytes {
 /** checkFaissFile on a file on disk, reading only the fields it checks (through a 64 KiB window). */
 export function checkFaissFileAt(path: string): void {
   const fd = openSync(path, "r");
-  let window = new Uint8Array(0);
+  let buf = new Uint8Array(1 << 16);
+  let window = buf.subarray(0, 0);
   let windowAt = 0;
   try {
     checkFaissFile({
       size: fstatSync(fd).size,
       read(offset, length) {
         if (offset < windowAt || offset + length > windowAt + window.length) {
-          window = new Uint8Array(Math.max(length, 1 << 16));
+          if (length > buf.length) buf = new Uint8Array(length);
           windowAt = offset;
           let got = 0;
           while (got < length) {
-            const n = readSync(fd, window, got, window.length - got, offset + got);
+            const n = readSync(fd, buf, got, buf.length - got, offset + got);
             if (n === 0) throw new ValidationError("not a readable FAISS index: the file ended early");
             got += n;
           }
-          window = window.subarray(0, got);
+          window = buf.subarray(0, got);
         }
         return window.subarray(offset - windowAt, offset - windowAt + length);
       },
@@ -52,7 +53,8 @@ export function checkFaissFileAt(path: string): void {
 
 // Counts beyond this are corrupt whatever the file size (faiss's own reader caps at 2^40).
 const MAX_COUNT = 2 ** 40;
-const METRIC_INNER_PRODUCT = 0;
+/** faiss's metric codes in index headers. */
+export const METRIC_INNER_PRODUCT = 0;
 const METRIC_L2 = 1;
 
 /** Throws ValidationError unless `file` is a FAISS index of a supported type whose lengths all add up. */

@@ -16,7 +16,7 @@ import { ValidationError } from "../core/errors.ts";
 import type { IndexBuilder } from "../core/build.ts";
 import type { SnapshotManifest, VectorIndex, VectorSearchResult } from "../core/ports.ts";
 import type { IndexSink } from "../core/snapshot-loader.ts";
-import { bytesSource, checkFaissFile, checkFaissFileAt } from "./faiss-file-check.ts";
+import { bytesSource, checkFaissFile, checkFaissFileAt, METRIC_INNER_PRODUCT } from "./faiss-file-check.ts";
 import { FLAT_HEADER_BYTES, parseFlatHeader, SimdFlatIndex, simdFlatAvailable } from "./simd-flat.ts";
 
 const require = createRequire(import.meta.url);
@@ -51,7 +51,6 @@ function faiss(): FaissModule {
   return faissModule;
 }
 
-const METRIC_INNER_PRODUCT = 0;
 /** The snapshot's index file name (shared/core/snapshot.ts INDEX_FILE). */
 const INDEX_FILE_NAME = "index.faiss";
 

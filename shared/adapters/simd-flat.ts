@@ -10,6 +10,7 @@
 // the raw float32 rows, so a snapshot's index.faiss is read (or streamed) straight into WebAssembly
 // memory, and toBuffer() writes a file faiss itself reads back.
 import { ValidationError } from "../core/errors.ts";
+import { METRIC_INNER_PRODUCT } from "./faiss-file-check.ts";
 import type { VectorSearchResult } from "../core/ports.ts";
 
 // ---------- the kernel: scan(q, rows, n, rowBytes, out) writes out[i] = <q, row_i> ----------
@@ -210,7 +211,6 @@ export function simdFlatAvailable(): boolean {
 
 /** "IxFI", d (i32), ntotal (i64), two dummies (i64), is_trained (u8), metric (i32), count (u64). */
 export const FLAT_HEADER_BYTES = 45;
-const METRIC_INNER_PRODUCT = 0;
 
 export interface FlatHeader {
   dimensions: number;
