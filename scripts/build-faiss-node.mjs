@@ -9,8 +9,9 @@
 //      (Debian libfaiss-dev 1.7.3 + OpenBLAS) with node-gyp;
 //      FAISS_NODE_BUILD=source skips the download; =prebuilt never compiles.
 // Our source build adds three methods (addTyped, searchTyped, setSearchParameter; see
-// scripts/faiss-node/patch-methods.cc). The prebuilt binary lacks them; the adapter in
-// shared/adapters/faiss-index.ts detects that and falls back.
+// scripts/faiss-node/patch-methods.cc) and a native flat scan (scanInnerProduct;
+// scripts/faiss-node/flat-scan.cc). The prebuilt binary lacks them; the adapters in
+// shared/adapters/faiss-index.ts detect that and fall back.
 import { spawnSync } from "node:child_process";
 import { availableParallelism } from "node:os";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -26,7 +27,7 @@ const stampFile = join(pkgDir, "build", "two-stage-retrieval.stamp");
 const mode = process.env.FAISS_NODE_BUILD ?? "auto";
 const quiet = process.argv.includes("--quiet");
 const log = (m) => console.log(`[faiss-node] ${m}`);
-const sourceVersion = "patch-v1";
+const sourceVersion = "patch-v2";
 
 function loads() {
   const r = spawnSync(process.execPath, ["-e", `const f=require(${JSON.stringify(pkgDir)});const i=new f.IndexFlatIP(2);i.add([1,0]);if(i.search([1,0],1).labels[0]!==0)process.exit(3)`], { encoding: "utf8" });
@@ -76,7 +77,14 @@ function buildFromSource() {
   patched = patched.replace(anchor, readFileSync(join(here, "faiss-node", "patch-methods.cc"), "utf8") + anchor);
   patched = patched.replace(/InstanceMethod\("search", &(\w+)::search\),/g,
     (m, cls) => `${m}\n      InstanceMethod("searchTyped", &${cls}::searchTyped),\n      InstanceMethod("addTyped", &${cls}::addTyped),\n      InstanceMethod("setSearchParameter", &${cls}::setSearchParameter),`);
+  const initAnchor = "  IndexFlatIP::Init(env, exports);";
+  if (!patched.includes(initAnchor)) throw new Error("faiss-node source layout changed: Init anchor not found");
+  patched = patched.replace(initAnchor, `${initAnchor}\n  RegisterFlatScan(env, exports);`);
+  patched = patched.replace("Napi::Object Init(Napi::Env env, Napi::Object exports)\n{",
+    "void RegisterFlatScan(Napi::Env env, Napi::Object exports); // scripts/faiss-node/flat-scan.cc\n\nNapi::Object Init(Napi::Env env, Napi::Object exports)\n{");
+  if (!patched.includes("void RegisterFlatScan")) throw new Error("faiss-node source layout changed: Init signature not found");
   writeFileSync(join(pkgDir, "src", "faiss-patched.cc"), patched);
+  copyFileSync(join(here, "faiss-node", "flat-scan.cc"), join(pkgDir, "src", "flat-scan.cc"));
   copyFileSync(join(here, "faiss-node", "compat.h"), join(pkgDir, "src", "compat.h"));
   copyFileSync(join(here, "faiss-node", "binding.gyp"), join(pkgDir, "binding.gyp"));
   const candidates = [

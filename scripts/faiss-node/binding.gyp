@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "faiss-node",
-      "sources": ["src/faiss-patched.cc"],
+      "sources": ["src/faiss-patched.cc", "src/flat-scan.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=6", "NAPI_CPP_EXCEPTIONS", "NAPI_CPP_EXCEPTIONS_MAXIMAL"],
       "cflags!": ["-fno-exceptions"],

@@ -17,7 +17,7 @@ import type { IndexBuilder } from "../core/build.ts";
 import type { SnapshotManifest, VectorIndex, VectorSearchResult } from "../core/ports.ts";
 import type { IndexSink } from "../core/snapshot-loader.ts";
 import { bytesSource, checkFaissFile, checkFaissFileAt, METRIC_INNER_PRODUCT } from "./faiss-file-check.ts";
-import { FLAT_HEADER_BYTES, parseFlatHeader, SimdFlatIndex, simdFlatAvailable } from "./simd-flat.ts";
+import { FLAT_HEADER_BYTES, type NativeScan, parseFlatHeader, SimdFlatIndex, simdFlatAvailable } from "./simd-flat.ts";
 
 const require = createRequire(import.meta.url);
 
@@ -43,6 +43,9 @@ interface FaissModule {
     read(fname: string): NativeIndex;
   };
   IndexFlatIP: new (d: number) => NativeIndex;
+  /** Our build only (scripts/faiss-node/flat-scan.cc). */
+  scanInnerProduct?: NativeScan;
+  scanInnerProductKernel?: string;
 }
 
 let faissModule: FaissModule | undefined;
@@ -107,15 +110,38 @@ export interface FaissIndexOptions {
   params?: FaissIndexParams;
   /** Use faiss-node's upstream number[] methods even when our typed ones exist (tests, comparisons). */
   upstreamOnly?: boolean;
-  /** Who scans a "flat" index: our WebAssembly SIMD kernel (default when available) or faiss. */
+  /** Who scans a "flat" index (default "simd"). */
   flatKernel?: FlatKernel;
 }
 
-/** "simd": shared/adapters/simd-flat.ts (faiss's flat kernel is scalar in the build we link); "faiss": faiss-node. */
-export type FlatKernel = "simd" | "faiss";
+/**
+ * Who scans a "flat" index (faiss's own flat kernel is scalar in the build we link):
+ * - "simd": shared/adapters/simd-flat.ts with the native AVX2/FMA scan of our faiss-node build,
+ *   or its WebAssembly SIMD kernel where that build is absent (the prebuilt binary);
+ * - "wasm": the WebAssembly kernel even when the native scan exists (comparisons, tests);
+ * - "faiss": faiss-node's IndexFlatIP.
+ */
+export type FlatKernel = "simd" | "wasm" | "faiss";
 
 function useSimd(kernel: FlatKernel | undefined, upstreamOnly: boolean | undefined): boolean {
   return kernel !== "faiss" && !upstreamOnly && simdFlatAvailable();
+}
+
+let nativeScanFn: NativeScan | null | undefined;
+/** The native flat scan of our faiss-node build, or null (prebuilt binary, or faiss-node absent). */
+export function nativeFlatScan(): NativeScan | null {
+  if (nativeScanFn === undefined) {
+    try {
+      nativeScanFn = faiss().scanInnerProduct ?? null;
+    } catch {
+      nativeScanFn = null; // the WebAssembly kernel needs no addon
+    }
+  }
+  return nativeScanFn;
+}
+
+function newFlatIndex(d: number, capacity: number, kernel: FlatKernel | undefined): SimdFlatIndex {
+  return new SimdFlatIndex(d, capacity, (kernel !== "wasm" && nativeFlatScan()) || undefined);
 }
 
 export interface FaissVectorIndex extends VectorIndex {
@@ -332,7 +358,7 @@ export async function buildFaissIndex(
   let type = chooseIndexType(hint, opts.type, d);
   let p = plan(type, d, Math.max(hint, 1), params);
   if (type === "flat" && useSimd(opts.flatKernel, opts.upstreamOnly)) {
-    const flat = new SimdFlatIndex(d, hint);
+    const flat = newFlatIndex(d, hint, opts.flatKernel);
     for await (const batch of batches) flat.add(batch);
     return new SimdFlat(flat);
   }
@@ -442,7 +468,7 @@ export function faissIndexFromBuffer(buf: Uint8Array, opts: FaissLoadOptions = {
     const expected = FLAT_HEADER_BYTES + header.count * header.dimensions * 4;
     if (buf.byteLength !== expected)
       throw new ValidationError(`flat index file has ${buf.byteLength} bytes, expected ${expected}`);
-    const flat = new SimdFlatIndex(header.dimensions, header.count);
+    const flat = newFlatIndex(header.dimensions, header.count, opts.flatKernel);
     flat.fileView(header).set(buf);
     return new SimdFlat(flat);
   }
@@ -465,7 +491,7 @@ export function faissIndexFromBuffer(buf: Uint8Array, opts: FaissLoadOptions = {
 }
 
 /** Reads a flat IP index file straight into WebAssembly memory; null when the file is another type. */
-function simdFlatFromFile(file: string): SimdFlat | null {
+function simdFlatFromFile(file: string, kernel: FlatKernel | undefined): SimdFlat | null {
   const fd = openSync(file, "r");
   try {
     const head = new Uint8Array(FLAT_HEADER_BYTES);
@@ -475,7 +501,7 @@ function simdFlatFromFile(file: string): SimdFlat | null {
     const expected = FLAT_HEADER_BYTES + header.count * header.dimensions * 4;
     const size = fstatSync(fd).size;
     if (size !== expected) throw new ValidationError(`flat index file has ${size} bytes, expected ${expected}`);
-    const flat = new SimdFlatIndex(header.dimensions, header.count);
+    const flat = newFlatIndex(header.dimensions, header.count, kernel);
     const view = flat.fileView(header);
     for (let at = 0; at < view.byteLength; ) {
       const got = readSync(fd, view, at, view.byteLength - at, at);
@@ -491,7 +517,7 @@ function simdFlatFromFile(file: string): SimdFlat | null {
 /** Reads an index from a file (the loader's spool file): no JS copy of the bytes at all. */
 export function faissIndexFromFile(file: string, opts: FaissLoadOptions = {}): FaissVectorIndex {
   if (useSimd(opts.flatKernel, opts.upstreamOnly)) {
-    const flat = simdFlatFromFile(file);
+    const flat = simdFlatFromFile(file, opts.flatKernel);
     if (flat) return flat;
   }
   checkFaissFileAt(file);
@@ -544,7 +570,7 @@ export function createFaissIndexSinkFactory(
   const toFile = tempFileSink(opts);
   return async (manifest) => {
     if (manifest.index_type !== "flat" || !useSimd(opts.flatKernel, false)) return toFile(manifest);
-    return simdFlatSink(manifest, () => toFile(manifest));
+    return simdFlatSink(manifest, opts.flatKernel, () => toFile(manifest));
   };
 }
 
@@ -553,12 +579,16 @@ export function createFaissIndexSinkFactory(
  * from the manifest up front, so downloaded parts can land in place (target()); the header is
  * checked when it arrives, and a file that is not a flat IP index goes to `fallback` instead.
  */
-function simdFlatSink(manifest: SnapshotManifest, fallback: () => Promise<IndexSink>): IndexSink {
+function simdFlatSink(
+  manifest: SnapshotManifest,
+  kernel: FlatKernel | undefined,
+  fallback: () => Promise<IndexSink>,
+): IndexSink {
   const d = manifest.embedder.dimensions;
   const fileBytes = manifest.files[INDEX_FILE_NAME]?.bytes ?? 0;
   const rows = (fileBytes - FLAT_HEADER_BYTES) / (4 * d);
   // Sized from the manifest; when it cannot describe a flat file, decide from the header alone.
-  let flat: SimdFlatIndex | undefined = Number.isInteger(rows) && rows >= 0 ? new SimdFlatIndex(d, rows) : undefined;
+  let flat: SimdFlatIndex | undefined = Number.isInteger(rows) && rows >= 0 ? newFlatIndex(d, rows, kernel) : undefined;
   let view = flat?.fileView({ dimensions: d, count: rows });
   let checked = false;
   const head = new Uint8Array(FLAT_HEADER_BYTES);
@@ -590,7 +620,7 @@ function simdFlatSink(manifest: SnapshotManifest, fallback: () => Promise<IndexS
           return;
         }
         if (!view) {
-          flat = new SimdFlatIndex(d, header.count);
+          flat = newFlatIndex(d, header.count, kernel);
           view = flat.fileView(header);
           view.set(head.subarray(0, received));
         }

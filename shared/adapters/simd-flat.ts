@@ -252,23 +252,39 @@ const MAX_MEMORY = 65536 * PAGE; // wasm32: 4 GiB
 const align64 = (n: number) => Math.ceil(n / 64) * 64;
 
 /**
+ * The same scan compiled natively (scripts/faiss-node/flat-scan.cc, in our faiss-node build):
+ * offsets in bytes into `memory`, out[i] = <q, row_i> for i < n.
+ */
+export type NativeScan = (memory: ArrayBuffer, q: number, rows: number, n: number, d: number, out: number) => void;
+
+/**
  * An exact inner-product index whose rows live in WebAssembly memory laid out like a faiss
  * IndexFlatIP file. Fill it with add() (building) or through fileView() (loading), then search().
+ * The scan is the WebAssembly kernel, or `nativeScan` over the same memory when given.
  */
 export class SimdFlatIndex {
   readonly dimensions: number;
+  /** Which kernel scans: "wasm" or "native". */
+  readonly kernel: "wasm" | "native";
   private n = 0;
   private memory: WebAssembly.Memory;
   private scan: (q: number, rows: number, n: number, rowBytes: number, out: number) => void;
 
-  constructor(dimensions: number, capacity: number) {
+  constructor(dimensions: number, capacity: number, nativeScan?: NativeScan) {
     const module = kernel();
     if (!module) throw new Error("WebAssembly SIMD is not available");
     if (!Number.isInteger(dimensions) || dimensions <= 0)
       throw new ValidationError(`dimensions must be a positive integer, got ${dimensions}`);
     this.dimensions = dimensions;
     this.memory = new WebAssembly.Memory({ initial: Math.max(1, Math.ceil(this.bytesFor(capacity) / PAGE)) });
-    this.scan = new WebAssembly.Instance(module, { env: { mem: this.memory } }).exports.scan as typeof this.scan;
+    if (nativeScan) {
+      this.kernel = "native";
+      // memory.buffer is replaced when memory grows: read it at each call.
+      this.scan = (q, rows, n, rowBytes, out) => nativeScan(this.memory.buffer, q, rows, n, rowBytes / 4, out);
+    } else {
+      this.kernel = "wasm";
+      this.scan = new WebAssembly.Instance(module, { env: { mem: this.memory } }).exports.scan as typeof this.scan;
+    }
   }
 
   get count(): number {
@@ -353,42 +369,44 @@ export class SimdFlatIndex {
   }
 }
 
-/** Best k of `scores` (k ≤ length), descending; a size-k min-heap, so O(n log k). */
+/**
+ * Best k of `scores` (k ≤ length), descending: a size-k min-heap whose floor lives in a local, so
+ * the common case (a score below the floor) is one comparison per row. O(n log k).
+ */
 function topK(scores: Float32Array, k: number): VectorSearchResult {
   const hs = new Float32Array(k);
   const hi = new Int32Array(k);
-  let size = 0;
   const siftDown = (pos: number) => {
     for (;;) {
       const l = 2 * pos + 1;
-      if (l >= size) return;
+      if (l >= k) return;
       const r = l + 1;
-      const m = r < size && hs[r] < hs[l] ? r : l;
+      const m = r < k && hs[r] < hs[l] ? r : l;
       if (hs[m] >= hs[pos]) return;
-      [hs[m], hs[pos]] = [hs[pos], hs[m]];
-      [hi[m], hi[pos]] = [hi[pos], hi[m]];
+      const s = hs[m];
+      hs[m] = hs[pos];
+      hs[pos] = s;
+      const t = hi[m];
+      hi[m] = hi[pos];
+      hi[pos] = t;
       pos = m;
     }
   };
-  for (let i = 0; i < scores.length; i++) {
+  for (let i = 0; i < k; i++) {
+    hs[i] = scores[i];
+    hi[i] = i;
+  }
+  for (let p = (k >> 1) - 1; p >= 0; p--) siftDown(p);
+  let floor = hs[0];
+  for (let i = k; i < scores.length; i++) {
     const s = scores[i];
-    if (size < k) {
-      let pos = size++;
-      hs[pos] = s;
-      hi[pos] = i;
-      while (pos > 0) {
-        const p = (pos - 1) >> 1;
-        if (hs[p] <= hs[pos]) break;
-        [hs[p], hs[pos]] = [hs[pos], hs[p]];
-        [hi[p], hi[pos]] = [hi[pos], hi[p]];
-        pos = p;
-      }
-    } else if (s > hs[0]) {
+    if (s > floor) {
       hs[0] = s;
       hi[0] = i;
       siftDown(0);
+      floor = hs[0];
     }
   }
-  const order = Array.from({ length: size }, (_, i) => i).sort((a, b) => hs[b] - hs[a] || hi[a] - hi[b]);
+  const order = Array.from({ length: k }, (_, i) => i).sort((a, b) => hs[b] - hs[a] || hi[a] - hi[b]);
   return { ordinals: order.map((i) => hi[i]), scores: order.map((i) => hs[i]) };
 }

@@ -7,9 +7,12 @@ import {
   buildFaissIndex,
   createFaissIndexSinkFactory,
   faissIndexFromBuffer,
+  hasTypedFaiss,
+  nativeFlatScan,
 } from "../../shared/adapters/faiss-index.ts";
 import {
   FLAT_HEADER_BYTES,
+  type NativeScan,
   parseFlatHeader,
   SimdFlatIndex,
   simdFlatAvailable,
@@ -27,16 +30,29 @@ function brute(base: Float32Array, d: number, q: Float32Array): number[] {
   return s;
 }
 
-describe("WebAssembly SIMD flat index", () => {
+// Our source build of faiss-node (scripts/build-faiss-node.mjs) carries the native scan; the
+// prebuilt binary (machines with internet) does not, and then only the WebAssembly kernel runs.
+const native = nativeFlatScan();
+const kernels: [string, NativeScan | undefined][] = [["wasm", undefined]];
+if (native) kernels.push(["native", native]);
+else console.warn("[simd-flat.test] this faiss-node build has no scanInnerProduct: native scan tests skipped");
+
+describe("SIMD flat index", () => {
   it("is available in this runtime", () => {
     expect(simdFlatAvailable()).toBe(true);
   });
 
-  it("computes exact inner products for every dimension (SIMD blocks, 4-float steps, scalar tail)", () => {
-    for (const d of [1, 3, 4, 15, 16, 17, 63, 64, 65, 100, 384]) {
+  it("has the native scan wherever faiss-node is our source build", () => {
+    // Both come from the same patch; one without the other means the build script broke.
+    expect(native !== null).toBe(hasTypedFaiss());
+  });
+
+  it.each(kernels)("%s kernel: exact inner products for every dimension (SIMD blocks and tails)", (name, scan) => {
+    for (const d of [1, 3, 4, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 384]) {
       const n = 300;
       const base = randomUnitVectors(n, d, d);
-      const flat = new SimdFlatIndex(d, 10); // capacity below n: add() must grow memory
+      const flat = new SimdFlatIndex(d, 10, scan); // capacity below n: add() must grow memory
+      expect(flat.kernel).toBe(name);
       flat.add(base.subarray(0, 100 * d));
       flat.add(base.subarray(100 * d));
       expect(flat.count).toBe(n);
@@ -51,10 +67,10 @@ describe("WebAssembly SIMD flat index", () => {
     }
   });
 
-  it("top-k matches a full sort for any k (property)", () => {
+  it.each(kernels)("%s kernel: top-k matches a full sort for any k (property)", (_name, scan) => {
     const d = 8;
     const base = randomUnitVectors(200, d, 7);
-    const flat = new SimdFlatIndex(d, 200);
+    const flat = new SimdFlatIndex(d, 200, scan);
     flat.add(base);
     fc.assert(
       fc.property(fc.integer({ min: -2, max: 250 }), fc.integer({ min: 0, max: 10_000 }), (k, seed) => {
@@ -68,6 +84,39 @@ describe("WebAssembly SIMD flat index", () => {
       }),
       { numRuns: 40 },
     );
+  });
+
+  it.skipIf(!native)("native and WebAssembly kernels rank a clustered index the same", async () => {
+    const d = 384;
+    const base = clusteredVectors({ n: 3000, d, seed: 5, clusters: 20 });
+    const a = await buildFaissIndex({ dimensions: d, type: "flat", count: 3000 }, [base]);
+    const b = await buildFaissIndex({ dimensions: d, type: "flat", count: 3000, flatKernel: "wasm" }, [base]);
+    expect((a as unknown as { flat: SimdFlatIndex }).flat.kernel).toBe("native");
+    expect((b as unknown as { flat: SimdFlatIndex }).flat.kernel).toBe("wasm");
+    for (const i of [0, 17, 1234, 2999]) {
+      const q = row(base, d, i);
+      const x = a.search(q, 50);
+      const y = b.search(q, 50);
+      expect(x.ordinals[0]).toBe(i);
+      for (let r = 0; r < 50; r++) expect(x.scores[r]).toBeCloseTo(y.scores[r], 5);
+    }
+  });
+
+  it.skipIf(!native)("native scan refuses ranges outside its buffer, misaligned offsets and bad arguments", () => {
+    const scan = native as NativeScan;
+    const mem = new ArrayBuffer(1024);
+    const f = new Float32Array(mem);
+    f.fill(1);
+    scan(mem, 0, 64, 4, 8, 512); // in bounds: 4 rows of 8 floats from byte 64
+    expect(Array.from(f.subarray(128, 132))).toEqual([8, 8, 8, 8]);
+    expect(() => scan(mem, 0, 64, 100, 8, 512)).toThrow(/outside the buffer/); // rows past the end
+    expect(() => scan(mem, 1020, 64, 1, 8, 512)).toThrow(/outside the buffer/); // query past the end
+    expect(() => scan(mem, 0, 64, 4, 8, 1016)).toThrow(/outside the buffer/); // scores past the end
+    expect(() => scan(mem, 2, 64, 4, 8, 512)).toThrow(/multiples of 4/);
+    expect(() => scan(mem, -4, 64, 4, 8, 512)).toThrow(/multiples of 4/);
+    expect(() => scan(mem, 0, 64, 4, 0, 512)).toThrow(/out of range/);
+    expect(() => scan(mem, 0, 64, 1.5, 8, 512)).toThrow(/out of range/);
+    expect(() => (scan as unknown as (...a: unknown[]) => void)(f, 0, 64, 4, 8, 512)).toThrow(/ArrayBuffer/);
   });
 
   it("writes faiss's own IndexFlatIP bytes, and faiss reads them back", async () => {
