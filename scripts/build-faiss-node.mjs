@@ -27,7 +27,7 @@ const stampFile = join(pkgDir, "build", "two-stage-retrieval.stamp");
 const mode = process.env.FAISS_NODE_BUILD ?? "auto";
 const quiet = process.argv.includes("--quiet");
 const log = (m) => console.log(`[faiss-node] ${m}`);
-const sourceVersion = "patch-v2";
+const sourceVersion = "patch-v3";
 
 function loads() {
   const r = spawnSync(process.execPath, ["-e", `const f=require(${JSON.stringify(pkgDir)});const i=new f.IndexFlatIP(2);i.add([1,0]);if(i.search([1,0],1).labels[0]!==0)process.exit(3)`], { encoding: "utf8" });

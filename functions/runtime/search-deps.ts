@@ -3,7 +3,11 @@
 // search app. Built once per warm instance (a memoised promise, dropped on failure so the next
 // request retries instead of replaying the error forever).
 import type { OpenAPIHono } from "@hono/zod-openapi";
-import { createFaissIndexSinkFactory, decodeFaissSnapshotIndex } from "../../shared/adapters/faiss-index.ts";
+import {
+  allocateSnapshotBytes,
+  createFaissIndexSinkFactory,
+  decodeFaissSnapshotIndex,
+} from "../../shared/adapters/faiss-index.ts";
 import { createEmbedder } from "../../shared/adapters/embedders.ts";
 import { createLocalReranker } from "../../shared/adapters/local-reranker.ts";
 import {
@@ -65,8 +69,9 @@ export function createSearchService(cfg: Config, overrides: SearchServiceOverrid
     indexPrefix: cfg.indexPrefix,
     refreshS: cfg.indexRefreshS,
     decodeIndex: decodeFaissSnapshotIndex,
-    // index.faiss streams into a temp file faiss reads directly: peak memory ≈ the index itself.
+    // index.faiss streams into the flat index's memory (or a temp file faiss reads): peak ≈ the index.
     openIndexSink: createFaissIndexSinkFactory(),
+    allocate: allocateSnapshotBytes,
     log: (level, msg, data) => logger[level](msg, { ...data }),
   });
   const reranker =

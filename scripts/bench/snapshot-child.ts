@@ -11,6 +11,7 @@ import { readFile } from "node:fs/promises";
 import { GetObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import S3rver from "s3rver";
 import {
+  allocateSnapshotBytes,
   createFaissIndexSinkFactory,
   decodeFaissSnapshotIndex,
   hasTypedFaiss,
@@ -32,6 +33,8 @@ export interface LoadJob {
   streaming: boolean;
   partBytes?: number;
   concurrency?: number;
+  /** Ask for huge pages for the index and passage memory (default true, as the search function does). */
+  hugePages?: boolean;
 }
 
 export interface LoadResult {
@@ -150,7 +153,8 @@ async function main(): Promise<void> {
       indexPrefix: job.indexPrefix,
       refreshS: 3600,
       decodeIndex: decodeFaissSnapshotIndex,
-      openIndexSink: job.streaming ? createFaissIndexSinkFactory() : undefined,
+      openIndexSink: job.streaming ? createFaissIndexSinkFactory({ hugePages: job.hugePages !== false }) : undefined,
+      allocate: job.hugePages === false ? undefined : allocateSnapshotBytes,
       partBytes: job.partBytes,
       concurrency: job.concurrency,
     });

@@ -17,7 +17,14 @@ import type { IndexBuilder } from "../core/build.ts";
 import type { SnapshotManifest, VectorIndex, VectorSearchResult } from "../core/ports.ts";
 import type { IndexSink } from "../core/snapshot-loader.ts";
 import { bytesSource, checkFaissFile, checkFaissFileAt, METRIC_INNER_PRODUCT } from "./faiss-file-check.ts";
-import { FLAT_HEADER_BYTES, type NativeScan, parseFlatHeader, SimdFlatIndex, simdFlatAvailable } from "./simd-flat.ts";
+import {
+  FLAT_HEADER_BYTES,
+  type NativeFlat,
+  type NativeScan,
+  parseFlatHeader,
+  SimdFlatIndex,
+  simdFlatAvailable,
+} from "./simd-flat.ts";
 
 const require = createRequire(import.meta.url);
 
@@ -46,6 +53,7 @@ interface FaissModule {
   /** Our build only (scripts/faiss-node/flat-scan.cc). */
   scanInnerProduct?: NativeScan;
   scanInnerProductKernel?: string;
+  adviseHugePages?: (memory: ArrayBuffer) => boolean;
 }
 
 let faissModule: FaissModule | undefined;
@@ -127,21 +135,34 @@ function useSimd(kernel: FlatKernel | undefined, upstreamOnly: boolean | undefin
   return kernel !== "faiss" && !upstreamOnly && simdFlatAvailable();
 }
 
-let nativeScanFn: NativeScan | null | undefined;
+let nativeFlatOps: NativeFlat | null | undefined;
 /** The native flat scan of our faiss-node build, or null (prebuilt binary, or faiss-node absent). */
-export function nativeFlatScan(): NativeScan | null {
-  if (nativeScanFn === undefined) {
+export function nativeFlat(): NativeFlat | null {
+  if (nativeFlatOps === undefined) {
     try {
-      nativeScanFn = faiss().scanInnerProduct ?? null;
+      const m = faiss();
+      nativeFlatOps = m.scanInnerProduct ? { scan: m.scanInnerProduct, adviseHugePages: m.adviseHugePages } : null;
     } catch {
-      nativeScanFn = null; // the WebAssembly kernel needs no addon
+      nativeFlatOps = null; // the WebAssembly kernel needs no addon
     }
   }
-  return nativeScanFn;
+  return nativeFlatOps;
 }
 
-function newFlatIndex(d: number, capacity: number, kernel: FlatKernel | undefined): SimdFlatIndex {
-  return new SimdFlatIndex(d, capacity, (kernel !== "wasm" && nativeFlatScan()) || undefined);
+/**
+ * Zeroed memory for a snapshot file the loader holds (the passage store): backed by transparent
+ * huge pages where our faiss-node build can ask for them (loader option `allocate`).
+ */
+export function allocateSnapshotBytes(bytes: number): Uint8Array {
+  const buf = new ArrayBuffer(bytes); // calloc'd: untouched until the download writes it
+  nativeFlat()?.adviseHugePages?.(buf);
+  return new Uint8Array(buf);
+}
+
+function newFlatIndex(d: number, capacity: number, kernel: FlatKernel | undefined, hugePages = true): SimdFlatIndex {
+  const native = kernel !== "wasm" ? nativeFlat() : null;
+  if (!native) return new SimdFlatIndex(d, capacity);
+  return new SimdFlatIndex(d, capacity, hugePages ? native : { scan: native.scan });
 }
 
 export interface FaissVectorIndex extends VectorIndex {
@@ -565,12 +586,18 @@ export function decodeFaissSnapshotIndex(bytes: Uint8Array, manifest: SnapshotMa
  * whose ephemeral storage must exceed the largest index).
  */
 export function createFaissIndexSinkFactory(
-  opts: { tmpDir?: string; flatKernel?: FlatKernel } = {},
+  opts: {
+    tmpDir?: string;
+    flatKernel?: FlatKernel;
+    /** Ask for huge pages for the flat index (default true; benchmarks compare without). */
+    hugePages?: boolean;
+  } = {},
 ): (manifest: SnapshotManifest) => Promise<IndexSink> {
   const toFile = tempFileSink(opts);
+  const newFlat = (d: number, rows: number) => newFlatIndex(d, rows, opts.flatKernel, opts.hugePages ?? true);
   return async (manifest) => {
     if (manifest.index_type !== "flat" || !useSimd(opts.flatKernel, false)) return toFile(manifest);
-    return simdFlatSink(manifest, opts.flatKernel, () => toFile(manifest));
+    return simdFlatSink(manifest, newFlat, () => toFile(manifest));
   };
 }
 
@@ -581,14 +608,14 @@ export function createFaissIndexSinkFactory(
  */
 function simdFlatSink(
   manifest: SnapshotManifest,
-  kernel: FlatKernel | undefined,
+  newFlat: (d: number, rows: number) => SimdFlatIndex,
   fallback: () => Promise<IndexSink>,
 ): IndexSink {
   const d = manifest.embedder.dimensions;
   const fileBytes = manifest.files[INDEX_FILE_NAME]?.bytes ?? 0;
   const rows = (fileBytes - FLAT_HEADER_BYTES) / (4 * d);
   // Sized from the manifest; when it cannot describe a flat file, decide from the header alone.
-  let flat: SimdFlatIndex | undefined = Number.isInteger(rows) && rows >= 0 ? newFlatIndex(d, rows, kernel) : undefined;
+  let flat: SimdFlatIndex | undefined = Number.isInteger(rows) && rows >= 0 ? newFlat(d, rows) : undefined;
   let view = flat?.fileView({ dimensions: d, count: rows });
   let checked = false;
   const head = new Uint8Array(FLAT_HEADER_BYTES);
@@ -620,7 +647,7 @@ function simdFlatSink(
           return;
         }
         if (!view) {
-          flat = newFlatIndex(d, header.count, kernel);
+          flat = newFlat(d, header.count);
           view = flat.fileView(header);
           view.set(head.subarray(0, received));
         }

@@ -257,10 +257,17 @@ const align64 = (n: number) => Math.ceil(n / 64) * 64;
  */
 export type NativeScan = (memory: ArrayBuffer, q: number, rows: number, n: number, d: number, out: number) => void;
 
+/** What our faiss-node build adds for the flat index (scripts/faiss-node/flat-scan.cc). */
+export interface NativeFlat {
+  scan: NativeScan;
+  /** madvise(MADV_HUGEPAGE) over the buffer: fewer first-touch faults while a snapshot streams in. */
+  adviseHugePages?: (memory: ArrayBuffer) => boolean;
+}
+
 /**
  * An exact inner-product index whose rows live in WebAssembly memory laid out like a faiss
  * IndexFlatIP file. Fill it with add() (building) or through fileView() (loading), then search().
- * The scan is the WebAssembly kernel, or `nativeScan` over the same memory when given.
+ * The scan is the WebAssembly kernel, or the native one over the same memory when given.
  */
 export class SimdFlatIndex {
   readonly dimensions: number;
@@ -269,18 +276,22 @@ export class SimdFlatIndex {
   private n = 0;
   private memory: WebAssembly.Memory;
   private scan: (q: number, rows: number, n: number, rowBytes: number, out: number) => void;
+  private readonly adviseHugePages?: (memory: ArrayBuffer) => boolean;
 
-  constructor(dimensions: number, capacity: number, nativeScan?: NativeScan) {
+  constructor(dimensions: number, capacity: number, native?: NativeFlat) {
     const module = kernel();
     if (!module) throw new Error("WebAssembly SIMD is not available");
     if (!Number.isInteger(dimensions) || dimensions <= 0)
       throw new ValidationError(`dimensions must be a positive integer, got ${dimensions}`);
     this.dimensions = dimensions;
     this.memory = new WebAssembly.Memory({ initial: Math.max(1, Math.ceil(this.bytesFor(capacity) / PAGE)) });
-    if (nativeScan) {
+    if (native) {
+      const scan = native.scan;
       this.kernel = "native";
       // memory.buffer is replaced when memory grows: read it at each call.
-      this.scan = (q, rows, n, rowBytes, out) => nativeScan(this.memory.buffer, q, rows, n, rowBytes / 4, out);
+      this.scan = (q, rows, n, rowBytes, out) => scan(this.memory.buffer, q, rows, n, rowBytes / 4, out);
+      this.adviseHugePages = native.adviseHugePages;
+      this.adviseHugePages?.(this.memory.buffer);
     } else {
       this.kernel = "wasm";
       this.scan = new WebAssembly.Instance(module, { env: { mem: this.memory } }).exports.scan as typeof this.scan;
@@ -306,6 +317,7 @@ export class SimdFlatIndex {
       // Grow geometrically so a stream longer than its count hint does not regrow per batch.
       const target = Math.min(MAX_MEMORY, Math.max(need, Math.floor(have * 1.5)));
       this.memory.grow(Math.ceil((target - have) / PAGE));
+      this.adviseHugePages?.(this.memory.buffer);
     }
   }
 

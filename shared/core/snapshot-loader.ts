@@ -51,6 +51,11 @@ export interface SnapshotFetchOptions {
   /** Ranged GETs in flight per snapshot load (default 4). */
   concurrency?: number;
   signal?: AbortSignal;
+  /**
+   * Zeroed memory for a file held in memory (default `new Uint8Array`). The faiss adapter's
+   * allocateSnapshotBytes asks for huge pages: first-touch faults dominate a load on microVMs.
+   */
+  allocate?: (bytes: number) => Uint8Array;
 }
 
 export interface SnapshotLoaderOptions extends SnapshotFetchOptions {
@@ -207,7 +212,7 @@ export async function loadSnapshot(
   const fetchToMemory = async (name: string): Promise<Uint8Array> => {
     const entry = manifest.files[name];
     // One extra byte for the last part's "is the object longer?" probe; parts land in place.
-    const whole = new Uint8Array(entry.bytes + 1);
+    const whole = opts.allocate ? opts.allocate(entry.bytes + 1) : new Uint8Array(entry.bytes + 1);
     let small: Uint8Array | undefined;
     await fetchVerified(
       store,
@@ -340,6 +345,7 @@ export function createSnapshotLoader(opts: SnapshotLoaderOptions): SnapshotLoade
         openIndexSink: opts.openIndexSink,
         partBytes: opts.partBytes,
         concurrency: opts.concurrency,
+        allocate: opts.allocate,
         signal,
         now,
       });

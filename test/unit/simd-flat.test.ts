@@ -1,5 +1,6 @@
 // The WebAssembly SIMD flat scan: exact against brute force for any dimension (SIMD blocks and
 // scalar tail), byte-compatible with faiss's IndexFlatIP files, and loadable from streamed chunks.
+import { existsSync } from "node:fs";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { clusteredVectors, randomUnitVectors, row } from "../../scripts/bench/vectors.ts";
@@ -8,10 +9,11 @@ import {
   createFaissIndexSinkFactory,
   faissIndexFromBuffer,
   hasTypedFaiss,
-  nativeFlatScan,
+  nativeFlat,
 } from "../../shared/adapters/faiss-index.ts";
 import {
   FLAT_HEADER_BYTES,
+  type NativeFlat,
   type NativeScan,
   parseFlatHeader,
   SimdFlatIndex,
@@ -32,9 +34,10 @@ function brute(base: Float32Array, d: number, q: Float32Array): number[] {
 
 // Our source build of faiss-node (scripts/build-faiss-node.mjs) carries the native scan; the
 // prebuilt binary (machines with internet) does not, and then only the WebAssembly kernel runs.
-const native = nativeFlatScan();
-const kernels: [string, NativeScan | undefined][] = [["wasm", undefined]];
-if (native) kernels.push(["native", native]);
+const nativeOps = nativeFlat();
+const native = nativeOps?.scan ?? null;
+const kernels: [string, NativeFlat | undefined][] = [["wasm", undefined]];
+if (nativeOps) kernels.push(["native", nativeOps]);
 else console.warn("[simd-flat.test] this faiss-node build has no scanInnerProduct: native scan tests skipped");
 
 describe("SIMD flat index", () => {
@@ -117,6 +120,23 @@ describe("SIMD flat index", () => {
     expect(() => scan(mem, 0, 64, 4, 0, 512)).toThrow(/out of range/);
     expect(() => scan(mem, 0, 64, 1.5, 8, 512)).toThrow(/out of range/);
     expect(() => (scan as unknown as (...a: unknown[]) => void)(f, 0, 64, 4, 8, 512)).toThrow(/ArrayBuffer/);
+  });
+
+  it.skipIf(!nativeOps?.adviseHugePages)("huge-page advice is a hint that leaves the data intact", () => {
+    const advise = nativeOps?.adviseHugePages as (m: ArrayBuffer) => boolean;
+    expect(advise(new ArrayBuffer(4096))).toBe(false); // no whole 2 MiB page inside
+    const big = new ArrayBuffer(8 << 20);
+    new Uint8Array(big).fill(3);
+    const thp = existsSync("/sys/kernel/mm/transparent_hugepage/enabled");
+    expect(advise(big)).toBe(thp);
+    expect(new Uint8Array(big).every((b) => b === 3)).toBe(true);
+    expect(() => (advise as unknown as (x: unknown) => boolean)(new Uint8Array(8))).toThrow(/ArrayBuffer/);
+    // An index that grows after the advice (the loader's case) still scans exactly.
+    const d = 384;
+    const flat = new SimdFlatIndex(d, 10, nativeOps as NativeFlat);
+    const base = randomUnitVectors(20_000, d, 4);
+    flat.add(base);
+    expect(flat.search(row(base, d, 19_999), 1).ordinals).toEqual([19_999]);
   });
 
   it("writes faiss's own IndexFlatIP bytes, and faiss reads them back", async () => {

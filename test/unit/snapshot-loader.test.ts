@@ -4,7 +4,11 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { createFaissIndexSinkFactory, decodeFaissSnapshotIndex } from "../../shared/adapters/faiss-index.ts";
+import {
+  allocateSnapshotBytes,
+  createFaissIndexSinkFactory,
+  decodeFaissSnapshotIndex,
+} from "../../shared/adapters/faiss-index.ts";
 import { createFsStore } from "../../shared/adapters/fs-store.ts";
 import { IndexNotReadyError, StoreUnavailableError } from "../../shared/core/errors.ts";
 import type { ObjectStore } from "../../shared/core/ports.ts";
@@ -217,6 +221,29 @@ describe("snapshot loader", () => {
     } finally {
       rmSync(tmp, { recursive: true, force: true });
     }
+  });
+
+  it("puts files it keeps in memory where `allocate` says (huge-page memory in the search function)", async () => {
+    const { built } = await publishCorpus(base, "index/", makeCorpus({ n: 300, d, seed: 4, label: "a" }));
+    const sizes: number[] = [];
+    const loader = loaderOf(
+      options(base, {
+        partBytes: 4096, // ranged parts land in the allocated memory too
+        allocate: (bytes) => {
+          sizes.push(bytes);
+          return allocateSnapshotBytes(bytes);
+        },
+      }),
+    );
+    const snap = await loader.current();
+    const passagesBytes = built.manifest.files["passages.bin"].bytes;
+    const indexBytes = built.manifest.files["index.faiss"].bytes;
+    // Without an index sink both files are held in memory: each gets one allocation (+1 probe byte).
+    expect(sizes.sort((a, b) => a - b)).toEqual([passagesBytes + 1, indexBytes + 1].sort((a, b) => a - b));
+    expect(snap.passages.count).toBe(300);
+    const q = new Float32Array(d).fill(0.25);
+    expect(snap.index.search(q, 5)).toEqual(built.index.search(q, 5));
+    expect(allocateSnapshotBytes(5 << 20).every((b) => b === 0)).toBe(true);
   });
 
   it("close() drops the snapshot", async () => {

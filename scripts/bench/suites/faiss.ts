@@ -162,7 +162,10 @@ export const suite: Suite = {
       const queries = Array.from({ length: nq }, (_, i) => row(qs, d, i));
       const kernels: Record<string, FaissVectorIndex> = {
         default: await buildFaissIndex({ dimensions: d, type: "flat", count: flatN }, batches(base, d)),
-        wasm: await buildFaissIndex({ dimensions: d, type: "flat", count: flatN, flatKernel: "wasm" }, batches(base, d)),
+        wasm: await buildFaissIndex(
+          { dimensions: d, type: "flat", count: flatN, flatKernel: "wasm" },
+          batches(base, d),
+        ),
       };
       const kernelName = (kernels.default as unknown as { flat?: SimdFlatIndex }).flat?.kernel ?? "faiss";
       const bytes = flatN * d * 4;
@@ -210,7 +213,14 @@ export const suite: Suite = {
         figure(`${tag} bound (bytes ÷ bandwidth)`, boundMs, "ms"),
         figure(`${tag} p50 ÷ bound`, ratio, "×", { text: "≤ 1.25×", met: ratio <= 1.25 }),
       );
-      details[`flat_${d}`] = { kernel: kernelName, latency: t, wasmLatency: tw, faissKernelLatency: tf, bandwidth: bw, boundMs };
+      details[`flat_${d}`] = {
+        kernel: kernelName,
+        latency: t,
+        wasmLatency: tw,
+        faissKernelLatency: tf,
+        bandwidth: bw,
+        boundMs,
+      };
       if (d === 384) {
         summary.flat_ratio_to_bound = Number(ratio.toFixed(3));
         summary.flat_wasm_ratio_to_bound = Number((tw.p50 / boundMs).toFixed(3));

@@ -140,7 +140,12 @@ export const suite: Suite = {
       const fsJob: LoadJob = { store: { kind: "fs", root: fsRoot }, indexPrefix, streaming: true };
 
       const raw = { s3: [] as number[], s3Kept: [] as number[], fs: [] as number[] };
-      const loads = { s3: [] as LoadResult[], fs: [] as LoadResult[], s3Bytes: [] as LoadResult[] };
+      const loads = {
+        s3: [] as LoadResult[],
+        s3Small: [] as LoadResult[],
+        fs: [] as LoadResult[],
+        s3Bytes: [] as LoadResult[],
+      };
       // Warm both paths once (page cache, s3rver's first-request costs), then alternate raw/loader.
       await runChild(["raw-s3", JSON.stringify({ endpoint: s3.endpoint, bucket, keys })]);
       await runChild(["raw-fs", JSON.stringify(files)]);
@@ -157,6 +162,7 @@ export const suite: Suite = {
         ]);
         raw.s3Kept.push(kept.bytes / MB / (kept.ms / 1000));
         loads.s3.push(await runChild<LoadResult>(["load", JSON.stringify(s3Job)]));
+        loads.s3Small.push(await runChild<LoadResult>(["load", JSON.stringify({ ...s3Job, hugePages: false })]));
         const rfs = await runChild<{ bytes: number; ms: number }>(["raw-fs", JSON.stringify(files)]);
         raw.fs.push(rfs.bytes / MB / (rfs.ms / 1000));
         loads.fs.push(await runChild<LoadResult>(["load", JSON.stringify(fsJob)]));
@@ -169,6 +175,7 @@ export const suite: Suite = {
 
       const mbps = (l: LoadResult) => l.bytes / MB / (l.ms / 1000);
       const s3Load = median(loads.s3.map(mbps));
+      const s3LoadSmall = median(loads.s3Small.map(mbps));
       const fsLoad = median(loads.fs.map(mbps));
       const s3Raw = median(raw.s3);
       const fsRaw = median(raw.fs);
@@ -187,6 +194,13 @@ export const suite: Suite = {
         figure("s3rver: loader throughput", s3Load, "MB/s", undefined, "ranged GETs, sha256, index build"),
         figure("s3rver: loader / raw", s3Ratio, "×", { text: "≥ 0.8×", met: s3Ratio >= 0.8 }),
         figure("s3rver: load time", median(loads.s3.map((l) => l.ms)), "ms"),
+        figure(
+          "s3rver: loader without huge-page advice / raw",
+          s3LoadSmall / s3Raw,
+          "×",
+          undefined,
+          `${Math.round(median(loads.s3Small.map((l) => l.ms)))} ms: 4 KiB pages only (as with the prebuilt faiss-node)`,
+        ),
         figure(
           "s3rver: raw GET throughput, bodies kept",
           s3KeptRaw,
@@ -231,6 +245,7 @@ export const suite: Suite = {
         summary: {
           s3_vs_raw_throughput: Number(s3Ratio.toFixed(3)),
           s3_vs_raw_kept_throughput: Number((s3Load / s3KeptRaw).toFixed(3)),
+          s3_no_huge_pages_vs_raw_throughput: Number((s3LoadSmall / s3Raw).toFixed(3)),
           first_touch_mb_per_s: Math.round(touchMBps),
           fs_vs_raw_throughput: Number(fsRatio.toFixed(3)),
           rss_over_snapshot_bytes: Number(rssRatio.toFixed(3)),
@@ -241,7 +256,7 @@ export const suite: Suite = {
         details: { raw, loads, firstTouch: touch },
         notes: [
           `Medians of ${reps} rounds; each measurement is a fresh child process, raw and loader alternating.`,
-          "Loader = createSnapshotLoader as the search function runs it: pointer + manifest GETs, parallel ranged GETs (8 MiB parts, 4 in flight), incremental sha256 of every file; a flat index.faiss lands part by part in the WebAssembly memory it is searched in (other types stream into a temp file faiss reads); the passage store is kept in memory as downloaded.",
+          "Loader = createSnapshotLoader as the search function runs it: pointer + manifest GETs, parallel ranged GETs (8 MiB parts, 4 in flight), incremental sha256 of every file; a flat index.faiss lands part by part in the WebAssembly memory it is searched in (other types stream into a temp file faiss reads); the passage store is kept in memory as downloaded. Both memories are advised to use transparent huge pages (madvise, through our faiss-node build) before the bytes land; the 'without huge-page advice' run skips that.",
           "Peak RSS is the kernel's VmHWM after resetting it (/proc/self/clear_refs) just before loading, minus the RSS then; snapshot bytes = index.faiss + passages.bin. Before the baseline the child warms its store client with one GET of the pointer (SDK code loading belongs to the function's init).",
           "s3rver runs in its own process on loopback; raw = plain whole-object GETs of the same three objects in parallel, bodies drained and dropped; 'bodies kept' = the same GETs copying each body into a fresh buffer of its size, the least any loader must do.",
         ],
