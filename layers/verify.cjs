@@ -13,6 +13,12 @@ const checks = {
     assert.equal(index.search([0.9, 0.1], 1).labels[0], 0);
     // The repository's patch (scripts/faiss-node/patch-methods.cc) must be in this build.
     for (const m of ["addTyped", "searchTyped", "setSearchParameter"]) assert.equal(typeof index[m], "function", m);
+    // ... and its native flat scan (scripts/faiss-node/flat-scan.cc): <q, row_i> over a buffer.
+    const mem = new ArrayBuffer(64);
+    new Float32Array(mem).set([1, 2, 3, 4, 0.5, 0.5]); // q = [1, 2], rows [3, 4] and [0.5, 0.5]
+    faiss.scanInnerProduct(mem, 0, 8, 2, 2, 32);
+    assert.deepEqual(Array.from(new Float32Array(mem, 32, 2)), [11, 1.5]);
+    console.log(`flat scan kernel: ${faiss.scanInnerProductKernel}`);
   },
   async onnxruntime() {
     const ort = require(path.join(root, "onnxruntime/nodejs/node_modules/onnxruntime-node"));
