@@ -8,8 +8,8 @@
 //      then builds from the npm tarball's own src/faiss.cc against the system faiss
 //      (Debian libfaiss-dev 1.7.3 + OpenBLAS) with node-gyp;
 //      FAISS_NODE_BUILD=source skips the download; =prebuilt never compiles.
-// Our source build adds three methods (addTyped, searchTyped, setSearchParameter; see
-// scripts/faiss-node/patch-methods.cc) and a native flat scan (scanInnerProduct;
+// Our source build adds four methods (addTyped, searchTyped, setSearchParameter,
+// setBuildParameter; see scripts/faiss-node/patch-methods.cc) and a native flat scan (scanInnerProduct;
 // scripts/faiss-node/flat-scan.cc). The prebuilt binary lacks them; the adapters in
 // shared/adapters/faiss-index.ts detect that and fall back.
 import { spawnSync } from "node:child_process";
@@ -27,7 +27,7 @@ const stampFile = join(pkgDir, "build", "two-stage-retrieval.stamp");
 const mode = process.env.FAISS_NODE_BUILD ?? "auto";
 const quiet = process.argv.includes("--quiet");
 const log = (m) => console.log(`[faiss-node] ${m}`);
-const sourceVersion = "patch-v3";
+const sourceVersion = "patch-v4";
 
 function loads() {
   const r = spawnSync(process.execPath, ["-e", `const f=require(${JSON.stringify(pkgDir)});const i=new f.IndexFlatIP(2);i.add([1,0]);if(i.search([1,0],1).labels[0]!==0)process.exit(3)`], { encoding: "utf8" });
@@ -73,10 +73,10 @@ function buildFromSource() {
   const src = readFileSync(join(pkgDir, "src", "faiss.cc"), "utf8");
   const anchor = "  Napi::Value ntotal(const Napi::CallbackInfo &info)";
   if (!src.includes(anchor)) throw new Error("faiss-node source layout changed: patch anchor not found");
-  let patched = src.replace("#include <faiss/impl/IDSelector.h>", "#include <faiss/impl/IDSelector.h>\n#include <faiss/AutoTune.h>\n#include <vector>");
+  let patched = src.replace("#include <faiss/impl/IDSelector.h>", "#include <faiss/impl/IDSelector.h>\n#include <faiss/AutoTune.h>\n#include <faiss/IndexHNSW.h>\n#include <string>\n#include <vector>");
   patched = patched.replace(anchor, readFileSync(join(here, "faiss-node", "patch-methods.cc"), "utf8") + anchor);
   patched = patched.replace(/InstanceMethod\("search", &(\w+)::search\),/g,
-    (m, cls) => `${m}\n      InstanceMethod("searchTyped", &${cls}::searchTyped),\n      InstanceMethod("addTyped", &${cls}::addTyped),\n      InstanceMethod("setSearchParameter", &${cls}::setSearchParameter),`);
+    (m, cls) => `${m}\n      InstanceMethod("searchTyped", &${cls}::searchTyped),\n      InstanceMethod("addTyped", &${cls}::addTyped),\n      InstanceMethod("setSearchParameter", &${cls}::setSearchParameter),\n      InstanceMethod("setBuildParameter", &${cls}::setBuildParameter),`);
   const initAnchor = "  IndexFlatIP::Init(env, exports);";
   if (!patched.includes(initAnchor)) throw new Error("faiss-node source layout changed: Init anchor not found");
   patched = patched.replace(initAnchor, `${initAnchor}\n  RegisterFlatScan(env, exports);`);

@@ -1,7 +1,7 @@
   // ---- added by two-stage-retrieval (scripts/faiss-node/patch-methods.cc) ----
   // Typed-array add/search avoid building JS arrays of boxed numbers on the hot path,
-  // and setSearchParameter exposes faiss's ParameterSpace (efSearch, nprobe, ...),
-  // which upstream faiss-node cannot set.
+  // setSearchParameter exposes faiss's ParameterSpace (efSearch, nprobe, ...) and
+  // setBuildParameter HNSW's efConstruction, which upstream faiss-node cannot set.
   Napi::Value addTyped(const Napi::CallbackInfo &info)
   {
     Napi::Env env = info.Env();
@@ -85,6 +85,33 @@
       Napi::Error::New(env, ex.what()).ThrowAsJavaScriptException();
     }
     return env.Undefined();
+  }
+  // setBuildParameter("efConstruction", v): HNSW's build-time candidate list, which neither the
+  // factory string nor ParameterSpace can set. Returns whether this index type has the parameter.
+  Napi::Value setBuildParameter(const Napi::CallbackInfo &info)
+  {
+    Napi::Env env = info.Env();
+    if (info.Length() != 2 || !info[0].IsString() || !info[1].IsNumber())
+    {
+      Napi::TypeError::New(env, "setBuildParameter expects (name, value).").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    const std::string name = info[0].As<Napi::String>().Utf8Value();
+    const double value = info[1].As<Napi::Number>().DoubleValue();
+    if (name == "efConstruction")
+    {
+      auto *hnsw = dynamic_cast<faiss::IndexHNSW *>(index_.get());
+      if (!hnsw)
+        return Napi::Boolean::New(env, false);
+      if (!(value >= 1 && value <= 4096))
+      {
+        Napi::RangeError::New(env, "efConstruction must be within 1..4096.").ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      hnsw->hnsw.efConstruction = static_cast<int>(value);
+      return Napi::Boolean::New(env, true);
+    }
+    return Napi::Boolean::New(env, false);
   }
   // ---- end of addition ----
 

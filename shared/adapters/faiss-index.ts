@@ -41,6 +41,7 @@ interface NativeIndex {
   addTyped?(x: Float32Array): void;
   searchTyped?(x: Float32Array, k: number): { distances: Float32Array; labels: Float64Array };
   setSearchParameter?(name: string, value: number): void;
+  setBuildParameter?(name: string, value: number): boolean;
 }
 
 interface FaissModule {
@@ -75,10 +76,10 @@ export const FLAT_MAX_FLOATS = 20_000_000;
 /**
  * Default index type by corpus size (INDEX_TYPE overrides it):
  * - up to FLAT_MAX_FLOATS floats (count × dimensions; 52K vectors at 384-d, 13K at 1536-d) → "flat":
- *   exact. A flat query reads every vector once (our WebAssembly SIMD scan: ~3 ms for 50K×384).
+ *   exact. A flat query reads every vector once (our SIMD scan: ~2.7 ms for 50K×384).
  * - up to 5,000,000 vectors → "ivf" (IVF-Flat, nprobe from the count): in `npm run bench -- faiss`
- *   at 200K×384 it kept recall@20 = 1.000 at 8–33× Flat's speed, while HNSW stayed below 0.5 recall
- *   because faiss-node cannot raise efConstruction above faiss's default (40). "hnsw" remains
+ *   at 200K×384 it kept recall@20 = 1.000 at 8–33× Flat's speed, while HNSW's recall swung between
+ *   builds with faiss's default efConstruction (40; we now build with 80). "hnsw" remains
  *   available through INDEX_TYPE.
  * - beyond → "ivfpq": compressed codes (d/8 bytes per vector) so the index still fits a function's
  *   memory (Lambda tops out at 10 GB), at a recall cost.
@@ -97,6 +98,8 @@ export interface FaissIndexParams {
   hnswM?: number;
   /** HNSW candidate list size at query time. */
   efSearch?: number;
+  /** HNSW candidate list size while building (our faiss-node build only; faiss's default is 40). */
+  efConstruction?: number;
   /** IVF inverted lists. */
   nlist?: number;
   /** IVF lists probed per query. */
@@ -174,6 +177,15 @@ export interface FaissVectorIndex extends VectorIndex {
   setSearchParameter(name: string, value: number): boolean;
 }
 
+/**
+ * HNSW build-time candidate list. faiss's default (40) left recall@20 at efSearch=128 anywhere
+ * between 0.46 and 0.98 across builds of the same 200K×384 clustered vectors (`npm run bench --
+ * faiss`); a wider list builds a better-connected graph. Needs our faiss-node build.
+ */
+const HNSW_EF_CONSTRUCTION = 80;
+/** faiss's own default, what an index built without setBuildParameter gets. */
+const FAISS_DEFAULT_EF_CONSTRUCTION = 40;
+
 /** Largest number of floats handed to faiss-node as a JS array at once (fallback paths only). */
 const MAX_JS_FLOATS = 1 << 20;
 
@@ -197,6 +209,8 @@ interface Plan {
   factory: string;
   params: IndexParamsRecord;
   search: Record<string, number>;
+  /** Set on the empty index before vectors are added (setBuildParameter). */
+  build?: Record<string, number>;
   trainSize: number;
 }
 
@@ -219,13 +233,16 @@ function plan(type: ConcreteIndexType, d: number, n: number, p: FaissIndexParams
     case "hnsw": {
       const m = p.hnswM ?? 32;
       const efSearch = p.efSearch ?? 128;
+      const efConstruction = p.efConstruction ?? HNSW_EF_CONSTRUCTION;
+      if (!Number.isInteger(efConstruction) || efConstruction < 1 || efConstruction > 4096)
+        throw new ValidationError(`efConstruction must be an integer within 1..4096, got ${efConstruction}`);
       const factory = `HNSW${m},Flat`;
-      // efConstruction stays faiss's default (40): neither the factory string nor ParameterSpace can set it.
       return {
         type,
         factory,
-        params: { factory, hnsw_m: m, efConstruction: 40, efSearch },
+        params: { factory, hnsw_m: m, efConstruction, efSearch },
         search: { efSearch },
+        build: { efConstruction },
         trainSize: 0,
       };
     }
@@ -393,9 +410,16 @@ export async function buildFaissIndex(
     // The stream may be shorter than the hint: size IVF from what we actually have.
     if (opts.type === "auto") type = chooseIndexType(n, "auto", d);
     p = plan(type, d, n, params);
-    const native =
-      type === "flat" ? new (faiss().IndexFlatIP)(d) : faiss().Index.fromFactory(d, p.factory, METRIC_INNER_PRODUCT);
-    return maybeUpstream(native, opts.upstreamOnly);
+    const native = maybeUpstream(
+      type === "flat" ? new (faiss().IndexFlatIP)(d) : faiss().Index.fromFactory(d, p.factory, METRIC_INNER_PRODUCT),
+      opts.upstreamOnly,
+    );
+    for (const [name, value] of Object.entries(p.build ?? {})) {
+      // Record what the index really got: upstream faiss-node keeps faiss's default.
+      if (native.setBuildParameter?.(name, value) !== true && name === "efConstruction")
+        p.params.efConstruction = FAISS_DEFAULT_EF_CONSTRUCTION;
+    }
+    return native;
   };
 
   const train = (idx: NativeIndex, rows: Float32Array) => {
@@ -449,7 +473,7 @@ export async function buildFaissIndex(
 function maybeUpstream(native: NativeIndex, upstreamOnly: boolean | undefined): NativeIndex {
   if (upstreamOnly) {
     // Own properties shadow the prototype's (read-only) methods on this one wrapper object.
-    for (const name of ["addTyped", "searchTyped", "setSearchParameter"]) {
+    for (const name of ["addTyped", "searchTyped", "setSearchParameter", "setBuildParameter"]) {
       Object.defineProperty(native, name, { value: undefined, configurable: true });
     }
   }

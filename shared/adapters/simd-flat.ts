@@ -382,19 +382,22 @@ export class SimdFlatIndex {
 }
 
 /**
- * Best k of `scores` (k ≤ length), descending: a size-k min-heap whose floor lives in a local, so
- * the common case (a score below the floor) is one comparison per row. O(n log k).
+ * Best k of `scores` (k ≤ length), descending, ties by lower ordinal (as a full sort would give):
+ * a size-k heap with the worst entry on top, whose score lives in a local, so the common case (a
+ * score below it) is one comparison per row. O(n log k).
  */
-function topK(scores: Float32Array, k: number): VectorSearchResult {
+export function topK(scores: Float32Array, k: number): VectorSearchResult {
   const hs = new Float32Array(k);
   const hi = new Int32Array(k);
+  // a ranks below b: lower score, or the same score and a later ordinal.
+  const below = (a: number, b: number) => hs[a] < hs[b] || (hs[a] === hs[b] && hi[a] > hi[b]);
   const siftDown = (pos: number) => {
     for (;;) {
       const l = 2 * pos + 1;
       if (l >= k) return;
       const r = l + 1;
-      const m = r < k && hs[r] < hs[l] ? r : l;
-      if (hs[m] >= hs[pos]) return;
+      const m = r < k && below(r, l) ? r : l;
+      if (!below(m, pos)) return;
       const s = hs[m];
       hs[m] = hs[pos];
       hs[pos] = s;

@@ -12,6 +12,7 @@ import {
   INDEX_TYPES,
   parseIndexType,
 } from "../../shared/adapters/faiss-index.ts";
+import { FLAT_HEADER_BYTES } from "../../shared/adapters/simd-flat.ts";
 import { ValidationError } from "../../shared/core/errors.ts";
 import type { SnapshotManifest } from "../../shared/core/ports.ts";
 
@@ -106,6 +107,32 @@ describe("faiss index adapter", () => {
     expect(loaded.params.nprobe).toBe(16);
     const q = row(queries, d, 1);
     expect(loaded.search(q, 10).ordinals).toEqual(bruteTopK(q, 10));
+  });
+
+  it("builds HNSW with efConstruction 80 (faiss's default is 40) where our faiss-node build can set it", async () => {
+    // HNSW's file ends with entry point, max level, efConstruction, efSearch, upper_beam, then the
+    // flat storage (45-byte header + vectors): read the two ef fields faiss itself wrote.
+    const small = base.subarray(0, 500 * d);
+    const efFields = (buf: Uint8Array) => {
+      const at = buf.byteLength - (FLAT_HEADER_BYTES + 500 * d * 4) - 12;
+      const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+      return [v.getInt32(at, true), v.getInt32(at + 4, true)];
+    };
+    const dflt = await buildFaissIndex({ dimensions: d, type: "hnsw", count: 500 }, [small]);
+    expect(dflt.params).toMatchObject({ efConstruction: 80, efSearch: 128 });
+    expect(efFields(dflt.toBuffer())).toEqual([80, 128]);
+    const wide = await buildFaissIndex(
+      { dimensions: d, type: "hnsw", count: 500, params: { efConstruction: 200, efSearch: 50 } },
+      [small],
+    );
+    expect(efFields(wide.toBuffer())).toEqual([200, 50]);
+    // Upstream faiss-node (the prebuilt binary) cannot: the record says what the index really got.
+    const upstream = await buildFaissIndex({ dimensions: d, type: "hnsw", count: 500, upstreamOnly: true }, [small]);
+    expect(upstream.params.efConstruction).toBe(40);
+    expect(efFields(upstream.toBuffer())[0]).toBe(40);
+    await expect(
+      buildFaissIndex({ dimensions: d, type: "hnsw", count: 500, params: { efConstruction: 0 } }, [small]),
+    ).rejects.toThrow(ValidationError);
   });
 
   it("k larger than the index returns what there is, never throws; k ≤ 0 returns nothing", async () => {

@@ -18,6 +18,7 @@ import {
   parseFlatHeader,
   SimdFlatIndex,
   simdFlatAvailable,
+  topK,
 } from "../../shared/adapters/simd-flat.ts";
 import type { SnapshotManifest } from "../../shared/core/ports.ts";
 
@@ -86,6 +87,24 @@ describe("SIMD flat index", () => {
         for (let i = 0; i < r.scores.length; i++) expect(r.scores[i]).toBeCloseTo(all[i][0], 5);
       }),
       { numRuns: 40 },
+    );
+  });
+
+  it("top-k equals a full sort by score, ties by lower ordinal (property, many ties)", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: -3, max: 3 }), { minLength: 1, maxLength: 300 }),
+        fc.integer({ min: 1, max: 300 }),
+        (values, kRaw) => {
+          const scores = Float32Array.from(values, (v) => v / 2);
+          const k = Math.min(kRaw, scores.length);
+          const want = [...scores.keys()].sort((a, b) => scores[b] - scores[a] || a - b).slice(0, k);
+          const got = topK(scores, k);
+          expect(got.ordinals).toEqual(want);
+          expect(got.scores).toEqual(want.map((i) => scores[i]));
+        },
+      ),
+      { numRuns: 200 },
     );
   });
 

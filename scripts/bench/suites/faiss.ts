@@ -341,7 +341,7 @@ export const suite: Suite = {
       "Bandwidth bound: single-thread sequential read of a buffer as large as the flat index (glibc memchr via Buffer.indexOf, and a JS Float32Array sum; the bound uses the faster), sampled in rounds alternating with the scans of both kernels, medians over all rounds.",
       `Data: seeded clustered unit vectors (n/200 centres, Gaussian spread 0.5), queries drawn from the same centres; recall@${K} is against the exact flat top-${K} on the same data.`,
       "Best approximate = the fastest setting with recall@20 ≥ 0.95 (else the highest recall); speedup = flat p50 at the same size ÷ its p50.",
-      "HNSW efConstruction is faiss's default (40): faiss-node cannot set it.",
+      "HNSW is built with efConstruction 80 through our faiss-node build's setBuildParameter (upstream faiss-node keeps faiss's default, 40).",
       "Flat is searched by our own scan (shared/adapters/simd-flat.ts): natively with AVX2/FMA where our faiss-node build is present (scripts/faiss-node/flat-scan.cc), with WebAssembly SIMD otherwise (both shown). The Debian faiss 1.7.3 we link computes inner products with its scalar reference loop (fvec_inner_product_ref), shown beside them as 'faiss IndexFlatIP search'. The approximate types use faiss's kernels, scalar too in this build (which is why sq8/fp16 scan slower than flat here).",
     );
     return { suite: "faiss", figures, summary, details, notes };
