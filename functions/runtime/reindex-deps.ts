@@ -67,6 +67,7 @@ export function createReindexService(cfg: Config, overrides: ReindexServiceOverr
         embedder,
         indexBuilder: faissIndexBuilder,
         indexType: cfg.indexType,
+        indexParams: cfg.indexParams,
         chunking: { maxTokens: cfg.chunkTokens, overlap: cfg.chunkOverlap },
         corpusStats: corpusStatsBuilder,
         log,

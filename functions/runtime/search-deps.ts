@@ -68,9 +68,9 @@ export function createSearchService(cfg: Config, overrides: SearchServiceOverrid
     store,
     indexPrefix: cfg.indexPrefix,
     refreshS: cfg.indexRefreshS,
-    decodeIndex: decodeFaissSnapshotIndex,
+    decodeIndex: (bytes, manifest) => decodeFaissSnapshotIndex(bytes, manifest, cfg.indexSearchParams),
     // index.faiss streams into the flat index's memory (or a temp file faiss reads): peak ≈ the index.
-    openIndexSink: createFaissIndexSinkFactory(),
+    openIndexSink: createFaissIndexSinkFactory({ searchParams: cfg.indexSearchParams }),
     allocate: allocateSnapshotBytes,
     log: (level, msg, data) => logger[level](msg, { ...data }),
   });

@@ -102,6 +102,7 @@ export async function indexLocalFiles(paths: string[], opts: IndexFilesOptions):
     embedder: embedder.identity,
     corpusStats,
     indexType: cfg.indexType,
+    indexParams: cfg.indexParams,
     indexBuilder: faissIndexBuilder,
     ...(skipped.length ? { report: { skipped } } : {}),
     onProgress: (done) => indexBar?.update(done),

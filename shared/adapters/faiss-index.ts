@@ -576,11 +576,15 @@ export function faissIndexFromFile(file: string, opts: FaissLoadOptions = {}): F
 }
 
 /** Load options from a snapshot manifest (index type and recorded search parameters). */
-export function loadOptionsFromManifest(manifest: SnapshotManifest): FaissLoadOptions {
+/** `override` (INDEX_SEARCH_PARAMS) wins over the search parameters the manifest recorded. */
+export function loadOptionsFromManifest(
+  manifest: SnapshotManifest,
+  override?: Record<string, number>,
+): FaissLoadOptions {
   const type = (INDEX_TYPES as readonly string[]).includes(manifest.index_type)
     ? (manifest.index_type as ConcreteIndexType)
     : "unknown";
-  return { type, searchParams: manifest.index_params };
+  return { type, searchParams: { ...manifest.index_params, ...override } };
 }
 
 /** Whether this faiss-node build has our typed add/search patch (false for the prebuilt binary). */
@@ -591,16 +595,26 @@ export function hasTypedFaiss(): boolean {
 
 /** The faiss-backed IndexBuilder for shared/core/build.ts (buildSnapshot's `indexBuilder`). */
 export const faissIndexBuilder: IndexBuilder<FaissVectorIndex> = (opts, batches) =>
-  buildFaissIndex({ dimensions: opts.dimensions, type: parseIndexType(opts.type), count: opts.count }, batches);
+  buildFaissIndex(
+    { dimensions: opts.dimensions, type: parseIndexType(opts.type), count: opts.count, params: opts.params },
+    batches,
+  );
 
 export function parseIndexType(type: string): IndexType {
   if (type === "auto" || (INDEX_TYPES as readonly string[]).includes(type)) return type as IndexType;
   throw new ValidationError(`unknown index type "${type}"; expected auto, ${INDEX_TYPES.join(", ")}`);
 }
 
-/** decodeIndex for the snapshot loader: bytes of index.faiss → index with the manifest's search parameters. */
-export function decodeFaissSnapshotIndex(bytes: Uint8Array, manifest: SnapshotManifest): FaissVectorIndex {
-  return faissIndexFromBuffer(bytes, loadOptionsFromManifest(manifest));
+/**
+ * decodeIndex for the snapshot loader: bytes of index.faiss → index with the manifest's search
+ * parameters, or `searchParams` (INDEX_SEARCH_PARAMS) where given.
+ */
+export function decodeFaissSnapshotIndex(
+  bytes: Uint8Array,
+  manifest: SnapshotManifest,
+  searchParams?: Record<string, number>,
+): FaissVectorIndex {
+  return faissIndexFromBuffer(bytes, loadOptionsFromManifest(manifest, searchParams));
 }
 
 /**
@@ -615,6 +629,8 @@ export function createFaissIndexSinkFactory(
     flatKernel?: FlatKernel;
     /** Ask for huge pages for the flat index (default true; benchmarks compare without). */
     hugePages?: boolean;
+    /** efSearch/nprobe overriding the manifest's (INDEX_SEARCH_PARAMS). */
+    searchParams?: Record<string, number>;
   } = {},
 ): (manifest: SnapshotManifest) => Promise<IndexSink> {
   const toFile = tempFileSink(opts);
@@ -697,7 +713,10 @@ function simdFlatSink(
   };
 }
 
-function tempFileSink(opts: { tmpDir?: string }): (manifest: SnapshotManifest) => Promise<IndexSink> {
+function tempFileSink(opts: {
+  tmpDir?: string;
+  searchParams?: Record<string, number>;
+}): (manifest: SnapshotManifest) => Promise<IndexSink> {
   return async (manifest) => {
     const dir = await mkdtemp(join(opts.tmpDir ?? tmpdir(), "faiss-load-"));
     const file = join(dir, "index.faiss");
@@ -722,7 +741,7 @@ function tempFileSink(opts: { tmpDir?: string }): (manifest: SnapshotManifest) =
         try {
           closed = true;
           await fh.close();
-          return faissIndexFromFile(file, loadOptionsFromManifest(manifest));
+          return faissIndexFromFile(file, loadOptionsFromManifest(manifest, opts.searchParams));
         } finally {
           await cleanup();
         }

@@ -26,7 +26,7 @@ export interface BuiltIndex {
 
 /** Builds an index from row-major batches; the faiss one is `faissIndexBuilder` in shared/adapters/faiss-index.ts. */
 export type IndexBuilder<I extends BuiltIndex = BuiltIndex> = (
-  opts: { dimensions: number; type: string; count: number },
+  opts: { dimensions: number; type: string; count: number; params?: Record<string, number> },
   batches: AsyncIterable<Float32Array>,
 ) => Promise<I>;
 
@@ -42,6 +42,8 @@ export interface BuildSnapshotInput<I extends BuiltIndex = BuiltIndex> {
   corpusStats?: unknown;
   /** "auto" or a concrete type; the builder resolves "auto" by count. */
   indexType: string;
+  /** Builder parameters (INDEX_PARAMS: nlist, nprobe, efSearch, ...); unset ones follow the count. */
+  indexParams?: Record<string, number>;
   sources?: SnapshotManifest["sources"];
   report?: SnapshotManifest["report"];
   indexBuilder: IndexBuilder<I>;
@@ -126,7 +128,7 @@ export async function buildSnapshot<I extends BuiltIndex>(input: BuildSnapshotIn
   }
 
   const index = await input.indexBuilder(
-    { dimensions: embedder.dimensions, type: input.indexType, count: passages.length },
+    { dimensions: embedder.dimensions, type: input.indexType, count: passages.length, params: input.indexParams },
     vectorBatches(input as BuildSnapshotInput<BuiltIndex>),
   );
   if (index.count !== passages.length) {

@@ -60,6 +60,28 @@ const prefix = (env: string, fallback: string, doc: string): Spec<string> => ({
   },
 });
 
+/** "name=value,..." with positive integer values, each name one of `names`. */
+const intParams = (env: string, names: readonly string[], doc: string): Spec<Record<string, number> | undefined> => ({
+  env,
+  doc,
+  fallback: undefined,
+  parse: (r, name) => {
+    const out: Record<string, number> = {};
+    for (const part of r.split(",").map((p) => p.trim()).filter((p) => p !== "")) {
+      const m = /^([A-Za-z]+)\s*=\s*(\d+)$/.exec(part);
+      if (!m) throw new ConfigError(name, `expected name=integer pairs separated by commas, got "${part}"`);
+      if (!names.includes(m[1])) throw new ConfigError(name, `unknown parameter "${m[1]}"; expected ${names.join(", ")}`);
+      const v = Number(m[2]);
+      if (!Number.isSafeInteger(v) || v < 1) throw new ConfigError(name, `${m[1]} must be a positive integer, got "${m[2]}"`);
+      out[m[1]] = v;
+    }
+    return out;
+  },
+});
+
+/** FAISS index parameters INDEX_PARAMS accepts (shared/adapters/faiss-index.ts FaissIndexParams). */
+const INDEX_PARAM_NAMES = ["nlist", "nprobe", "efSearch", "efConstruction", "hnswM", "pqM", "trainSize"] as const;
+
 /** The settings table; docs/CONFIG.md is generated from it (npm run cli -- config). */
 export const settings = {
   // storage
@@ -88,6 +110,8 @@ export const settings = {
   chunkOverlap: int("CHUNK_OVERLAP", 32, "Token overlap between neighbouring passages.", 0, 256),
   // index
   indexType: oneOf("INDEX_TYPE", ["auto", "flat", "hnsw", "ivf", "ivfpq", "sq8", "fp16"] as const, "auto", "FAISS index type; auto picks by corpus size."),
+  indexParams: intParams("INDEX_PARAMS", INDEX_PARAM_NAMES, "Reindex: FAISS build parameters, e.g. `nlist=2048,nprobe=16` (nlist, nprobe, efSearch, efConstruction, hnswM, pqM, trainSize); unset ones follow the corpus size. efSearch/nprobe are recorded in the snapshot and applied when it loads."),
+  indexSearchParams: intParams("INDEX_SEARCH_PARAMS", ["efSearch", "nprobe"], "Search function: efSearch/nprobe that override the snapshot's recorded values, without a reindex."),
   indexRefreshS: int("INDEX_REFRESH_S", 30, "How often a warm search function rechecks the snapshot pointer.", 0),
   // reranker
   reranker: oneOf("RERANKER", ["in-process", "lambda", "http", "none"] as const, "in-process", "Where the search function sends rerank calls."),

@@ -45,6 +45,8 @@ export interface CorpusStatsAccumulator {
 export interface ReindexBuildInfo {
   builder: "reindex";
   chunking: { max_tokens: number; overlap: number };
+  /** INDEX_PARAMS as given (absent when unset): a change rebuilds even an unchanged corpus. */
+  index_params?: Record<string, number>;
   /** Corpus objects listed. */
   objects: number;
   embedding: {
@@ -78,6 +80,8 @@ export interface ReindexOptions {
   indexBuilder: IndexBuilder;
   /** "auto" or a concrete index type. */
   indexType: string;
+  /** INDEX_PARAMS for the index builder. */
+  indexParams?: Record<string, number>;
   chunking: ChunkOptions;
   /** Corpus statistics for the manifest (shared/adapters/embedders.ts corpusStatsBuilder); null = none. */
   corpusStats?: (identity: EmbedderIdentity) => CorpusStatsAccumulator | null;
@@ -203,6 +207,12 @@ export function sameSources(
 const MAX_LOGGED_SKIPS = 100;
 
 const defaultSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+function sameParams(a: Record<string, number> | undefined, b: Record<string, number> | undefined): boolean {
+  const x = Object.entries(a ?? {}).sort(([p], [q]) => (p < q ? -1 : 1));
+  const y = Object.entries(b ?? {}).sort(([p], [q]) => (p < q ? -1 : 1));
+  return JSON.stringify(x) === JSON.stringify(y);
+}
 
 function message(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
@@ -335,7 +345,8 @@ export async function reindexCorpus(opts: ReindexOptions): Promise<ReindexResult
       sameIdentity(m.embedder, identity) &&
       m.build?.chunking?.max_tokens === chunkingInfo.max_tokens &&
       m.build?.chunking?.overlap === chunkingInfo.overlap &&
-      (opts.indexType === "auto" || m.index_type === opts.indexType)
+      (opts.indexType === "auto" || m.index_type === opts.indexType) &&
+      sameParams(m.build?.index_params, opts.indexParams)
     );
   }
 
@@ -591,6 +602,7 @@ export async function reindexCorpus(opts: ReindexOptions): Promise<ReindexResult
       embedder: identity,
       corpusStats: stats?.finish(),
       indexType: opts.indexType,
+      indexParams: opts.indexParams,
       sources,
       report: { skipped },
       indexBuilder: opts.indexBuilder,
@@ -603,6 +615,7 @@ export async function reindexCorpus(opts: ReindexOptions): Promise<ReindexResult
       build: {
         builder: "reindex",
         chunking: chunkingInfo,
+        ...(opts.indexParams && Object.keys(opts.indexParams).length > 0 ? { index_params: opts.indexParams } : {}),
         objects: listing.length,
         embedding: embedding(),
         duration_ms: Math.round(clock.now() - t0),

@@ -54,6 +54,29 @@ describe("search composition root", () => {
     }
   });
 
+  it("INDEX_SEARCH_PARAMS reach the loaded index, over what the snapshot recorded", async () => {
+    const hnswDir = mkdtempSync(join(tmpdir(), "wiring-hnsw-"));
+    try {
+      await publishPassages(createFsStore(hnswDir), corpusPassages(), { indexType: "hnsw" });
+      const recorded = createSearchService(env({ STORE_DIR: hnswDir }), { quiet: true });
+      const tuned = createSearchService(env({ STORE_DIR: hnswDir, INDEX_SEARCH_PARAMS: "efSearch=7" }), {
+        quiet: true,
+      });
+      try {
+        const params = async (svc: typeof tuned) =>
+          ((await svc.loader.current()).index as unknown as { params: Record<string, unknown> }).params;
+        expect((await params(recorded)).efSearch).toBe(128);
+        expect((await params(tuned)).efSearch).toBe(7);
+        expect((await tuned.app.request(search())).status).toBe(200);
+      } finally {
+        recorded.close();
+        tuned.close();
+      }
+    } finally {
+      rmSync(hnswDir, { recursive: true, force: true });
+    }
+  });
+
   it("AUTH_MODE=required: /search needs a key, /health does not, /usage reports the key's queries", async () => {
     const svc = createSearchService(env({ AUTH_MODE: "required" }), { quiet: true });
     try {

@@ -13,7 +13,13 @@ describe("loadConfig", () => {
   });
 
   it("parses typed values and normalises prefixes", () => {
-    const c = loadConfig({ SEARCH_DEFAULT_K: "7", S3_FORCE_PATH_STYLE: "true", CORPUS_PREFIX: "docs", STORE_KIND: "s3", BUCKET: "b" });
+    const c = loadConfig({
+      SEARCH_DEFAULT_K: "7",
+      S3_FORCE_PATH_STYLE: "true",
+      CORPUS_PREFIX: "docs",
+      STORE_KIND: "s3",
+      BUCKET: "b",
+    });
     expect(c.defaultK).toBe(7);
     expect(c.s3ForcePathStyle).toBe(true);
     expect(c.corpusPrefix).toBe("docs/");
@@ -34,6 +40,30 @@ describe("loadConfig", () => {
       expect((e as ConfigError).variable).toBe(name);
       expect((e as Error).message).toContain(name);
     }
+  });
+
+  it("parses INDEX_PARAMS / INDEX_SEARCH_PARAMS and names the variable when a pair is wrong", () => {
+    expect(loadConfig({}).indexParams).toBeUndefined();
+    expect(loadConfig({ INDEX_PARAMS: " nlist=2048, nprobe = 16 ,efConstruction=100" }).indexParams).toEqual({
+      nlist: 2048,
+      nprobe: 16,
+      efConstruction: 100,
+    });
+    expect(loadConfig({ INDEX_SEARCH_PARAMS: "efSearch=64" }).indexSearchParams).toEqual({ efSearch: 64 });
+    const bad = (env: Record<string, string>) => {
+      try {
+        loadConfig(env);
+      } catch (e) {
+        expect(e).toBeInstanceOf(ConfigError);
+        return (e as Error).message;
+      }
+      throw new Error("accepted");
+    };
+    expect(bad({ INDEX_PARAMS: "nprob=4" })).toMatch(/INDEX_PARAMS.*unknown parameter "nprob"/);
+    expect(bad({ INDEX_PARAMS: "nprobe=0" })).toMatch(/INDEX_PARAMS.*positive integer/);
+    expect(bad({ INDEX_PARAMS: "nprobe=1.5" })).toMatch(/INDEX_PARAMS.*name=integer/);
+    expect(bad({ INDEX_PARAMS: "nprobe" })).toMatch(/INDEX_PARAMS.*name=integer/);
+    expect(bad({ INDEX_SEARCH_PARAMS: "nlist=4" })).toMatch(/INDEX_SEARCH_PARAMS.*unknown parameter "nlist"/);
   });
 
   it("checks cross-field rules", () => {

@@ -135,6 +135,19 @@ describe("faiss index adapter", () => {
     ).rejects.toThrow(ValidationError);
   });
 
+  it("INDEX_SEARCH_PARAMS override the search parameters a snapshot recorded", async () => {
+    const ivf = await buildFaissIndex({ dimensions: d, type: "ivf", count: n, params: { nlist: 16, nprobe: 1 } }, [
+      base,
+    ]);
+    const manifest = { index_type: "ivf", index_params: ivf.params } as unknown as SnapshotManifest;
+    expect(decodeFaissSnapshotIndex(ivf.toBuffer(), manifest).params.nprobe).toBe(1);
+    // nprobe = nlist makes IVF exhaustive, hence exact: the override reached faiss.
+    const wide = decodeFaissSnapshotIndex(ivf.toBuffer(), manifest, { nprobe: 16 });
+    expect(wide.params.nprobe).toBe(16);
+    const q = row(queries, d, 3);
+    expect(wide.search(q, 10).ordinals).toEqual(bruteTopK(q, 10));
+  });
+
   it("k larger than the index returns what there is, never throws; k ≤ 0 returns nothing", async () => {
     const small = randomUnitVectors(5, d, 3);
     for (const type of ["flat", "hnsw"] as const) {

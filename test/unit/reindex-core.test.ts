@@ -175,6 +175,31 @@ describe("reindexCorpus", () => {
     expect(rechunked.version).not.toBe(first.version);
   });
 
+  it("builds with INDEX_PARAMS, records them, and rebuilds (from the cache) when they change", async () => {
+    await seedCorpus();
+    const embedder = countingEmbedder();
+    const params = { hnswM: 8, efConstruction: 24, efSearch: 40 };
+    const opts = (indexParams?: Record<string, number>) =>
+      reindexOptions(store, embedder, { indexType: "hnsw", indexParams });
+    expect((await reindexCorpus(opts(params))).status).toBe("published");
+    const live = (await liveSnapshot(store))!;
+    expect(live.manifest.index_params).toMatchObject({ factory: "HNSW8,Flat", efConstruction: 24, efSearch: 40 });
+    expect(live.manifest.build!.index_params).toEqual(params);
+    const calls = embedder.usage().calls;
+    // The same parameters in another order: nothing to do.
+    const same = await reindexCorpus(opts({ efSearch: 40, efConstruction: 24, hnswM: 8 }));
+    expect(same).toMatchObject({ status: "unchanged", version: live.version });
+    // Changed or removed parameters rebuild the index; the vectors come from the cache.
+    const changed = await reindexCorpus(opts({ ...params, efSearch: 64 }));
+    expect(changed.status).toBe("published");
+    expect((await liveSnapshot(store))!.manifest.index_params).toMatchObject({ efSearch: 64 });
+    const unset = await reindexCorpus(opts(undefined));
+    expect(unset.status).toBe("published");
+    expect((await liveSnapshot(store))!.manifest.build!.index_params).toBeUndefined();
+    expect((await liveSnapshot(store))!.manifest.index_params).toMatchObject({ factory: "HNSW32,Flat", efSearch: 128 });
+    expect(embedder.usage().calls).toBe(calls);
+  });
+
   it("re-embeds only the passages of the changed document, and drops a removed object's passages", async () => {
     const { a, b } = await seedCorpus();
     const embedder = countingEmbedder();
