@@ -84,6 +84,8 @@ export interface VectorSearchResult {
 export interface VectorIndex {
   readonly dimensions: number;
   readonly count: number;
+  /** Factory and search parameters in effect (efSearch, nprobe), for /health; optional. */
+  readonly params?: Record<string, string | number>;
   /** Inner-product (cosine on normalised vectors) top-k; fewer results if the index is smaller. */
   search(query: Float32Array, k: number): VectorSearchResult;
 }

@@ -247,7 +247,15 @@ export const healthSchema = z
   .object({
     status: z.enum(["ok", "unavailable"]),
     index: z
-      .object({ version: z.string(), count: z.number().int(), age_s: z.number().nullable() })
+      .object({
+        version: z.string(),
+        count: z.number().int(),
+        age_s: z.number().nullable(),
+        type: z.string().openapi({ description: "Index type (flat, hnsw, ivf, ivfpq, sq8, fp16)." }),
+        params: z
+          .record(z.string(), z.union([z.string(), z.number()]))
+          .openapi({ description: "Factory and the search parameters in effect (efSearch, nprobe)." }),
+      })
       .nullable()
       .openapi({ description: "The snapshot being served; null before one is published." }),
     embedder: z.object({ setting: z.string(), identity: z.record(z.string(), z.unknown()).nullable() }),

@@ -278,7 +278,16 @@ export function createSearchApp(deps: SearchAppDeps): OpenAPIHono {
       const rerankerStatus = (reranker as { status?: () => object } | null)?.status?.();
       const body = {
         status: snapshot ? ("ok" as const) : ("unavailable" as const),
-        index: snapshot ? { version: snapshot.version, count: snapshot.index.count, age_s: s.ageS } : null,
+        index: snapshot
+          ? {
+              version: snapshot.version,
+              count: snapshot.index.count,
+              age_s: s.ageS,
+              type: snapshot.manifest.index_type,
+              // What the loaded index applied (INDEX_SEARCH_PARAMS included), else what the build recorded.
+              params: { ...(snapshot.index.params ?? snapshot.manifest.index_params ?? {}) },
+            }
+          : null,
         embedder: { setting: cfg.embedder, identity: snapshot ? { ...snapshot.manifest.embedder } : null },
         reranker: { ...(reranker?.describe() ?? { kind: "none" }), ...(rerankerStatus ?? {}) },
         store: deps.store

@@ -212,7 +212,7 @@ describe("with a published snapshot", () => {
     expect(r.status).toBe(200);
     expect(r.json).toMatchObject({
       status: "ok",
-      index: { version: VERSION, count: corpusPassages().length },
+      index: { version: VERSION, count: corpusPassages().length, type: "flat", params: { factory: "Flat" } },
       embedder: { setting: "auto", identity: { kind: "hashing", dimensions: HASHING_DIMENSIONS, normalized: true } },
       reranker: { kind: "http", url: `${rerankService.url}/rerank` },
       store: { kind: "s3", bucket: s3.bucket, endpoint: s3.endpoint },

@@ -68,6 +68,8 @@ describe("search composition root", () => {
         expect((await params(recorded)).efSearch).toBe(128);
         expect((await params(tuned)).efSearch).toBe(7);
         expect((await tuned.app.request(search())).status).toBe(200);
+        const health = (await (await tuned.app.request("/health")).json()) as { index: unknown };
+        expect(health.index).toMatchObject({ type: "hnsw", params: { factory: "HNSW32,Flat", efSearch: 7 } });
       } finally {
         recorded.close();
         tuned.close();
