@@ -9,6 +9,7 @@ import type { Config } from "../../shared/core/config.ts";
 import type { Embedder, ObjectStore } from "../../shared/core/ports.ts";
 import {
   corpusChanges,
+  createCorpusReadCache,
   type ReindexOptions,
   type ReindexResult,
   type ReindexStatus,
@@ -54,12 +55,15 @@ export function createReindexService(cfg: Config, overrides: ReindexServiceOverr
         embedderPromise = undefined;
         throw e;
       })));
+  // Parsed corpus objects kept across the runs of a warm instance: unchanged objects are not re-read.
+  const readCache = createCorpusReadCache();
   return {
     config: cfg,
     store,
     log,
     run: (o = {}) =>
       reindexCorpus({
+        readCache,
         store,
         corpusPrefix: cfg.corpusPrefix,
         indexPrefix: cfg.indexPrefix,

@@ -109,6 +109,11 @@ export interface ReindexOptions {
   vectorMemoryBytes?: number;
   /** What triggered the run (logged). */
   trigger?: string[];
+  /**
+   * Parsed corpus objects kept between runs of a warm instance (createCorpusReadCache): an object
+   * whose ETag is unchanged is not read again. Without it every run reads every object.
+   */
+  readCache?: CorpusReadCache;
 }
 
 export type ReindexStatus = "published" | "unchanged" | "superseded";
@@ -257,6 +262,41 @@ interface ParsedObject {
   vectors?: Map<string, Float32Array>;
 }
 
+/**
+ * Corpus objects a warm reindex instance already read, chunked and embedded, by key, valid while
+ * the listed ETag matches. Bounded by the text and vectors it holds (least recently used goes
+ * first); emptied when the chunking, the corpus prefix or the embedder changes.
+ */
+export interface CorpusReadCache {
+  /** Entries kept now, and the passage text and vectors they hold (bytes, approximate). */
+  stats(): { objects: number; bytes: number };
+}
+
+interface CorpusReadCacheState extends CorpusReadCache {
+  setting: string;
+  entries: Map<string, { parsed: ParsedObject; bytes: number }>;
+  bytes: number;
+  maxBytes: number;
+}
+
+/** A read cache for `reindexCorpus({ readCache })`, holding up to `maxBytes` (default 256 MiB). */
+export function createCorpusReadCache(maxBytes = 256 * 1024 * 1024): CorpusReadCache {
+  const state: CorpusReadCacheState = {
+    setting: "",
+    entries: new Map(),
+    bytes: 0,
+    maxBytes,
+    stats: () => ({ objects: state.entries.size, bytes: state.bytes }),
+  };
+  return state;
+}
+
+function parsedBytes(p: ParsedObject): number {
+  let n = 0;
+  for (const d of p.docs) for (const q of d.passages) n += 2 * q.text.length + 200; // UTF-16 text + fields
+  return n;
+}
+
 interface PlannedObject {
   parsed: ParsedObject;
   texts: string[];
@@ -293,6 +333,42 @@ export async function reindexCorpus(opts: ReindexOptions): Promise<ReindexResult
   const usage0: EmbedderUsage = { ...embedder.usage() };
   const cache: EmbeddingCache = createEmbeddingCache({ store, prefix: opts.cachePrefix, identity, log });
   const memo = new Map<string, ParsedObject>();
+  const readCache = opts.readCache as CorpusReadCacheState | undefined;
+  if (readCache) {
+    // Parsed passages depend on the prefix and the chunking, their vectors on the embedder.
+    const setting = JSON.stringify([corpusPrefix, chunking, identity]);
+    if (readCache.setting !== setting) {
+      readCache.entries.clear();
+      readCache.bytes = 0;
+      readCache.setting = setting;
+    }
+  }
+  /** An object parsed by an earlier run at this ETag, or undefined. */
+  const fromReadCache = (info: ObjectInfo): ParsedObject | undefined => {
+    const hit = readCache?.entries.get(info.key);
+    if (!hit || hit.parsed.listedEtag !== info.etag) return undefined;
+    readCache!.entries.delete(info.key); // re-inserted last: most recently used
+    readCache!.entries.set(info.key, hit);
+    return { ...hit.parsed };
+  };
+  /** Keeps (or updates) a parsed object in the read cache, with its vectors once it has them. */
+  const keepRead = (parsed: ParsedObject) => {
+    if (!readCache || parsed.unreadable || parsed.vanished) return;
+    const old = readCache.entries.get(parsed.key);
+    if (old) {
+      readCache.bytes -= old.bytes;
+      readCache.entries.delete(parsed.key);
+    }
+    const bytes = parsedBytes(parsed) + (parsed.vectors?.size ?? 0) * identity.dimensions * 4;
+    if (bytes > readCache.maxBytes) return;
+    readCache.entries.set(parsed.key, { parsed: { ...parsed }, bytes });
+    readCache.bytes += bytes;
+    for (const [key, e] of readCache.entries) {
+      if (readCache.bytes <= readCache.maxBytes) break;
+      readCache.entries.delete(key);
+      readCache.bytes -= e.bytes;
+    }
+  };
   const totals = { embedded: 0, cached: 0 };
   const chunkingInfo = { max_tokens: chunking.maxTokens, overlap: chunking.overlap };
 
@@ -407,6 +483,14 @@ export async function reindexCorpus(opts: ReindexOptions): Promise<ReindexResult
     const live = await readLive();
     stage = "listing the corpus";
     const listing = await listCorpus();
+    if (readCache) {
+      const listed = new Set(listing.map((o) => o.key));
+      for (const [key, e] of readCache.entries) {
+        if (listed.has(key)) continue;
+        readCache.entries.delete(key);
+        readCache.bytes -= e.bytes;
+      }
+    }
     const base = {
       previousVersion: live?.version ?? null,
       attempts: n,
@@ -466,7 +550,11 @@ export async function reindexCorpus(opts: ReindexOptions): Promise<ReindexResult
       checkDeadline(stage);
       let parsed = memo.get(info.key);
       if (!parsed || parsed.listedEtag !== info.etag) {
-        parsed = await readObject(info);
+        parsed = fromReadCache(info);
+        if (!parsed) {
+          parsed = await readObject(info);
+          keepRead(parsed);
+        }
         memo.set(info.key, parsed);
       }
       if (parsed.vanished) {
@@ -518,6 +606,7 @@ export async function reindexCorpus(opts: ReindexOptions): Promise<ReindexResult
           if (heldBytes + bytes <= vectorBudget) {
             parsed.vectors = r.vectors;
             heldBytes += bytes;
+            keepRead(parsed); // a later run then needs neither the object nor its cache bundle
           } else {
             parsed.vectors = undefined; // re-read from the cache while the index is built
           }

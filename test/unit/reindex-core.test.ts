@@ -29,7 +29,9 @@ import type { ObjectStore } from "../../shared/core/ports.ts";
 import { listSnapshotVersions, readPointer } from "../../shared/core/publish.ts";
 import {
   corpusChanges,
+  createCorpusReadCache,
   decodeS3EventKey,
+  type ReindexOptions,
   ReindexTimeoutError,
   reindexCorpus,
   type S3EventLike,
@@ -198,6 +200,81 @@ describe("reindexCorpus", () => {
     expect((await liveSnapshot(store))!.manifest.build!.index_params).toBeUndefined();
     expect((await liveSnapshot(store))!.manifest.index_params).toMatchObject({ factory: "HNSW32,Flat", efSearch: 128 });
     expect(embedder.usage().calls).toBe(calls);
+  });
+
+  it("a warm instance's read cache skips unchanged objects, and is emptied when chunking changes", async () => {
+    const { b } = await seedCorpus();
+    const reads: string[] = [];
+    const bundleReads: string[] = [];
+    const counting: ObjectStore = {
+      ...store,
+      getStream: (key, o) => {
+        reads.push(key);
+        return store.getStream(key, o);
+      },
+      get: (key, o) => {
+        if (key.startsWith("cache/")) bundleReads.push(key);
+        return store.get(key, o);
+      },
+    };
+    const readCache = createCorpusReadCache();
+    const embedder = countingEmbedder();
+    const run = (over: Partial<ReindexOptions> = {}) =>
+      reindexCorpus(reindexOptions(counting, embedder, { readCache, ...over }));
+    await run();
+    expect(reads.sort()).toEqual(["corpus/a.jsonl", "corpus/b.jsonl", "corpus/guide.md"]);
+    expect(readCache.stats().objects).toBe(3);
+
+    // One object changes: only it (and its embedding bundle) is read again; the others' vectors
+    // are still in memory. The snapshot equals a build from scratch.
+    reads.length = 0;
+    bundleReads.length = 0;
+    await store.put("corpus/b.jsonl", jsonl([...b, doc("b3", "tundra", 4)]));
+    expect((await run()).status).toBe("published");
+    expect(reads).toEqual(["corpus/b.jsonl"]);
+    expect(bundleReads).toHaveLength(1);
+    const fresh = mkdtempSync(join(tmpdir(), "reindex-fresh-"));
+    try {
+      const other = createFsStore(fresh);
+      for await (const o of store.list("corpus/")) await other.put(o.key, (await store.get(o.key))!.body);
+      await reindexCorpus(reindexOptions(other, countingEmbedder()));
+      const [warm, scratch] = [(await liveSnapshot(store))!, (await liveSnapshot(other))!];
+      expect(warm.passageIds).toEqual(scratch.passageIds);
+      expect(warm.passageTexts).toEqual(scratch.passageTexts);
+    } finally {
+      rmSync(fresh, { recursive: true, force: true });
+    }
+
+    // A deleted object leaves the cache; a chunking change empties it.
+    reads.length = 0;
+    await store.delete("corpus/guide.md");
+    expect((await run()).status).toBe("published");
+    expect(reads).toEqual([]);
+    expect(readCache.stats().objects).toBe(2);
+    expect((await run({ chunking: { maxTokens: 64, overlap: 8 } })).status).toBe("published");
+    expect(reads.sort()).toEqual(["corpus/a.jsonl", "corpus/b.jsonl"]);
+    // Another embedder: the vectors held no longer apply, so everything is read again.
+    reads.length = 0;
+    const other = countingEmbedder(DIMS * 2);
+    expect(
+      (await reindexCorpus(reindexOptions(counting, other, { readCache, chunking: { maxTokens: 64, overlap: 8 } })))
+        .status,
+    ).toBe("published");
+    expect(reads.sort()).toEqual(["corpus/a.jsonl", "corpus/b.jsonl"]);
+  });
+
+  it("the read cache holds at most its byte budget, dropping the least recently used", async () => {
+    await seedCorpus();
+    const readCache = createCorpusReadCache(1); // smaller than any object: nothing is kept
+    await reindexCorpus(reindexOptions(store, countingEmbedder(), { readCache }));
+    expect(readCache.stats()).toEqual({ objects: 0, bytes: 0 });
+    const roomy = createCorpusReadCache();
+    await reindexCorpus(reindexOptions(store, countingEmbedder(), { readCache: roomy, indexType: "hnsw" }));
+    const { bytes } = roomy.stats();
+    const tight = createCorpusReadCache(bytes - 1); // one object must go
+    await reindexCorpus(reindexOptions(store, countingEmbedder(), { readCache: tight, indexType: "flat" }));
+    expect(tight.stats().objects).toBe(2);
+    expect(tight.stats().bytes).toBeLessThanOrEqual(bytes - 1);
   });
 
   it("re-embeds only the passages of the changed document, and drops a removed object's passages", async () => {
