@@ -349,7 +349,7 @@ class FaissIndex implements FaissVectorIndex {
   }
 }
 
-/** A "flat" index searched by the WebAssembly SIMD kernel; same file format as faiss's IndexFlatIP. */
+/** A "flat" index searched by our SIMD scan (native or WebAssembly); same file format as faiss's IndexFlatIP. */
 class SimdFlat implements FaissVectorIndex {
   readonly type = "flat" as const;
   readonly params: IndexParamsRecord = { factory: "Flat" };
@@ -575,8 +575,10 @@ export function faissIndexFromFile(file: string, opts: FaissLoadOptions = {}): F
   return wrapLoaded(native, opts);
 }
 
-/** Load options from a snapshot manifest (index type and recorded search parameters). */
-/** `override` (INDEX_SEARCH_PARAMS) wins over the search parameters the manifest recorded. */
+/**
+ * Load options from a snapshot manifest (index type and recorded search parameters); `override`
+ * (INDEX_SEARCH_PARAMS) wins over the recorded search parameters.
+ */
 export function loadOptionsFromManifest(
   manifest: SnapshotManifest,
   override?: Record<string, number>,
