@@ -33,8 +33,6 @@ export interface Bandwidth {
   bestGBps: number;
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-
 /**
  * Single-thread sequential read of `bytes` of freshly written memory (as large as the index, so
  * cache effects match). memchr() times one pass; jsSumMs() one pass of a 4-accumulator JS sum.
@@ -106,8 +104,8 @@ function flatRounds(
       }
   }
   if (meter.sink() === 42) console.log(""); // keep the reads observable
-  const memchrGBps = bytes / GB / (median(memchr) / 1000);
-  const jsSumGBps = bytes / GB / (median(jsSum) / 1000);
+  const memchrGBps = bytes / GB / (stats(memchr).p50 / 1000);
+  const jsSumGBps = bytes / GB / (stats(jsSum).p50 / 1000);
   return {
     latency: Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, stats(v)])),
     bandwidth: { memchrGBps, jsSumGBps, bestGBps: Math.max(memchrGBps, jsSumGBps) },
