@@ -14,6 +14,7 @@
 import { ValidationError } from "../core/errors.ts";
 import { METRIC_INNER_PRODUCT } from "./faiss-file-check.ts";
 import type { VectorSearchResult } from "../core/ports.ts";
+import { topK } from "../core/top-k.ts";
 
 // ---------- the kernel: scan(q, rows, n, rowBytes, out) writes out[i] = <q, row_i> ----------
 
@@ -383,47 +384,3 @@ export class SimdFlatIndex {
   }
 }
 
-/**
- * Best k of `scores` (k ≤ length), descending, ties by lower ordinal (as a full sort would give):
- * a size-k heap with the worst entry on top, whose score lives in a local, so the common case (a
- * score below it) is one comparison per row. O(n log k).
- */
-export function topK(scores: Float32Array, k: number): VectorSearchResult {
-  const hs = new Float32Array(k);
-  const hi = new Int32Array(k);
-  // a ranks below b: lower score, or the same score and a later ordinal.
-  const below = (a: number, b: number) => hs[a] < hs[b] || (hs[a] === hs[b] && hi[a] > hi[b]);
-  const siftDown = (pos: number) => {
-    for (;;) {
-      const l = 2 * pos + 1;
-      if (l >= k) return;
-      const r = l + 1;
-      const m = r < k && below(r, l) ? r : l;
-      if (!below(m, pos)) return;
-      const s = hs[m];
-      hs[m] = hs[pos];
-      hs[pos] = s;
-      const t = hi[m];
-      hi[m] = hi[pos];
-      hi[pos] = t;
-      pos = m;
-    }
-  };
-  for (let i = 0; i < k; i++) {
-    hs[i] = scores[i];
-    hi[i] = i;
-  }
-  for (let p = (k >> 1) - 1; p >= 0; p--) siftDown(p);
-  let floor = hs[0];
-  for (let i = k; i < scores.length; i++) {
-    const s = scores[i];
-    if (s > floor) {
-      hs[0] = s;
-      hi[0] = i;
-      siftDown(0);
-      floor = hs[0];
-    }
-  }
-  const order = Array.from({ length: k }, (_, i) => i).sort((a, b) => hs[b] - hs[a] || hi[a] - hi[b]);
-  return { ordinals: order.map((i) => hi[i]), scores: order.map((i) => hs[i]) };
-}

@@ -18,8 +18,8 @@ import {
   parseFlatHeader,
   SimdFlatIndex,
   simdFlatAvailable,
-  topK,
 } from "../../shared/adapters/simd-flat.ts";
+import { topK } from "../../shared/core/top-k.ts";
 import type { SnapshotManifest } from "../../shared/core/ports.ts";
 
 function brute(base: Float32Array, d: number, q: Float32Array): number[] {
