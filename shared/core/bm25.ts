@@ -8,7 +8,7 @@
 // changes no ranking. Lucene stores |d| lossily in one byte; we keep exact lengths (up to 65535
 // terms), so scores are close to, not bit-identical with, Lucene's. N and avgdl count documents
 // with ≥ 1 token (Lucene's per-field docCount): an empty document is kept but can never match.
-import { type AnalyzerOptions, type Bm25Params } from "./analyzer.ts";
+import type { AnalyzerOptions, Bm25Params } from "./analyzer.ts";
 import { ValidationError } from "./errors.ts";
 import { compareTrecEval, type ScoredDocument } from "./metrics.ts";
 import { openSparseIndex, type SparseIndex, SparseIndexBuilder } from "./sparse-index.ts";

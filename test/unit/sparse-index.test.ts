@@ -85,7 +85,7 @@ describe("sparse index", () => {
           const got = build(texts).index.search(query, k);
           const want = [...referenceScores(texts, query)].sort((a, b) => b[1] - a[1] || a[0] - b[0]).slice(0, k);
           expect(got.ordinals).toEqual(want.map(([o]) => o));
-          got.scores.forEach((s, i) => expect(s).toBeCloseTo(want[i][1], 10));
+          for (const [i, s] of got.scores.entries()) expect(s).toBeCloseTo(want[i][1], 10);
         },
       ),
       { numRuns: 150 },
