@@ -30,7 +30,14 @@ const log = (m) => console.log(`[faiss-node] ${m}`);
 const sourceVersion = "patch-v4";
 
 function loads() {
-  const r = spawnSync(process.execPath, ["-e", `const f=require(${JSON.stringify(pkgDir)});const i=new f.IndexFlatIP(2);i.add([1,0]);if(i.search([1,0],1).labels[0]!==0)process.exit(3)`], { encoding: "utf8" });
+  const r = spawnSync(
+    process.execPath,
+    [
+      "-e",
+      `const f=require(${JSON.stringify(pkgDir)});const i=new f.IndexFlatIP(2);i.add([1,0]);if(i.search([1,0],1).labels[0]!==0)process.exit(3)`,
+    ],
+    { encoding: "utf8" },
+  );
   return r.status === 0 ? null : (r.stderr || `exit ${r.status}`).trim().split("\n").slice(-3).join(" ");
 }
 
@@ -64,32 +71,63 @@ function tryPrebuilt() {
 function buildFromSource() {
   const lib = process.env.FAISS_STATIC_LIB ?? "/usr/lib/x86_64-linux-gnu/libfaiss.a";
   if (!existsSync(lib) || !existsSync("/usr/include/faiss/Index.h")) {
-    console.error(`[faiss-node] cannot build from source: ${lib} or /usr/include/faiss is missing.\n` +
-      "  On Debian/Ubuntu: apt-get install libfaiss-dev libopenblas-dev liblapack-dev (scripts/setup.mjs does this as root).\n" +
-      "  Elsewhere: install faiss 1.7.x with its headers and set FAISS_STATIC_LIB, or use a machine with internet for the prebuilt binary.");
+    console.error(
+      `[faiss-node] cannot build from source: ${lib} or /usr/include/faiss is missing.\n` +
+        "  On Debian/Ubuntu: apt-get install libfaiss-dev libopenblas-dev liblapack-dev (scripts/setup.mjs does this as root).\n" +
+        "  Elsewhere: install faiss 1.7.x with its headers and set FAISS_STATIC_LIB, or use a machine with internet for the prebuilt binary.",
+    );
     process.exit(1);
   }
   log(`building from node_modules/faiss-node/src/faiss.cc against ${lib} (node-gyp, ~1 min) ...`);
   const src = readFileSync(join(pkgDir, "src", "faiss.cc"), "utf8");
   const anchor = "  Napi::Value ntotal(const Napi::CallbackInfo &info)";
   if (!src.includes(anchor)) throw new Error("faiss-node source layout changed: patch anchor not found");
-  let patched = src.replace("#include <faiss/impl/IDSelector.h>", "#include <faiss/impl/IDSelector.h>\n#include <faiss/AutoTune.h>\n#include <faiss/IndexHNSW.h>\n#include <string>\n#include <vector>");
+  let patched = src.replace(
+    "#include <faiss/impl/IDSelector.h>",
+    "#include <faiss/impl/IDSelector.h>\n#include <faiss/AutoTune.h>\n#include <faiss/IndexHNSW.h>\n#include <string>\n#include <vector>",
+  );
   patched = patched.replace(anchor, readFileSync(join(here, "faiss-node", "patch-methods.cc"), "utf8") + anchor);
-  patched = patched.replace(/InstanceMethod\("search", &(\w+)::search\),/g,
-    (m, cls) => `${m}\n      InstanceMethod("searchTyped", &${cls}::searchTyped),\n      InstanceMethod("addTyped", &${cls}::addTyped),\n      InstanceMethod("setSearchParameter", &${cls}::setSearchParameter),\n      InstanceMethod("setBuildParameter", &${cls}::setBuildParameter),`);
+  patched = patched.replace(
+    /InstanceMethod\("search", &(\w+)::search\),/g,
+    (m, cls) =>
+      `${m}\n      InstanceMethod("searchTyped", &${cls}::searchTyped),\n      InstanceMethod("addTyped", &${cls}::addTyped),\n      InstanceMethod("setSearchParameter", &${cls}::setSearchParameter),\n      InstanceMethod("setBuildParameter", &${cls}::setBuildParameter),`,
+  );
   const initAnchor = "  IndexFlatIP::Init(env, exports);";
   if (!patched.includes(initAnchor)) throw new Error("faiss-node source layout changed: Init anchor not found");
   patched = patched.replace(initAnchor, `${initAnchor}\n  RegisterFlatScan(env, exports);`);
-  patched = patched.replace("Napi::Object Init(Napi::Env env, Napi::Object exports)\n{",
-    "void RegisterFlatScan(Napi::Env env, Napi::Object exports); // scripts/faiss-node/flat-scan.cc\n\nNapi::Object Init(Napi::Env env, Napi::Object exports)\n{");
-  if (!patched.includes("void RegisterFlatScan")) throw new Error("faiss-node source layout changed: Init signature not found");
+  patched = patched.replace(
+    "Napi::Object Init(Napi::Env env, Napi::Object exports)\n{",
+    "void RegisterFlatScan(Napi::Env env, Napi::Object exports); // scripts/faiss-node/flat-scan.cc\n\nNapi::Object Init(Napi::Env env, Napi::Object exports)\n{",
+  );
+  if (!patched.includes("void RegisterFlatScan"))
+    throw new Error("faiss-node source layout changed: Init signature not found");
   writeFileSync(join(pkgDir, "src", "faiss-patched.cc"), patched);
   copyFileSync(join(here, "faiss-node", "flat-scan.cc"), join(pkgDir, "src", "flat-scan.cc"));
   copyFileSync(join(here, "faiss-node", "compat.h"), join(pkgDir, "src", "compat.h"));
   copyFileSync(join(here, "faiss-node", "binding.gyp"), join(pkgDir, "binding.gyp"));
   const candidates = [
-    join(dirname(process.execPath), "..", "lib", "node_modules", "npm", "node_modules", "node-gyp", "bin", "node-gyp.js"),
-    join(dirname(process.execPath), "..", "lib", "node_modules", "npm", "node_modules", "node-gyp", "bin", "node-gyp.js").replace("/bin/..", ""),
+    join(
+      dirname(process.execPath),
+      "..",
+      "lib",
+      "node_modules",
+      "npm",
+      "node_modules",
+      "node-gyp",
+      "bin",
+      "node-gyp.js",
+    ),
+    join(
+      dirname(process.execPath),
+      "..",
+      "lib",
+      "node_modules",
+      "npm",
+      "node_modules",
+      "node-gyp",
+      "bin",
+      "node-gyp.js",
+    ).replace("/bin/..", ""),
   ];
   const gyp = candidates.find((p) => existsSync(p));
   if (!gyp) throw new Error("node-gyp not found (it ships with npm)");
@@ -97,7 +135,11 @@ function buildFromSource() {
   if (quiet) args.push("--loglevel=error");
   const headers = resolve(dirname(process.execPath), "..", "include", "node");
   if (existsSync(join(headers, "node_api.h"))) args.push(`--nodedir=${resolve(headers, "..", "..")}`);
-  const r = spawnSync(process.execPath, args, { cwd: pkgDir, stdio: quiet ? ["ignore", "ignore", "inherit"] : "inherit", env: { ...process.env, FAISS_STATIC_LIB: lib } });
+  const r = spawnSync(process.execPath, args, {
+    cwd: pkgDir,
+    stdio: quiet ? ["ignore", "ignore", "inherit"] : "inherit",
+    env: { ...process.env, FAISS_STATIC_LIB: lib },
+  });
   if (r.status !== 0) throw new Error(`node-gyp failed with exit ${r.status}`);
   const err = loads();
   if (err) throw new Error(`built addon does not load: ${err}`);

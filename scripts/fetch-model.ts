@@ -13,7 +13,13 @@ import { pipeline } from "node:stream/promises";
 import { pathToFileURL } from "node:url";
 import { loadConfig } from "../shared/core/config.ts";
 import type { ObjectStore } from "../shared/core/ports.ts";
-import { CHECKSUMS_FILE, type ChecksumsFile, listModelFiles, verifyChecksums, writeChecksums } from "./fixtures/checksums.ts";
+import {
+  CHECKSUMS_FILE,
+  type ChecksumsFile,
+  listModelFiles,
+  verifyChecksums,
+  writeChecksums,
+} from "./fixtures/checksums.ts";
 import { REPO_ROOT } from "./fixtures/index.ts";
 
 export interface ModelFile {
@@ -45,15 +51,41 @@ const TOKENIZER_FILES: ModelFile[] = [
   { path: "tokenizer_config.json" },
   { path: "special_tokens_map.json", optional: true },
 ];
-const BERT_FILES: ModelFile[] = [...TOKENIZER_FILES, { path: "vocab.txt", optional: true }, { path: "onnx/model.onnx" }];
+const BERT_FILES: ModelFile[] = [
+  ...TOKENIZER_FILES,
+  { path: "vocab.txt", optional: true },
+  { path: "onnx/model.onnx" },
+];
 // The cross-encoder/* repositories publish optimum exports under onnx/; their int8 variants are
 // named by instruction set (model_quint8_avx2.onnx runs on any x86-64 with AVX2).
-const CE_QUANTIZED: ModelFile = { path: "onnx/model_quint8_avx2.onnx", as: "onnx/model_quantized.onnx", optional: true };
+const CE_QUANTIZED: ModelFile = {
+  path: "onnx/model_quint8_avx2.onnx",
+  as: "onnx/model_quantized.onnx",
+  optional: true,
+};
 
 export const KNOWN_MODELS: Record<string, KnownModel> = {
-  "ms-marco-MiniLM-L-6-v2": { repo: "cross-encoder/ms-marco-MiniLM-L-6-v2", revision: "main", kind: "cross-encoder", files: BERT_FILES, quantized: CE_QUANTIZED },
-  "ms-marco-MiniLM-L-12-v2": { repo: "cross-encoder/ms-marco-MiniLM-L-12-v2", revision: "main", kind: "cross-encoder", files: BERT_FILES, quantized: CE_QUANTIZED },
-  "ms-marco-TinyBERT-L-2-v2": { repo: "cross-encoder/ms-marco-TinyBERT-L-2-v2", revision: "main", kind: "cross-encoder", files: BERT_FILES, quantized: CE_QUANTIZED },
+  "ms-marco-MiniLM-L-6-v2": {
+    repo: "cross-encoder/ms-marco-MiniLM-L-6-v2",
+    revision: "main",
+    kind: "cross-encoder",
+    files: BERT_FILES,
+    quantized: CE_QUANTIZED,
+  },
+  "ms-marco-MiniLM-L-12-v2": {
+    repo: "cross-encoder/ms-marco-MiniLM-L-12-v2",
+    revision: "main",
+    kind: "cross-encoder",
+    files: BERT_FILES,
+    quantized: CE_QUANTIZED,
+  },
+  "ms-marco-TinyBERT-L-2-v2": {
+    repo: "cross-encoder/ms-marco-TinyBERT-L-2-v2",
+    revision: "main",
+    kind: "cross-encoder",
+    files: BERT_FILES,
+    quantized: CE_QUANTIZED,
+  },
   "bge-reranker-base": {
     repo: "BAAI/bge-reranker-base",
     revision: "main",
@@ -118,7 +150,9 @@ export function resolveModel(id: string): { name: string; model: KnownModel } {
   const known = KNOWN_MODELS[id] ?? Object.values(KNOWN_MODELS).find((m) => m.repo.toLowerCase() === id.toLowerCase());
   if (known) return { name: Object.keys(KNOWN_MODELS).find((k) => KNOWN_MODELS[k] === known)!, model: known };
   if (!/^[\w.-]+\/[\w.-]+$/.test(id))
-    throw new FetchModelError(`unknown model "${id}": give a Hugging Face id (owner/name) or one of ${Object.keys(KNOWN_MODELS).join(", ")}`);
+    throw new FetchModelError(
+      `unknown model "${id}": give a Hugging Face id (owner/name) or one of ${Object.keys(KNOWN_MODELS).join(", ")}`,
+    );
   return { name: id.split("/")[1], model: { repo: id, revision: "main", kind: "cross-encoder", files: BERT_FILES } };
 }
 
@@ -132,7 +166,11 @@ async function request(url: string, opts: { token?: string; timeoutMs: number })
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(new DOMException("timed out", "TimeoutError")), opts.timeoutMs);
   try {
-    return await fetch(url, { headers: opts.token ? { authorization: `Bearer ${opts.token}` } : {}, redirect: "follow", signal: controller.signal });
+    return await fetch(url, {
+      headers: opts.token ? { authorization: `Bearer ${opts.token}` } : {},
+      redirect: "follow",
+      signal: controller.signal,
+    });
   } finally {
     clearTimeout(timer);
   }
@@ -154,7 +192,9 @@ export async function fetchModel(opts: FetchOptions): Promise<FetchResult> {
   try {
     const res = await request(apiUrl, { token, timeoutMs: Math.min(idle, 15_000) });
     if (res.status === 401 || res.status === 403)
-      throw new FetchModelError(`${model.repo}@${revision}: access denied (HTTP ${res.status}); set HF_TOKEN for gated or private models`);
+      throw new FetchModelError(
+        `${model.repo}@${revision}: access denied (HTTP ${res.status}); set HF_TOKEN for gated or private models`,
+      );
     if (res.status === 404) throw new FetchModelError(`${model.repo}@${revision} not found on ${endpoint} (HTTP 404)`);
     if (!res.ok) throw new FetchModelError(`${apiUrl} answered HTTP ${res.status}`);
     meta = (await res.json()) as typeof meta;
@@ -167,14 +207,24 @@ export async function fetchModel(opts: FetchOptions): Promise<FetchResult> {
   const commit = meta.sha && /^[0-9a-f]{40}$/.test(meta.sha) ? meta.sha : revision;
   const available = meta.siblings ? new Set(meta.siblings.map((s) => s.rfilename)) : null;
 
-  const wanted: ModelFile[] = opts.files ? opts.files.map((p) => ({ path: p })) : [...model.files, ...(opts.quantized && model.quantized ? [model.quantized] : [])];
-  if (opts.quantized && !model.quantized && !opts.files) log(`${name}: no quantized graph known for this model; fetching the fp32 graph only`);
+  const wanted: ModelFile[] = opts.files
+    ? opts.files.map((p) => ({ path: p }))
+    : [...model.files, ...(opts.quantized && model.quantized ? [model.quantized] : [])];
+  if (opts.quantized && !model.quantized && !opts.files)
+    log(`${name}: no quantized graph known for this model; fetching the fp32 graph only`);
 
   const existing = path.join(dir, CHECKSUMS_FILE);
   if (!opts.force && existsSync(existing)) {
-    const prev = JSON.parse(await readFile(existing, "utf8")) as ChecksumsFile & { source?: { repo?: string; commit?: string } };
+    const prev = JSON.parse(await readFile(existing, "utf8")) as ChecksumsFile & {
+      source?: { repo?: string; commit?: string };
+    };
     const sameFiles = wanted.filter((f) => !f.optional).every((f) => prev.files[f.as ?? f.path]);
-    if (prev.source?.repo === model.repo && prev.source?.commit === commit && sameFiles && (await verifyChecksums(dir, prev)).length === 0) {
+    if (
+      prev.source?.repo === model.repo &&
+      prev.source?.commit === commit &&
+      sameFiles &&
+      (await verifyChecksums(dir, prev)).length === 0
+    ) {
       log(`${name}: ${dir} already holds ${model.repo}@${commit.slice(0, 12)}, checksums verified`);
       return { name, repo: model.repo, commit, dir, files: prev.files, cached: true };
     }
@@ -191,14 +241,18 @@ export async function fetchModel(opts: FetchOptions): Promise<FetchResult> {
           log(`${name}: ${f.path} is not in the repository, skipped`);
           continue;
         }
-        throw new FetchModelError(`${model.repo}@${commit.slice(0, 12)} has no ${f.path}${model.kind === "cross-encoder" ? " (is there an ONNX export in this repository?)" : ""}`);
+        throw new FetchModelError(
+          `${model.repo}@${commit.slice(0, 12)} has no ${f.path}${model.kind === "cross-encoder" ? " (is there an ONNX export in this repository?)" : ""}`,
+        );
       }
       const url = `${endpoint}/${model.repo}/resolve/${commit}/${f.path.split("/").map(encodeURIComponent).join("/")}`;
       const bytes = await download(url, path.join(tmp, target), { token, idle, optional: !!f.optional });
       if (bytes === null) log(`${name}: ${f.path} not found (optional), skipped`);
       else log(`${name}: ${target} ${(bytes / 1e6).toFixed(1)} MB`);
     }
-    await writeChecksums(tmp, { source: { repo: model.repo, revision, commit, endpoint, fetched_at: new Date().toISOString() } });
+    await writeChecksums(tmp, {
+      source: { repo: model.repo, revision, commit, endpoint, fetched_at: new Date().toISOString() },
+    });
     await rm(dir, { recursive: true, force: true });
     await mkdir(path.dirname(dir), { recursive: true });
     await rename(tmp, dir);
@@ -211,7 +265,11 @@ export async function fetchModel(opts: FetchOptions): Promise<FetchResult> {
 }
 
 /** Streams `url` into `file`, aborting after `idle` ms without data; null for an optional 404. */
-async function download(url: string, file: string, o: { token?: string; idle: number; optional: boolean }): Promise<number | null> {
+async function download(
+  url: string,
+  file: string,
+  o: { token?: string; idle: number; optional: boolean },
+): Promise<number | null> {
   await mkdir(path.dirname(file), { recursive: true });
   const controller = new AbortController();
   let timer = setTimeout(() => controller.abort(), o.idle);
@@ -223,7 +281,11 @@ async function download(url: string, file: string, o: { token?: string; idle: nu
   try {
     let res: Response;
     try {
-      res = await fetch(url, { headers: o.token ? { authorization: `Bearer ${o.token}` } : {}, redirect: "follow", signal: controller.signal });
+      res = await fetch(url, {
+        headers: o.token ? { authorization: `Bearer ${o.token}` } : {},
+        redirect: "follow",
+        signal: controller.signal,
+      });
     } catch (e) {
       throw new FetchModelError(`cannot download ${url}: ${networkReason(e)}`);
     }
@@ -237,7 +299,11 @@ async function download(url: string, file: string, o: { token?: string; idle: nu
       },
     });
     try {
-      await pipeline(Readable.fromWeb(res.body as import("node:stream/web").ReadableStream), counter, createWriteStream(file));
+      await pipeline(
+        Readable.fromWeb(res.body as import("node:stream/web").ReadableStream),
+        counter,
+        createWriteStream(file),
+      );
     } catch (e) {
       throw new FetchModelError(`download of ${url} broke off after ${bytes} bytes: ${networkReason(e)}`);
     }
@@ -261,7 +327,12 @@ export function parseS3Url(url: string, name: string, modelPrefix = "models/"): 
 }
 
 /** Uploads every file of a model folder (checksums.json last, so a reader never sees it before the files). */
-export async function uploadModelDir(dir: string, store: ObjectStore, prefix: string, log: (m: string) => void = () => {}): Promise<string[]> {
+export async function uploadModelDir(
+  dir: string,
+  store: ObjectStore,
+  prefix: string,
+  log: (m: string) => void = () => {},
+): Promise<string[]> {
   const files = await listModelFiles(dir);
   if (existsSync(path.join(dir, CHECKSUMS_FILE))) files.push(CHECKSUMS_FILE);
   for (const rel of files) {
@@ -272,11 +343,21 @@ export async function uploadModelDir(dir: string, store: ObjectStore, prefix: st
   return files.map((f) => prefix + f);
 }
 
-export async function uploadToS3Url(dir: string, url: string, name: string, log: (m: string) => void): Promise<string[]> {
+export async function uploadToS3Url(
+  dir: string,
+  url: string,
+  name: string,
+  log: (m: string) => void,
+): Promise<string[]> {
   const cfg = loadConfig();
   const { bucket, prefix } = parseS3Url(url, name, cfg.modelPrefix);
   const { createS3Store } = await import("../shared/adapters/s3-store.ts");
-  const store = createS3Store({ bucket, endpoint: cfg.s3Endpoint, forcePathStyle: cfg.s3ForcePathStyle, region: cfg.awsRegion });
+  const store = createS3Store({
+    bucket,
+    endpoint: cfg.s3Endpoint,
+    forcePathStyle: cfg.s3ForcePathStyle,
+    region: cfg.awsRegion,
+  });
   log(`uploading ${dir} to s3://${bucket}/${prefix}`);
   return uploadModelDir(dir, store, prefix, log);
 }
@@ -287,7 +368,10 @@ known models: ${Object.entries(KNOWN_MODELS)
   .join(", ")}
 HF_ENDPOINT sets a mirror, HF_TOKEN a token. Revisions marked @main are not pinned: the commit fetched is printed and kept in checksums.json.`;
 
-export async function fetchModelCli(argv: string[], log: (m: string) => void = (m) => console.error(m)): Promise<FetchResult> {
+export async function fetchModelCli(
+  argv: string[],
+  log: (m: string) => void = (m) => console.error(m),
+): Promise<FetchResult> {
   const [id, ...rest] = argv;
   if (!id || id.startsWith("--")) throw new FetchModelError(FETCH_USAGE);
   const opts: FetchOptions = { id, log };

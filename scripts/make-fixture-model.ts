@@ -5,7 +5,14 @@
 import { rename, rm } from "node:fs/promises";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
-import { ensureFixtureModel, FIXTURE_NAMES, type FixtureName, type FixtureOptions, type FixtureSpec, writeFixtureModel } from "./fixtures/index.ts";
+import {
+  ensureFixtureModel,
+  FIXTURE_NAMES,
+  type FixtureName,
+  type FixtureOptions,
+  type FixtureSpec,
+  writeFixtureModel,
+} from "./fixtures/index.ts";
 
 export const USAGE = `usage: make-fixture-model <${FIXTURE_NAMES.join("|")}> [--out DIR] [--no-shared-tokenizer]
   shape overrides: --layers N --hidden N --heads N --intermediate N --max-length N --vocab-size N
@@ -26,7 +33,8 @@ const NUMERIC: Record<string, keyof FixtureSpec> = {
 
 export function parseFixtureArgs(argv: string[]): { name: FixtureName; out?: string; opts: FixtureOptions } {
   const [name, ...rest] = argv;
-  if (!name || !(FIXTURE_NAMES as readonly string[]).includes(name)) throw new Error(`unknown fixture "${name ?? ""}"\n${USAGE}`);
+  if (!name || !(FIXTURE_NAMES as readonly string[]).includes(name))
+    throw new Error(`unknown fixture "${name ?? ""}"\n${USAGE}`);
   const overrides: Partial<FixtureSpec> = {};
   const opts: FixtureOptions = { overrides };
   let out: string | undefined;

@@ -34,16 +34,30 @@ if (major < 20 || (major === 20 && minor < 10)) {
 
 // 1. System packages.
 const sysNeeds = [
-  { file: "/usr/include/faiss/Index.h", pkg: "libfaiss-dev", why: "faiss headers + static library for building faiss-node offline" },
-  { file: "/usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h", alt: "/usr/lib/x86_64-linux-gnu/libopenblas.so", pkg: "libopenblas-dev", why: "BLAS used by faiss" },
+  {
+    file: "/usr/include/faiss/Index.h",
+    pkg: "libfaiss-dev",
+    why: "faiss headers + static library for building faiss-node offline",
+  },
+  {
+    file: "/usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h",
+    alt: "/usr/lib/x86_64-linux-gnu/libopenblas.so",
+    pkg: "libopenblas-dev",
+    why: "BLAS used by faiss",
+  },
   { file: "/usr/lib/x86_64-linux-gnu/liblapack.so", pkg: "liblapack-dev", why: "LAPACK used by faiss" },
 ];
 if (wantBrowser) {
   sysNeeds.push({ file: "/usr/bin/chromium", pkg: "chromium", why: "headless browser test of the web playground" });
-  sysNeeds.push({ file: "/usr/bin/patchelf", pkg: "patchelf", why: "test of the Lambda native-bundle rpath step (layers/)" });
+  sysNeeds.push({
+    file: "/usr/bin/patchelf",
+    pkg: "patchelf",
+    why: "test of the Lambda native-bundle rpath step (layers/)",
+  });
 }
 const faissReady = existsSync(join(root, "node_modules/faiss-node/build/Release/faiss-node.node"));
-const missing = sysNeeds.filter((n) => !existsSync(n.file) && !(n.alt && existsSync(n.alt)))
+const missing = sysNeeds
+  .filter((n) => !existsSync(n.file) && !(n.alt && existsSync(n.alt)))
   .filter((n) => n.pkg === "chromium" || n.pkg === "patchelf" || !faissReady);
 if (missing.length) {
   const isDebian = existsSync("/etc/debian_version");
@@ -53,15 +67,20 @@ if (missing.length) {
     say(`installing system packages: ${list}\n${missing.map((m) => `         ${m.pkg}: ${m.why}`).join("\n")}`);
     const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
     if (run("apt-get", ["update", "-qq"], { env }) !== 0) say("apt-get update failed; trying the install anyway");
-    if (run("apt-get", ["install", "-y", "-qq", "--no-install-recommends", ...missing.map((m) => m.pkg)], { env }) !== 0) {
+    if (
+      run("apt-get", ["install", "-y", "-qq", "--no-install-recommends", ...missing.map((m) => m.pkg)], { env }) !== 0
+    ) {
       console.error(`[setup] apt-get install ${list} failed.`);
       process.exit(1);
     }
   } else {
-    console.error(`[setup] missing system packages: ${list}\n` +
-      (isDebian ? `  run as root: apt-get update && apt-get install -y ${list}\n`
-        : "  this is not Debian/Ubuntu: install faiss 1.7.x (headers + static lib), OpenBLAS and LAPACK with your package manager,\n  or use a machine with internet so faiss-node's prebuilt binary can be fetched.\n") +
-      "  continuing: the faiss-node step below says whether it can still succeed.");
+    console.error(
+      `[setup] missing system packages: ${list}\n` +
+        (isDebian
+          ? `  run as root: apt-get update && apt-get install -y ${list}\n`
+          : "  this is not Debian/Ubuntu: install faiss 1.7.x (headers + static lib), OpenBLAS and LAPACK with your package manager,\n  or use a machine with internet so faiss-node's prebuilt binary can be fetched.\n") +
+        "  continuing: the faiss-node step below says whether it can still succeed.",
+    );
   }
 }
 
@@ -79,7 +98,11 @@ if (!existsSync(stamp) || readFileSync(stamp, "utf8") !== lockHash) {
 }
 
 // 3. faiss-node.
-if (run(process.execPath, [join(root, "scripts/build-faiss-node.mjs"), ...(quiet ? ["--quiet"] : [])], { stdio: "inherit" }) !== 0) {
+if (
+  run(process.execPath, [join(root, "scripts/build-faiss-node.mjs"), ...(quiet ? ["--quiet"] : [])], {
+    stdio: "inherit",
+  }) !== 0
+) {
   console.error("[setup] faiss-node is not usable; see the messages above.");
   process.exit(1);
 }
@@ -89,8 +112,10 @@ const ortFlag = process.env.ONNXRUNTIME_NODE_INSTALL ?? process.env.npm_config_o
 if (ortFlag && ortFlag !== "skip") {
   say(`fetching onnxruntime-node execution-provider files (ONNXRUNTIME_NODE_INSTALL=${ortFlag}) ...`);
   const code = run(process.execPath, [join(root, "node_modules/onnxruntime-node/script/install.js")], {
-    cwd: join(root, "node_modules/onnxruntime-node"), stdio: "inherit",
+    cwd: join(root, "node_modules/onnxruntime-node"),
+    stdio: "inherit",
   });
-  if (code !== 0) say("WARNING: could not fetch them (offline?). The CPU build still works; the reranker falls back to CPU.");
+  if (code !== 0)
+    say("WARNING: could not fetch them (offline?). The CPU build still works; the reranker falls back to CPU.");
 }
 if (!quiet) say("ready");

@@ -64,7 +64,10 @@ export function stats(samples: number[]): TimingStats {
 }
 
 /** Runs fn `warmup` times unmeasured, then `reps` times measured (ms per call). */
-export async function measure(fn: () => unknown, opts: { warmup?: number; reps?: number; maxMs?: number } = {}): Promise<TimingStats> {
+export async function measure(
+  fn: () => unknown,
+  opts: { warmup?: number; reps?: number; maxMs?: number } = {},
+): Promise<TimingStats> {
   const { warmup = 3, reps = 30, maxMs = 60_000 } = opts;
   for (let i = 0; i < warmup; i++) await fn();
   const samples: number[] = [];
@@ -88,7 +91,8 @@ export function machine(): Record<string, string | number> {
   } catch {}
   const version = (pkg: string) => {
     try {
-      return JSON.parse(readFileSync(new URL(`../../node_modules/${pkg}/package.json`, import.meta.url), "utf8")).version;
+      return JSON.parse(readFileSync(new URL(`../../node_modules/${pkg}/package.json`, import.meta.url), "utf8"))
+        .version;
     } catch {
       return "n/a";
     }
@@ -112,7 +116,13 @@ export function machine(): Record<string, string | number> {
   };
 }
 
-export function figure(name: string, value: number, unit: string, goal?: { text: string; met: boolean }, note?: string): Figure {
+export function figure(
+  name: string,
+  value: number,
+  unit: string,
+  goal?: { text: string; met: boolean },
+  note?: string,
+): Figure {
   return { name, value, unit, goal: goal?.text, met: goal?.met, note };
 }
 
@@ -146,16 +156,26 @@ export function suiteNames(): string[] {
   return [...registry.keys()];
 }
 
-export async function runSuites(names: string[], opts: { json: boolean; quick: boolean; args: string[] }): Promise<SuiteResult[]> {
+export async function runSuites(
+  names: string[],
+  opts: { json: boolean; quick: boolean; args: string[] },
+): Promise<SuiteResult[]> {
   const results: SuiteResult[] = [];
   const log = (m: string) => process.stderr.write(`${m}\n`);
   const m = machine();
-  if (!opts.json) console.log(`machine: ${Object.entries(m).map(([k, v]) => `${k}=${v}`).join(", ")}\n`);
+  if (!opts.json)
+    console.log(
+      `machine: ${Object.entries(m)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(", ")}\n`,
+    );
   for (const name of names) {
     const load = registry.get(name);
     if (!load) throw new Error(`unknown benchmark suite "${name}"; known: ${suiteNames().join(", ")}, all`);
     const suite = await load();
-    log(`== ${suite.name}: ${suite.description}${opts.quick ? " (quick: sizes reduced, figures not representative)" : ""}`);
+    log(
+      `== ${suite.name}: ${suite.description}${opts.quick ? " (quick: sizes reduced, figures not representative)" : ""}`,
+    );
     const result = await suite.run({ quick: opts.quick, args: opts.args, log });
     results.push(result);
     if (!opts.json) {
@@ -168,7 +188,12 @@ export async function runSuites(names: string[], opts: { json: boolean; quick: b
     const out =
       results.length === 1
         ? { machine: m, quick: opts.quick, ...results[0] }
-        : { machine: m, quick: opts.quick, suites: results, summary: Object.fromEntries(results.map((r) => [r.suite, r.summary])) };
+        : {
+            machine: m,
+            quick: opts.quick,
+            suites: results,
+            summary: Object.fromEntries(results.map((r) => [r.suite, r.summary])),
+          };
     console.log(JSON.stringify(out));
   }
   return results;

@@ -24,7 +24,11 @@ export async function publishHashingSnapshot(
     indexType: "flat",
     indexBuilder: faissIndexBuilder,
   });
-  await publishSnapshot(store, { indexPrefix: opts.indexPrefix ?? "index/", manifest: built.manifest, files: built.files });
+  await publishSnapshot(store, {
+    indexPrefix: opts.indexPrefix ?? "index/",
+    manifest: built.manifest,
+    files: built.files,
+  });
   return {
     version: built.manifest.version,
     bytes: Object.values(built.manifest.files).reduce((a, f) => a + f.bytes, 0),

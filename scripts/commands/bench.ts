@@ -4,7 +4,8 @@ import { runSuites, suiteNames } from "../bench/index.ts";
 export const command: Command = {
   name: "bench",
   summary: "run benchmark suites (faiss, snapshot, rerank, http, load, coldstart, all)",
-  usage: "npm run bench -- <suite|all> [--json] [--quick]\n  --json   print one JSON object as the last line\n  --quick  reduced sizes for a smoke run (figures not representative)",
+  usage:
+    "npm run bench -- <suite|all> [--json] [--quick]\n  --json   print one JSON object as the last line\n  --quick  reduced sizes for a smoke run (figures not representative)",
   async run(argv) {
     const json = argv.includes("--json");
     const quick = argv.includes("--quick");

@@ -8,7 +8,17 @@ export const command: Command = {
   async run(argv) {
     if (argv.includes("--check")) {
       const cfg = loadConfig();
-      console.log(JSON.stringify({ ...cfg, openaiApiKey: cfg.openaiApiKey ? "(set)" : undefined, rerankerToken: cfg.rerankerToken ? "(set)" : undefined }, null, 2));
+      console.log(
+        JSON.stringify(
+          {
+            ...cfg,
+            openaiApiKey: cfg.openaiApiKey ? "(set)" : undefined,
+            rerankerToken: cfg.rerankerToken ? "(set)" : undefined,
+          },
+          null,
+          2,
+        ),
+      );
       return 0;
     }
     console.log(settingsTable());

@@ -38,19 +38,26 @@ export const command: Command = {
     const { values, positionals } = parseArgs({
       args: argv,
       allowPositionals: true,
-      options: { name: { type: "string" }, rps: { type: "string" }, burst: { type: "string" }, json: { type: "boolean" } },
+      options: {
+        name: { type: "string" },
+        rps: { type: "string" },
+        burst: { type: "string" },
+        json: { type: "boolean" },
+      },
     });
     const [action, ...rest] = positionals;
     const cfg = loadConfig();
     const store = createStore(cfg);
     const keys = createKeyStore({ store, prefix: cfg.apiKeysPrefix, cacheTtlMs: 0 });
-    const where = cfg.storeKind === "s3" ? `s3://${cfg.bucket}/${cfg.apiKeysPrefix}` : `${cfg.storeDir}/${cfg.apiKeysPrefix}`;
+    const where =
+      cfg.storeKind === "s3" ? `s3://${cfg.bucket}/${cfg.apiKeysPrefix}` : `${cfg.storeDir}/${cfg.apiKeysPrefix}`;
 
     switch (action) {
       case "create": {
         if (!values.name) throw new ValidationError("keys create needs --name NAME");
         const burst = positiveNumber("burst", values.burst);
-        if (burst !== undefined && !Number.isInteger(burst)) throw new ValidationError("--burst must be a whole number");
+        if (burst !== undefined && !Number.isInteger(burst))
+          throw new ValidationError("--burst must be a whole number");
         const rate = rateFrom(cfg, positiveNumber("rps", values.rps), burst);
         const made = await keys.create({ name: values.name, rate });
         console.error(`created key ${made.record.key_id} "${made.record.name}" in ${where}`);
@@ -59,7 +66,9 @@ export const command: Command = {
             ? `rate limit: ${made.record.rate.rps} req/s, burst ${made.record.rate.burst}`
             : `rate limit: defaults (RATE_LIMIT_RPS=${cfg.rateLimitRps}, RATE_LIMIT_BURST=${cfg.rateLimitBurst})`,
         );
-        console.error("the key below is shown once and cannot be recovered; send it as x-api-key or Authorization: Bearer");
+        console.error(
+          "the key below is shown once and cannot be recovered; send it as x-api-key or Authorization: Bearer",
+        );
         // The key alone on stdout, so `KEY=$(npm run -s cli -- keys create --name x)` works.
         console.log(made.key);
         return 0;
@@ -68,7 +77,9 @@ export const command: Command = {
         const keyId = rest[0];
         if (!keyId) throw new ValidationError("keys revoke needs a KEY_ID (see keys list)");
         const record = await keys.revoke(keyId);
-        console.log(`revoked ${record.key_id} "${record.name}" at ${record.revoked_at}; serving instances stop accepting it within ${cfg.apiKeyCacheTtlS} s`);
+        console.log(
+          `revoked ${record.key_id} "${record.name}" at ${record.revoked_at}; serving instances stop accepting it within ${cfg.apiKeyCacheTtlS} s`,
+        );
         return 0;
       }
       case "list": {

@@ -52,11 +52,14 @@ export const command: Command = {
       }
       if (sub === "list") {
         console.log("known models (models fetch <name>):");
-        for (const [name, m] of Object.entries(KNOWN_MODELS)) console.log(`  ${name.padEnd(26)} ${m.kind.padEnd(14)} ${m.repo}@${m.revision}`);
+        for (const [name, m] of Object.entries(KNOWN_MODELS))
+          console.log(`  ${name.padEnd(26)} ${m.kind.padEnd(14)} ${m.repo}@${m.revision}`);
         console.log("\nfixtures (models fixture <name>; random weights):");
         for (const name of FIXTURE_NAMES) {
           const f = FIXTURES[name];
-          console.log(`  ${name.padEnd(26)} ${f.family} ${f.head}, ${f.layers} layers, hidden ${f.hidden}, ${f.maxLength} tokens`);
+          console.log(
+            `  ${name.padEnd(26)} ${f.family} ${f.head}, ${f.layers} layers, hidden ${f.hidden}, ${f.maxLength} tokens`,
+          );
         }
         const local = [...listFolders(path.join(REPO_ROOT, "models")), ...listFolders(DEFAULT_FIXTURE_CACHE)];
         console.log(`\nlocal model folders:${local.length ? "" : " none"}`);

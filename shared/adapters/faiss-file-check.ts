@@ -198,7 +198,8 @@ function readScalarQuantizer(r: Reader, d: number): number {
   const codeSize = r.count("scalar quantizer code size");
   r.vector(4, "scalar quantizer training");
   if (sqD !== d) r.fail(`scalar quantizer dimension ${sqD}, index dimension ${d}`);
-  if (qtype < 0 || qtype > 8 || codeSize > 4 * d || codeSize === 0) r.fail(`scalar quantizer ${qtype}/${codeSize} is invalid`);
+  if (qtype < 0 || qtype > 8 || codeSize > 4 * d || codeSize === 0)
+    r.fail(`scalar quantizer ${qtype}/${codeSize} is invalid`);
   return codeSize;
 }
 
@@ -243,7 +244,8 @@ class Reader {
 
   i64(): number {
     const v = this.take(8, "int64").getBigInt64(0, true);
-    if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < -BigInt(Number.MAX_SAFE_INTEGER)) this.fail(`count ${v} is out of range`);
+    if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < -BigInt(Number.MAX_SAFE_INTEGER))
+      this.fail(`count ${v} is out of range`);
     return Number(v);
   }
 

@@ -86,7 +86,8 @@ export interface TokenizerSource {
 /** Reads tokenizer.json (required), tokenizer_config.json and config.json (optional) from a model folder. */
 export async function loadTokenizer(dir: string): Promise<PairTokenizer> {
   const file = path.join(dir, "tokenizer.json");
-  if (!existsSync(file)) throw new Error(`no tokenizer.json in ${dir}: a model folder needs one (Hugging Face fast-tokenizer format)`);
+  if (!existsSync(file))
+    throw new Error(`no tokenizer.json in ${dir}: a model folder needs one (Hugging Face fast-tokenizer format)`);
   const readJson = async (name: string): Promise<Record<string, unknown> | undefined> => {
     const p = path.join(dir, name);
     if (!existsSync(p)) return undefined;
@@ -96,14 +97,21 @@ export async function loadTokenizer(dir: string): Promise<PairTokenizer> {
       throw new Error(`${p} is not valid JSON: ${(e as Error).message}`);
     }
   };
-  const [tokenizer, tokenizerConfig, modelConfig] = await Promise.all([readJson("tokenizer.json"), readJson("tokenizer_config.json"), readJson("config.json")]);
+  const [tokenizer, tokenizerConfig, modelConfig] = await Promise.all([
+    readJson("tokenizer.json"),
+    readJson("tokenizer_config.json"),
+    readJson("config.json"),
+  ]);
   return createPairTokenizer({ tokenizer: tokenizer!, tokenizerConfig, modelConfig });
 }
 
 const HUGE = 1_000_000; // tokenizer_config's "no limit" sentinel is 1e30
 
 /** The model's sequence limit: the smaller of model_max_length and the usable position rows. */
-export function modelMaxLengthOf(tokenizerConfig: Record<string, unknown> = {}, modelConfig: Record<string, unknown> = {}): number {
+export function modelMaxLengthOf(
+  tokenizerConfig: Record<string, unknown> = {},
+  modelConfig: Record<string, unknown> = {},
+): number {
   const limits: number[] = [];
   const mml = tokenizerConfig.model_max_length;
   if (typeof mml === "number" && mml > 0 && mml < HUGE) limits.push(Math.floor(mml));
@@ -133,14 +141,25 @@ export function createPairTokenizer(src: TokenizerSource): PairTokenizer {
   const modelConfig = src.modelConfig ?? {};
   // The library expects these keys; truncation/padding stored in the file (all-MiniLM-L6-v2 carries
   // fixed 128 padding) are dropped: length limits are ours to apply, per call.
-  const json: Record<string, unknown> = { normalizer: null, pre_tokenizer: null, post_processor: null, decoder: null, added_tokens: [], ...src.tokenizer };
+  const json: Record<string, unknown> = {
+    normalizer: null,
+    pre_tokenizer: null,
+    post_processor: null,
+    decoder: null,
+    added_tokens: [],
+    ...src.tokenizer,
+  };
   json.truncation = null;
   json.padding = null;
   const tok = new Tokenizer(json, tokenizerConfig);
   const model = tok.model!;
   const modelJson = (src.tokenizer.model ?? {}) as { type?: string; continuing_subword_prefix?: string };
   const subwordPrefix = modelJson.type === "WordPiece" ? (modelJson.continuing_subword_prefix ?? "##") : null;
-  const preTok = (src.tokenizer.pre_tokenizer ?? null) as { type?: string; replacement?: string; pretokenizers?: Array<{ type?: string; replacement?: string }> } | null;
+  const preTok = (src.tokenizer.pre_tokenizer ?? null) as {
+    type?: string;
+    replacement?: string;
+    pretokenizers?: Array<{ type?: string; replacement?: string }>;
+  } | null;
   const metaspace = preTok?.type === "Metaspace" ? preTok : preTok?.pretokenizers?.find((p) => p.type === "Metaspace");
   const metaspaceChar = metaspace ? (metaspace.replacement ?? "\u2581") : null;
   const addedTokens = new Set(((src.tokenizer.added_tokens ?? []) as Array<{ content: string }>).map((t) => t.content));
@@ -151,7 +170,8 @@ export function createPairTokenizer(src: TokenizerSource): PairTokenizer {
   const unkToken = model.unk_token;
 
   const postProcess = (a: string[], b: string[] | null): { tokens: string[]; typeIds: number[] } => {
-    if (!tok.post_processor) return { tokens: b ? [...a, ...b] : [...a], typeIds: [...a.map(() => 0), ...(b ?? []).map(() => 1)] };
+    if (!tok.post_processor)
+      return { tokens: b ? [...a, ...b] : [...a], typeIds: [...a.map(() => 0), ...(b ?? []).map(() => 1)] };
     const out = tok.post_processor(a, b, true) as { tokens: string[]; token_type_ids?: number[] };
     const types = out.token_type_ids ?? [];
     return { tokens: out.tokens, typeIds: out.tokens.map((_: string, i: number) => types[i] ?? 0) };
@@ -159,8 +179,13 @@ export function createPairTokenizer(src: TokenizerSource): PairTokenizer {
   const pairOverhead = postProcess([], []).tokens.length;
   const singleOverhead = postProcess([], null).tokens.length;
   const modelMaxLength = modelMaxLengthOf(tokenizerConfig, modelConfig);
-  const padToken = typeof tokenizerConfig.pad_token === "string" ? tokenizerConfig.pad_token : (tokenizerConfig.pad_token as { content?: string } | undefined)?.content;
-  const padId = (padToken !== undefined ? model.tokens_to_ids.get(padToken) : undefined) ?? (typeof modelConfig.pad_token_id === "number" ? modelConfig.pad_token_id : 0);
+  const padToken =
+    typeof tokenizerConfig.pad_token === "string"
+      ? tokenizerConfig.pad_token
+      : (tokenizerConfig.pad_token as { content?: string } | undefined)?.content;
+  const padId =
+    (padToken !== undefined ? model.tokens_to_ids.get(padToken) : undefined) ??
+    (typeof modelConfig.pad_token_id === "number" ? modelConfig.pad_token_id : 0);
 
   const tokenize = (text: string): string[] => tok.tokenize(wellFormed(text));
   // A reranker call pairs one query with many documents: keep the last query's tokens.
@@ -177,8 +202,11 @@ export function createPairTokenizer(src: TokenizerSource): PairTokenizer {
   const checkMaxLength = (maxLength: number | undefined, overhead: number, minContent: number): number => {
     const m = maxLength ?? modelMaxLength;
     if (!Number.isInteger(m) || m < overhead + minContent)
-      throw new ValidationError(`max length ${m} is too small: it must be an integer of at least ${overhead + minContent} (special tokens take ${overhead})`);
-    if (m > modelMaxLength) throw new ValidationError(`max length ${m} exceeds the model's limit of ${modelMaxLength} tokens`);
+      throw new ValidationError(
+        `max length ${m} is too small: it must be an integer of at least ${overhead + minContent} (special tokens take ${overhead})`,
+      );
+    if (m > modelMaxLength)
+      throw new ValidationError(`max length ${m} exceeds the model's limit of ${modelMaxLength} tokens`);
     return m;
   };
 
@@ -217,13 +245,19 @@ export function createPairTokenizer(src: TokenizerSource): PairTokenizer {
     encodePair(query, doc, opts = {}) {
       const maxLength = checkMaxLength(opts.maxLength, pairOverhead, 2);
       const cap = opts.maxTokensPerDoc;
-      if (cap !== undefined && (!Number.isInteger(cap) || cap < 1)) throw new ValidationError(`max_tokens_per_doc must be a positive integer, got ${cap}`);
+      if (cap !== undefined && (!Number.isInteger(cap) || cap < 1))
+        throw new ValidationError(`max_tokens_per_doc must be a positive integer, got ${cap}`);
       const q = queryTokens(query);
       const d = tokenize(doc);
       const dCapped = cap !== undefined ? Math.min(d.length, cap) : d.length;
       const [qKeep, dKeep] = plan(q.length, dCapped, maxLength - pairOverhead);
       const { tokens, typeIds } = postProcess(q.slice(0, qKeep), d.slice(0, dKeep));
-      return { ...encodeTokens(tokens, typeIds, qKeep < q.length || dKeep < d.length), queryTokens: qKeep, docTokens: d.length, docTokensKept: dKeep };
+      return {
+        ...encodeTokens(tokens, typeIds, qKeep < q.length || dKeep < d.length),
+        queryTokens: qKeep,
+        docTokens: d.length,
+        docTokensKept: dKeep,
+      };
     },
 
     spans(text) {
@@ -245,7 +279,14 @@ export function createPairTokenizer(src: TokenizerSource): PairTokenizer {
       if (opts.maxTokensPerDoc !== undefined) spans = spans.slice(0, Math.max(1, opts.maxTokensPerDoc));
       if (spans.length <= room) {
         const end = spans.length ? spans[spans.length - 1][1] : doc.length;
-        return [{ text: opts.maxTokensPerDoc !== undefined ? doc.slice(0, end) : doc, start: 0, end: opts.maxTokensPerDoc !== undefined ? end : doc.length, tokens: spans.length }];
+        return [
+          {
+            text: opts.maxTokensPerDoc !== undefined ? doc.slice(0, end) : doc,
+            start: 0,
+            end: opts.maxTokensPerDoc !== undefined ? end : doc.length,
+            tokens: spans.length,
+          },
+        ];
       }
       const overlap = Math.max(0, Math.min(opts.overlapTokens ?? Math.min(32, Math.floor(room / 4)), room - 1));
       // A cut between tokens with a gap (whitespace) between them keeps each side's tokenisation intact.
@@ -334,7 +375,8 @@ export function tokenSpans(text: string, tokens: string[], ctx: SpanContext): Ar
   const surface = (t: string): string | null => {
     if (t === ctx.unkToken) return null;
     let s = t;
-    if (ctx.subwordPrefix && s.startsWith(ctx.subwordPrefix) && s.length > ctx.subwordPrefix.length) s = s.slice(ctx.subwordPrefix.length);
+    if (ctx.subwordPrefix && s.startsWith(ctx.subwordPrefix) && s.length > ctx.subwordPrefix.length)
+      s = s.slice(ctx.subwordPrefix.length);
     if (ctx.metaspaceChar) s = s.split(ctx.metaspaceChar).join(" ").trimStart();
     return s;
   };
@@ -381,7 +423,9 @@ export function tokenSpans(text: string, tokens: string[], ctx: SpanContext): Ar
     else {
       // Something unmatched precedes this token ([UNK] or rewritten characters): look ahead, and
       // for a word-initial token only at a word start, so "∰abc abc" gives [UNK]="∰abc".
-      const startsWord = ctx.metaspaceChar ? t.startsWith(ctx.metaspaceChar) : !(ctx.subwordPrefix && t.startsWith(ctx.subwordPrefix));
+      const startsWord = ctx.metaspaceChar
+        ? t.startsWith(ctx.metaspaceChar)
+        : !(ctx.subwordPrefix && t.startsWith(ctx.subwordPrefix));
       const limit = Math.min(N, at + 4096);
       for (let f = norm.indexOf(s, at + 1); f >= 0 && f < limit; f = norm.indexOf(s, f + 1)) {
         if (!startsWord || BOUNDARY.test(norm[f - 1]) || (!ctx.metaspaceChar && BOUNDARY.test(s[0]))) {

@@ -14,17 +14,17 @@ import type { OrtLog, ProviderFallback } from "./ort-session.ts";
 
 export type LocalRerankerConfig = Partial<Pick<Config, "rerankerMaxQueue">> &
   Pick<
-  Config,
-  | "rerankerModelDir"
-  | "rerankerModelS3"
-  | "modelCacheDir"
-  | "rerankerProvider"
-  | "rerankerQuantized"
-  | "rerankerMaxLength"
-  | "rerankerBatchTokens"
-  | "rerankerMaxDocuments"
-  | "rerankerThreads"
->;
+    Config,
+    | "rerankerModelDir"
+    | "rerankerModelS3"
+    | "modelCacheDir"
+    | "rerankerProvider"
+    | "rerankerQuantized"
+    | "rerankerMaxLength"
+    | "rerankerBatchTokens"
+    | "rerankerMaxDocuments"
+    | "rerankerThreads"
+  >;
 
 export interface LocalRerankerOptions {
   /** Store holding RERANKER_MODEL_S3_PREFIX (required when that prefix is the model source). */

@@ -72,8 +72,10 @@ export function digestsEqual(aHex: string, bHex: string): boolean {
 }
 
 export function validateRate(rate: RateLimitSpec): RateLimitSpec {
-  if (!Number.isFinite(rate.rps) || rate.rps <= 0) throw new ValidationError(`rps must be a positive number, got ${rate.rps}`);
-  if (!Number.isInteger(rate.burst) || rate.burst < 1) throw new ValidationError(`burst must be a positive integer, got ${rate.burst}`);
+  if (!Number.isFinite(rate.rps) || rate.rps <= 0)
+    throw new ValidationError(`rps must be a positive number, got ${rate.rps}`);
+  if (!Number.isInteger(rate.burst) || rate.burst < 1)
+    throw new ValidationError(`burst must be a positive integer, got ${rate.burst}`);
   return { rps: rate.rps, burst: rate.burst };
 }
 
@@ -106,7 +108,9 @@ export function isKeyId(s: string): boolean {
   return KEY_ID_PATTERN.test(s);
 }
 
-export type KeyCheck = { ok: true; record: ApiKeyRecord } | { ok: false; reason: "malformed" | "unknown" | "revoked" | "mismatch" };
+export type KeyCheck =
+  | { ok: true; record: ApiKeyRecord }
+  | { ok: false; reason: "malformed" | "unknown" | "revoked" | "mismatch" };
 
 /**
  * Checks a parsed key against its stored record (or null when none). The reason is for internal logs

@@ -9,8 +9,11 @@ import {
   newSnapshotVersion,
   PASSAGES_FILE,
   SNAPSHOT_FORMAT_VERSION,
+  SPARSE_FILE,
   sha256Hex,
 } from "./snapshot.ts";
+import type { AnalyzerOptions, Bm25Params } from "./analyzer.ts";
+import { SparseIndexBuilder } from "./sparse-index.ts";
 import type { EmbedderIdentity, Passage } from "./types.ts";
 
 /** What an index builder returns: enough to serialise it and describe it in the manifest. */
@@ -44,6 +47,11 @@ export interface BuildSnapshotInput<I extends BuiltIndex = BuiltIndex> {
   indexType: string;
   /** Builder parameters (INDEX_PARAMS: nlist, nprobe, efSearch, ...); unset ones follow the count. */
   indexParams?: Record<string, number>;
+  /**
+   * The BM25 index over the passages (sparse.bin), built by default; `false` publishes a dense-only
+   * snapshot. Parameters and analyzer default to Anserini's BM25 and the Lucene English analyzer.
+   */
+  sparse?: boolean | { params?: Bm25Params; analyzer?: AnalyzerOptions };
   sources?: SnapshotManifest["sources"];
   report?: SnapshotManifest["report"];
   indexBuilder: IndexBuilder<I>;
@@ -139,6 +147,15 @@ export async function buildSnapshot<I extends BuiltIndex>(input: BuildSnapshotIn
     [INDEX_FILE]: index.toBuffer(),
     [PASSAGES_FILE]: encodePassageStore(passages),
   };
+  let sparseInfo: SnapshotManifest["sparse"];
+  if (input.sparse !== false) {
+    const opts = typeof input.sparse === "object" ? input.sparse : {};
+    const builder = new SparseIndexBuilder(opts);
+    for (const p of passages) builder.add(p.text);
+    const bytes = builder.finish();
+    files[SPARSE_FILE] = bytes;
+    sparseInfo = builder.info(SPARSE_FILE, bytes.byteLength);
+  }
   const entries: Record<string, SnapshotFileEntry> = {};
   for (const [name, bytes] of Object.entries(files)) {
     entries[name] = { key: name, bytes: bytes.byteLength, sha256: sha256Hex(bytes) };
@@ -154,6 +171,7 @@ export async function buildSnapshot<I extends BuiltIndex>(input: BuildSnapshotIn
     ...(index.params ? { index_params: { ...index.params } } : {}),
     counts: { documents: new Set(passages.map((p) => p.docId)).size, passages: passages.length },
     files: entries,
+    ...(sparseInfo ? { sparse: sparseInfo } : {}),
     ...(input.corpusStats !== undefined ? { corpus_stats: input.corpusStats } : {}),
     ...(input.sources ? { sources: input.sources } : {}),
     ...(input.report ? { report: input.report } : {}),

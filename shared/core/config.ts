@@ -13,14 +13,20 @@ interface Spec<T> {
 }
 
 const str = (env: string, fallback: string, doc: string): Spec<string> => ({ env, doc, fallback, parse: (r) => r });
-const optStr = (env: string, doc: string): Spec<string | undefined> => ({ env, doc, fallback: undefined, parse: (r) => r });
+const optStr = (env: string, doc: string): Spec<string | undefined> => ({
+  env,
+  doc,
+  fallback: undefined,
+  parse: (r) => r,
+});
 const int = (env: string, fallback: number, doc: string, min = 0, max = Number.MAX_SAFE_INTEGER): Spec<number> => ({
   env,
   doc,
   fallback,
   parse: (r, name) => {
     const n = Number(r);
-    if (!Number.isInteger(n) || n < min || n > max) throw new ConfigError(name, `expected an integer in [${min}, ${max}], got "${r}"`);
+    if (!Number.isInteger(n) || n < min || n > max)
+      throw new ConfigError(name, `expected an integer in [${min}, ${max}], got "${r}"`);
     return n;
   },
 });
@@ -46,7 +52,8 @@ const oneOf = <const T extends string>(env: string, values: readonly T[], fallba
   doc,
   fallback,
   parse: (r, name) => {
-    if (!(values as readonly string[]).includes(r)) throw new ConfigError(name, `expected one of ${values.join(", ")}, got "${r}"`);
+    if (!(values as readonly string[]).includes(r))
+      throw new ConfigError(name, `expected one of ${values.join(", ")}, got "${r}"`);
     return r as T;
   },
 });
@@ -67,12 +74,17 @@ const intParams = (env: string, names: readonly string[], doc: string): Spec<Rec
   fallback: undefined,
   parse: (r, name) => {
     const out: Record<string, number> = {};
-    for (const part of r.split(",").map((p) => p.trim()).filter((p) => p !== "")) {
+    for (const part of r
+      .split(",")
+      .map((p) => p.trim())
+      .filter((p) => p !== "")) {
       const m = /^([A-Za-z]+)\s*=\s*(\d+)$/.exec(part);
       if (!m) throw new ConfigError(name, `expected name=integer pairs separated by commas, got "${part}"`);
-      if (!names.includes(m[1])) throw new ConfigError(name, `unknown parameter "${m[1]}"; expected ${names.join(", ")}`);
+      if (!names.includes(m[1]))
+        throw new ConfigError(name, `unknown parameter "${m[1]}"; expected ${names.join(", ")}`);
       const v = Number(m[2]);
-      if (!Number.isSafeInteger(v) || v < 1) throw new ConfigError(name, `${m[1]} must be a positive integer, got "${m[2]}"`);
+      if (!Number.isSafeInteger(v) || v < 1)
+        throw new ConfigError(name, `${m[1]} must be a positive integer, got "${m[2]}"`);
       out[m[1]] = v;
     }
     return out;
@@ -85,23 +97,40 @@ const INDEX_PARAM_NAMES = ["nlist", "nprobe", "efSearch", "efConstruction", "hns
 /** The settings table; docs/CONFIG.md is generated from it (npm run cli -- config). */
 export const settings = {
   // storage
-  storeKind: oneOf("STORE_KIND", ["fs", "s3"] as const, "fs", "Object store: local filesystem (embedded default) or S3."),
+  storeKind: oneOf(
+    "STORE_KIND",
+    ["fs", "s3"] as const,
+    "fs",
+    "Object store: local filesystem (embedded default) or S3.",
+  ),
   storeDir: str("STORE_DIR", ".data/store", "Root folder of the filesystem store."),
   bucket: optStr("BUCKET", "S3 bucket (set by SST linking on AWS)."),
   s3Endpoint: optStr("S3_ENDPOINT", "Custom S3 endpoint for S3-compatible servers (s3rver, MinIO)."),
-  s3ForcePathStyle: bool("S3_FORCE_PATH_STYLE", false, "Path-style S3 addressing (needed by most S3-compatible servers)."),
+  s3ForcePathStyle: bool(
+    "S3_FORCE_PATH_STYLE",
+    false,
+    "Path-style S3 addressing (needed by most S3-compatible servers).",
+  ),
   awsRegion: str("AWS_REGION", "us-east-1", "AWS region."),
   corpusPrefix: prefix("CORPUS_PREFIX", "corpus/", "Prefix of corpus documents; uploads here trigger a reindex."),
   indexPrefix: prefix("INDEX_PREFIX", "index/", "Prefix of index snapshots and the live pointer."),
   modelPrefix: prefix("MODEL_PREFIX", "models/", "Prefix of model folders in the bucket."),
   cachePrefix: prefix("EMBED_CACHE_PREFIX", "cache/embeddings/", "Prefix of the embedding cache."),
   // embedder
-  embedder: oneOf("EMBEDDER", ["auto", "openai", "onnx", "hashing"] as const, "auto", "auto = openai when OPENAI_API_KEY is set, else onnx when EMBEDDING_MODEL_DIR holds a model, else hashing."),
+  embedder: oneOf(
+    "EMBEDDER",
+    ["auto", "openai", "onnx", "hashing"] as const,
+    "auto",
+    "auto = openai when OPENAI_API_KEY is set, else onnx when EMBEDDING_MODEL_DIR holds a model, else hashing.",
+  ),
   openaiApiKey: optStr("OPENAI_API_KEY", "OpenAI API key (an SST secret on AWS)."),
   openaiBaseUrl: optStr("OPENAI_BASE_URL", "Base URL of an OpenAI-compatible embeddings server."),
   openaiModel: str("OPENAI_EMBEDDING_MODEL", "text-embedding-3-small", "OpenAI embedding model."),
   openaiDimensions: optInt("OPENAI_EMBEDDING_DIMENSIONS", "Shortened embedding size (text-embedding-3-* only).", 1),
-  embeddingModelDir: optStr("EMBEDDING_MODEL_DIR", "Local sentence-transformers model folder (tokenizer.json, config.json, onnx/model.onnx)."),
+  embeddingModelDir: optStr(
+    "EMBEDDING_MODEL_DIR",
+    "Local sentence-transformers model folder (tokenizer.json, config.json, onnx/model.onnx).",
+  ),
   embeddingPooling: oneOf("EMBEDDING_POOLING", ["mean", "cls"] as const, "mean", "Pooling of the local ONNX embedder."),
   hashingDimensions: int("HASHING_DIMENSIONS", 2048, "Vector size of the hashing embedder.", 16, 65536),
   embedTimeoutMs: int("EMBED_TIMEOUT_MS", 10_000, "Time budget for embedding one query, retries included.", 100),
@@ -109,27 +138,77 @@ export const settings = {
   chunkTokens: int("CHUNK_TOKENS", 256, "Passage window in tokens (cross-encoders truncate at 512).", 16, 512),
   chunkOverlap: int("CHUNK_OVERLAP", 32, "Token overlap between neighbouring passages.", 0, 256),
   // index
-  indexType: oneOf("INDEX_TYPE", ["auto", "flat", "hnsw", "ivf", "ivfpq", "sq8", "fp16"] as const, "auto", "FAISS index type; auto picks by corpus size."),
-  indexParams: intParams("INDEX_PARAMS", INDEX_PARAM_NAMES, "Reindex: FAISS build parameters, e.g. `nlist=2048,nprobe=16` (nlist, nprobe, efSearch, efConstruction, hnswM, pqM, trainSize); unset ones follow the corpus size. efSearch/nprobe are recorded in the snapshot and applied when it loads."),
-  indexSearchParams: intParams("INDEX_SEARCH_PARAMS", ["efSearch", "nprobe"], "Search function: efSearch/nprobe that override the snapshot's recorded values, without a reindex."),
+  indexType: oneOf(
+    "INDEX_TYPE",
+    ["auto", "flat", "hnsw", "ivf", "ivfpq", "sq8", "fp16"] as const,
+    "auto",
+    "FAISS index type; auto picks by corpus size.",
+  ),
+  indexParams: intParams(
+    "INDEX_PARAMS",
+    INDEX_PARAM_NAMES,
+    "Reindex: FAISS build parameters, e.g. `nlist=2048,nprobe=16` (nlist, nprobe, efSearch, efConstruction, hnswM, pqM, trainSize); unset ones follow the corpus size. efSearch/nprobe are recorded in the snapshot and applied when it loads.",
+  ),
+  indexSearchParams: intParams(
+    "INDEX_SEARCH_PARAMS",
+    ["efSearch", "nprobe"],
+    "Search function: efSearch/nprobe that override the snapshot's recorded values, without a reindex.",
+  ),
   indexRefreshS: int("INDEX_REFRESH_S", 30, "How often a warm search function rechecks the snapshot pointer.", 0),
   // reranker
-  reranker: oneOf("RERANKER", ["in-process", "lambda", "http", "none"] as const, "in-process", "Where the search function sends rerank calls."),
-  rerankerUrl: optStr("RERANKER_URL", "HTTP reranker base URL (our reranker service or any Cohere/TEI-compatible /rerank)."),
+  reranker: oneOf(
+    "RERANKER",
+    ["in-process", "lambda", "http", "none"] as const,
+    "in-process",
+    "Where the search function sends rerank calls.",
+  ),
+  rerankerUrl: optStr(
+    "RERANKER_URL",
+    "HTTP reranker base URL (our reranker service or any Cohere/TEI-compatible /rerank).",
+  ),
   rerankerToken: optStr("RERANKER_TOKEN", "Bearer token for the HTTP reranker."),
-  rerankerApi: oneOf("RERANKER_API", ["cohere", "tei"] as const, "cohere", "HTTP reranker request shape: cohere = {query, documents} (ours, Cohere v2, Infinity, Jina); tei = {query, texts} (text-embeddings-inference). Answers of either shape are read."),
-  rerankerModel: optStr("RERANKER_MODEL", "Model name sent to the HTTP reranker (Cohere requires one, e.g. rerank-v3.5)."),
+  rerankerApi: oneOf(
+    "RERANKER_API",
+    ["cohere", "tei"] as const,
+    "cohere",
+    "HTTP reranker request shape: cohere = {query, documents} (ours, Cohere v2, Infinity, Jina); tei = {query, texts} (text-embeddings-inference). Answers of either shape are read.",
+  ),
+  rerankerModel: optStr(
+    "RERANKER_MODEL",
+    "Model name sent to the HTTP reranker (Cohere requires one, e.g. rerank-v3.5).",
+  ),
   rerankerFunction: optStr("RERANKER_FUNCTION", "Lambda function name of the reranker (lambda mode)."),
-  rerankerTimeoutMs: int("RERANKER_TIMEOUT_MS", 1500, "Time budget of one rerank call; past it the search answers with first-stage results.", 1),
-  rerankerModelDir: optStr("RERANKER_MODEL_DIR", "Local cross-encoder folder (config.json, tokenizer.json, onnx/model.onnx)."),
-  rerankerModelS3: optStr("RERANKER_MODEL_S3_PREFIX", "Bucket prefix of the cross-encoder; cached under MODEL_CACHE_DIR."),
+  rerankerTimeoutMs: int(
+    "RERANKER_TIMEOUT_MS",
+    1500,
+    "Time budget of one rerank call; past it the search answers with first-stage results.",
+    1,
+  ),
+  rerankerModelDir: optStr(
+    "RERANKER_MODEL_DIR",
+    "Local cross-encoder folder (config.json, tokenizer.json, onnx/model.onnx).",
+  ),
+  rerankerModelS3: optStr(
+    "RERANKER_MODEL_S3_PREFIX",
+    "Bucket prefix of the cross-encoder; cached under MODEL_CACHE_DIR.",
+  ),
   modelCacheDir: str("MODEL_CACHE_DIR", "/tmp/models", "Local cache of models fetched from the bucket."),
-  rerankerProvider: oneOf("RERANKER_PROVIDER", ["auto", "cuda", "webgpu", "cpu", "wasm"] as const, "auto", "ONNX Runtime execution provider; auto tries cuda, webgpu, then cpu."),
+  rerankerProvider: oneOf(
+    "RERANKER_PROVIDER",
+    ["auto", "cuda", "webgpu", "cpu", "wasm"] as const,
+    "auto",
+    "ONNX Runtime execution provider; auto tries cuda, webgpu, then cpu.",
+  ),
   rerankerQuantized: bool("RERANKER_QUANTIZED", false, "Use onnx/model_quantized.onnx when present."),
   rerankerMaxLength: optInt("RERANKER_MAX_LENGTH", "Pair length limit in tokens (default: the model's).", 8),
   rerankerBatchTokens: int("RERANKER_BATCH_TOKENS", 8192, "Padded tokens per inference micro-batch.", 64),
   rerankerMaxDocuments: int("RERANKER_MAX_DOCUMENTS", 1000, "Most documents one rerank request may carry.", 1),
-  rerankerMaxQueue: int("RERANKER_MAX_QUEUE", 64, "Rerank requests that may wait for the model; past it the service answers 503 overloaded with Retry-After.", 0),
+  rerankerMaxQueue: int(
+    "RERANKER_MAX_QUEUE",
+    64,
+    "Rerank requests that may wait for the model; past it the service answers 503 overloaded with Retry-After.",
+    0,
+  ),
   rerankerThreads: optInt("RERANKER_THREADS", "Intra-op threads (default: the cores available).", 1),
   // search API
   defaultK: int("SEARCH_DEFAULT_K", 4, "Results returned when k is not given.", 1),
@@ -140,13 +219,29 @@ export const settings = {
   budgetMs: optInt("SEARCH_BUDGET_MS", "Default latency budget per search (unset = none).", 1),
   corsOrigins: str("CORS_ORIGINS", "*", "Allowed CORS origins, comma separated."),
   // security and metering
-  authMode: oneOf("AUTH_MODE", ["off", "required"] as const, "off", "required = every search/rerank call needs an API key (x-api-key)."),
+  authMode: oneOf(
+    "AUTH_MODE",
+    ["off", "required"] as const,
+    "off",
+    "required = every search/rerank call needs an API key (x-api-key).",
+  ),
   apiKeysPrefix: prefix("API_KEYS_PREFIX", "auth/keys/", "Prefix of API key records (hashes only)."),
   rateLimitRps: int("RATE_LIMIT_RPS", 20, "Sustained requests per second per API key.", 1),
   rateLimitBurst: int("RATE_LIMIT_BURST", 40, "Burst size per API key.", 1),
-  apiKeyCacheTtlS: int("API_KEY_CACHE_TTL_S", 30, "Seconds a looked-up API key record is cached; a revoked key stops working within this time.", 0, 3600),
+  apiKeyCacheTtlS: int(
+    "API_KEY_CACHE_TTL_S",
+    30,
+    "Seconds a looked-up API key record is cached; a revoked key stops working within this time.",
+    0,
+    3600,
+  ),
   usagePrefix: prefix("USAGE_PREFIX", "auth/usage/", "Prefix of per-key per-day usage counters."),
-  usageFlushS: int("USAGE_FLUSH_S", 10, "How often in-memory usage counters are written to the store (checked after each request).", 0),
+  usageFlushS: int(
+    "USAGE_FLUSH_S",
+    10,
+    "How often in-memory usage counters are written to the store (checked after each request).",
+    0,
+  ),
   // local stack
   port: int("PORT", 3000, "Search API port (local).", 0, 65535),
   rerankerPort: int("RERANKER_PORT", 3001, "Reranker service port (local).", 0, 65535),
@@ -154,7 +249,11 @@ export const settings = {
   // observability
   serviceName: str("POWERTOOLS_SERVICE_NAME", "two-stage-retrieval", "Service name in logs and metrics."),
   logLevel: oneOf("LOG_LEVEL", ["DEBUG", "INFO", "WARN", "ERROR", "SILENT"] as const, "INFO", "Log level."),
-  metricsNamespace: str("POWERTOOLS_METRICS_NAMESPACE", "TwoStageRetrieval", "CloudWatch namespace of the EMF metrics."),
+  metricsNamespace: str(
+    "POWERTOOLS_METRICS_NAMESPACE",
+    "TwoStageRetrieval",
+    "CloudWatch namespace of the EMF metrics.",
+  ),
 } as const;
 
 type Settings = typeof settings;
@@ -171,8 +270,10 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   if (cfg.chunkOverlap >= cfg.chunkTokens) throw new ConfigError("CHUNK_OVERLAP", "must be smaller than CHUNK_TOKENS");
   if (cfg.storeKind === "s3" && !cfg.bucket) throw new ConfigError("BUCKET", "required when STORE_KIND=s3");
   if (cfg.reranker === "http" && !cfg.rerankerUrl) throw new ConfigError("RERANKER_URL", "required when RERANKER=http");
-  if (cfg.reranker === "lambda" && !cfg.rerankerFunction) throw new ConfigError("RERANKER_FUNCTION", "required when RERANKER=lambda");
-  if (cfg.defaultCandidates > cfg.maxCandidates) throw new ConfigError("SEARCH_DEFAULT_CANDIDATES", "must not exceed SEARCH_MAX_CANDIDATES");
+  if (cfg.reranker === "lambda" && !cfg.rerankerFunction)
+    throw new ConfigError("RERANKER_FUNCTION", "required when RERANKER=lambda");
+  if (cfg.defaultCandidates > cfg.maxCandidates)
+    throw new ConfigError("SEARCH_DEFAULT_CANDIDATES", "must not exceed SEARCH_MAX_CANDIDATES");
   return cfg;
 }
 

@@ -47,7 +47,10 @@ export class ValidationError extends DomainError {
 }
 
 export class IndexNotReadyError extends DomainError {
-  constructor(message = "No index snapshot has been published yet; upload documents to the corpus prefix.", cause?: unknown) {
+  constructor(
+    message = "No index snapshot has been published yet; upload documents to the corpus prefix.",
+    cause?: unknown,
+  ) {
     super("index_not_ready", 503, message, { retryAfterS: 5, cause });
   }
 }

@@ -110,3 +110,76 @@ export function collapseByDocument<T>(items: readonly T[], docId: (item: T) => s
   }
   return out;
 }
+
+// ---------- first stage: dense + sparse ----------
+
+export type HybridFusionMode = "rrf" | "convex";
+
+/** Weight of the dense side in convex hybrid fusion when the request gives none. */
+export const DEFAULT_DENSE_WEIGHT = 0.5;
+
+export interface HybridFusionOptions {
+  mode: HybridFusionMode;
+  /** Convex only: weight of the min-max normalised dense score, in [0, 1]; sparse gets 1 − w. */
+  denseWeight?: number;
+  /** RRF only: the rank constant (> 0). */
+  rrfK?: number;
+}
+
+/** One side's list, best first; `key` identifies the passage across both lists. */
+export interface RankedItem<T> {
+  key: number;
+  item: T;
+  score: number;
+}
+
+export interface HybridFused<T> {
+  key: number;
+  item: T;
+  /** The fused first-stage score (RRF sum or convex combination). */
+  score: number;
+  dense: StageScore | null;
+  sparse: StageScore | null;
+}
+
+/**
+ * Fuses a dense and a sparse ranking into one: the union of both lists, deduplicated by key,
+ * best first. RRF sums 1/(k + rank) over the sides a passage appears on; convex combines the
+ * min-max normalised scores (a side the passage is missing from contributes 0). Ties go to the
+ * passage with the better best rank, then the lower key, so equal inputs give equal output.
+ */
+export function fuseFirstStage<T>(
+  dense: readonly RankedItem<T>[],
+  sparse: readonly RankedItem<T>[],
+  opts: HybridFusionOptions,
+): HybridFused<T>[] {
+  const w = opts.denseWeight ?? DEFAULT_DENSE_WEIGHT;
+  const rrfK = opts.rrfK ?? DEFAULT_RRF_K;
+  if (!(w >= 0 && w <= 1)) throw new ValidationError(`dense_weight: must be between 0 and 1, got ${w}`);
+  if (!(rrfK > 0)) throw new ValidationError(`rrf_k: must be > 0, got ${rrfK}`);
+  if (opts.mode !== "rrf" && opts.mode !== "convex")
+    throw new ValidationError(`hybrid fusion: unknown mode "${String(opts.mode)}"`);
+  const byKey = new Map<number, HybridFused<T>>();
+  const entry = (r: RankedItem<T>) => {
+    let e = byKey.get(r.key);
+    if (!e) {
+      e = { key: r.key, item: r.item, score: 0, dense: null, sparse: null };
+      byKey.set(r.key, e);
+    }
+    return e;
+  };
+  const dn = opts.mode === "convex" ? minMax(dense.map((r) => r.score)) : [];
+  const sn = opts.mode === "convex" ? minMax(sparse.map((r) => r.score)) : [];
+  dense.forEach((r, i) => {
+    const e = entry(r);
+    e.dense = { score: r.score, rank: i + 1 };
+    e.score += opts.mode === "rrf" ? 1 / (rrfK + i + 1) : w * dn[i];
+  });
+  sparse.forEach((r, i) => {
+    const e = entry(r);
+    e.sparse = { score: r.score, rank: i + 1 };
+    e.score += opts.mode === "rrf" ? 1 / (rrfK + i + 1) : (1 - w) * sn[i];
+  });
+  const best = (e: HybridFused<T>) => Math.min(e.dense?.rank ?? Infinity, e.sparse?.rank ?? Infinity);
+  return [...byKey.values()].sort((a, b) => b.score - a.score || best(a) - best(b) || a.key - b.key);
+}

@@ -38,7 +38,10 @@ export interface ObjectStore {
     opts?: { range?: [number, number]; signal?: AbortSignal; into?: Uint8Array },
   ): Promise<{ body: Uint8Array; etag: string } | null>;
   /** Streamed body, or null when it does not exist. */
-  getStream(key: string, opts?: { signal?: AbortSignal }): Promise<{ body: AsyncIterable<Uint8Array>; etag: string; size: number } | null>;
+  getStream(
+    key: string,
+    opts?: { signal?: AbortSignal },
+  ): Promise<{ body: AsyncIterable<Uint8Array>; etag: string; size: number } | null>;
   head(key: string): Promise<ObjectInfo | null>;
   /** Throws PreconditionFailedError when a conditional write loses. */
   put(key: string, body: Uint8Array | string, opts?: PutOptions): Promise<{ etag: string }>;
@@ -149,6 +152,8 @@ export interface SnapshotManifest {
   corpus_stats?: unknown;
   /** Corpus objects (key → ETag) this snapshot was built from. */
   sources?: Array<{ key: string; etag: string }>;
+  /** The BM25 index over the passages (analyzer, parameters, statistics); absent in older snapshots. */
+  sparse?: import("./sparse-index.ts").SparseIndexInfo;
   /** Skipped inputs (bad lines, unsupported files) with reasons. */
   report?: { skipped: Array<{ key: string; line?: number; reason: string }> };
 }
@@ -158,6 +163,8 @@ export interface LoadedSnapshot {
   manifest: SnapshotManifest;
   index: VectorIndex;
   passages: PassageStore;
+  /** The sparse (BM25) half of the first stage; null for snapshots published without one. */
+  sparse: import("./sparse-index.ts").SparseIndex | null;
   /** performance.now()-independent wall-clock ms when it was loaded. */
   loadedAt: number;
 }

@@ -15,7 +15,8 @@ export const REDACTED = "[REDACTED]";
  * Numbers and booleans are kept (token counts like `embedding_tokens: 12` are not secrets).
  */
 const SENSITIVE_NAME = /token|secret|passw|authori[sz]ation|cookie|credential|signature|key/i;
-const SAFE_NAME = /^(key|keys|s3_?key|object_?key|source_?key|cache_?key|pointer_?key|key_?prefix|(api_?)?key_?ids?|[a-z_]*_key_id|keyId|apiKeyId)$/i;
+const SAFE_NAME =
+  /^(key|keys|s3_?key|object_?key|source_?key|cache_?key|pointer_?key|key_?prefix|(api_?)?key_?ids?|[a-z_]*_key_id|keyId|apiKeyId)$/i;
 
 export function isSensitiveName(name: string): boolean {
   return SENSITIVE_NAME.test(name) && !SAFE_NAME.test(name);
@@ -113,4 +114,9 @@ export function createRedactor(secrets: Array<string | undefined> = []): Redacto
 }
 
 /** Environment variables whose values are always secrets when set. */
-export const SECRET_ENV_VARS = ["OPENAI_API_KEY", "RERANKER_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] as const;
+export const SECRET_ENV_VARS = [
+  "OPENAI_API_KEY",
+  "RERANKER_TOKEN",
+  "AWS_SECRET_ACCESS_KEY",
+  "AWS_SESSION_TOKEN",
+] as const;

@@ -1,15 +1,19 @@
 // The two-stage search: embed the query, take the best first-stage candidates from the
-// snapshot's vector index (with filters applied so k results still come back), rerank as many
-// of them as the latency budget allows, fuse the two stages' scores, collapse, cut to k.
+// snapshot's vector index, its BM25 index, or both fused (hybrid, the default: each side's top
+// `candidates`, deduplicated, ranked by RRF or a convex combination), with filters applied so k
+// results still come back; rerank as many of them as the latency budget allows, fuse the two
+// stages' scores, collapse, cut to k.
 // Pure orchestration over ports; the only failure that reaches the caller is one the first
-// stage cannot work around (no embedding, a mismatched embedder). A failing second stage
-// degrades to first-stage results with a warning.
+// stage cannot work around (no embedding in dense mode, a mismatched embedder). Hybrid without
+// an embedding answers from BM25; a snapshot without a BM25 index answers dense; a failing
+// second stage degrades to first-stage results. Each says so in `warnings`.
 import { estimatePairTokens, estimateTokens, planRerank, type RerankCostTracker, type RerankPlan } from "./budget.ts";
 import { assertEmbedderMatches } from "./embedding.ts";
 import { DomainError, EmbedderMismatchError, EmbedderUnavailableError } from "./errors.ts";
-import { collapseByDocument, fuseScores, rankScores } from "./fusion.ts";
+import { collapseByDocument, fuseFirstStage, fuseScores, type HybridFusionMode, rankScores } from "./fusion.ts";
 import type { Clock, Embedder, LoadedSnapshot, RerankerPort } from "./ports.ts";
 import { systemClock } from "./ports.ts";
+import type { SparseIndex } from "./sparse-index.ts";
 import type { FusionMode, Passage, RerankResponse, SearchHit, StageScore } from "./types.ts";
 
 export type MetadataValue = string | number | boolean | null;
@@ -24,8 +28,23 @@ export interface SearchFilter {
   metadata?: Record<string, MetadataValue>;
 }
 
+/** Which first stage finds the candidates. */
+export type RetrievalMode = "dense" | "sparse" | "hybrid";
+
+export interface HybridRequest {
+  /** How the two rankings merge (default "rrf"). */
+  fusion?: HybridFusionMode;
+  /** Convex only: weight of the dense side, 0..1 (default DEFAULT_DENSE_WEIGHT). */
+  dense_weight?: number;
+  /** RRF only: the rank constant (default 60). */
+  rrf_k?: number;
+}
+
 export interface SearchRequest {
   query: string;
+  /** First stage: the vector index, the BM25 index, or both fused (default "hybrid"). */
+  retrieval?: RetrievalMode;
+  hybrid?: HybridRequest;
   k: number;
   candidates: number;
   rerank: boolean;
@@ -40,7 +59,10 @@ export interface SearchRequest {
 
 export interface SearchTimings {
   embed_ms: number;
+  /** Dense (vector index) search. */
   search_ms: number;
+  /** Sparse (BM25) search; 0 in dense mode. */
+  sparse_ms: number;
   rerank_ms: number;
   total_ms: number;
 }
@@ -55,6 +77,8 @@ export interface SearchResponse {
   /** First-stage candidates after filtering (the pool fusion and the reranker worked on). */
   candidates: number;
   fusion: FusionMode;
+  /** The first stage that answered (may differ from the request's: see warnings). */
+  retrieval: RetrievalMode;
   warnings: string[];
   timings: SearchTimings;
 }
@@ -89,7 +113,10 @@ export interface SearchDeps {
 interface Candidate {
   ordinal: number;
   passage: Passage;
+  /** First-stage score and rank (the fused ones in hybrid mode). */
   retrieval: StageScore;
+  dense: StageScore | null;
+  sparse: StageScore | null;
   rerank: StageScore | null;
 }
 
@@ -111,46 +138,112 @@ export function matchesFilter(p: Passage, filter: SearchFilter | undefined): boo
 const hasFilter = (f: SearchFilter | undefined) =>
   f !== undefined && (f.source_prefix !== undefined || Object.keys(f.metadata ?? {}).length > 0);
 
+/** A first-stage hit of one side (dense or sparse), before fusion. */
+interface SideHit {
+  key: number;
+  item: Passage;
+  score: number;
+}
+
+/** Decoded passages of one search, so a passage both sides (or the filter) look at decodes once. */
+function passageCache(snapshot: LoadedSnapshot) {
+  const cache = new Map<number, Passage>();
+  return (ordinal: number): Passage => {
+    let p = cache.get(ordinal);
+    if (!p) {
+      p = snapshot.passages.get(ordinal);
+      cache.set(ordinal, p);
+    }
+    return p;
+  };
+}
+
+type PoolRequest = Pick<SearchRequest, "k" | "candidates" | "filter" | "collapse">;
+
 /**
- * First-stage candidates in index order, filtered. With a filter (or collapse) the index is
+ * How many hits a side must deliver: `candidates`, or with collapse more (up to the limit) until
+ * they span k documents.
+ */
+function poolRule(req: PoolRequest, maxCandidates: number) {
+  const cap = req.collapse ? Math.max(req.candidates, maxCandidates) : req.candidates;
+  return {
+    cap,
+    enough: (n: number, docs: number) => n >= cap || (n >= req.candidates && (!req.collapse || docs >= req.k)),
+  };
+}
+
+/**
+ * Dense first-stage hits in index order, filtered. With a filter (or collapse) the index is
  * over-fetched and the fetch widened 4× at a time until enough passages match or the whole index
  * has been searched, so a selective filter still yields k results when they exist.
  */
-export function retrieveCandidates(
+function denseHits(
   snapshot: LoadedSnapshot,
   vector: Float32Array,
-  req: Pick<SearchRequest, "k" | "candidates" | "filter" | "collapse">,
+  req: PoolRequest,
   maxCandidates: number,
-): { candidates: Candidate[]; exhausted: boolean } {
+  passageOf: (ordinal: number) => Passage,
+): SideHit[] {
   const { index, passages } = snapshot;
   const total = index.count;
-  const filtered = hasFilter(req.filter);
-  const widen = filtered || req.collapse === true;
-  // With collapse the pool grows past `candidates` (up to the limit) until it spans k documents.
-  const cap = req.collapse ? Math.max(req.candidates, maxCandidates) : req.candidates;
-  const enough = (n: number, docs: number) => n >= cap || (n >= req.candidates && (!req.collapse || docs >= req.k));
-  const cache = new Map<number, Passage>();
+  const widen = hasFilter(req.filter) || req.collapse === true;
+  const { enough } = poolRule(req, maxCandidates);
   let fetchK = Math.min(total, widen ? Math.max(req.candidates * 4, 64) : req.candidates);
   for (;;) {
     const found = index.search(vector, fetchK);
-    const out: Candidate[] = [];
+    const out: SideHit[] = [];
     const docs = new Set<string>();
     for (let i = 0; i < found.ordinals.length && !enough(out.length, docs.size); i++) {
       const ordinal = found.ordinals[i];
       if (ordinal < 0 || ordinal >= passages.count) continue;
-      let passage = cache.get(ordinal);
-      if (!passage) {
-        passage = passages.get(ordinal);
-        cache.set(ordinal, passage);
-      }
+      const passage = passageOf(ordinal);
       if (!matchesFilter(passage, req.filter)) continue;
       docs.add(passage.docId);
-      out.push({ ordinal, passage, retrieval: { score: found.scores[i], rank: out.length + 1 }, rerank: null });
+      out.push({ key: ordinal, item: passage, score: found.scores[i] });
     }
-    const exhausted = fetchK >= total;
-    if (!widen || exhausted || enough(out.length, docs.size)) return { candidates: out, exhausted };
+    if (!widen || fetchK >= total || enough(out.length, docs.size)) return out;
     fetchK = Math.min(total, fetchK * 4);
   }
+}
+
+/**
+ * Sparse (BM25) first-stage hits, filtered: the filter is applied inside the postings walk, so
+ * a selective filter still yields k results when they exist. Only passages holding at least one
+ * query term are returned.
+ */
+function sparseHits(
+  sparse: SparseIndex,
+  query: string,
+  req: PoolRequest,
+  maxCandidates: number,
+  passageOf: (ordinal: number) => Passage,
+): SideHit[] {
+  const { cap, enough } = poolRule(req, maxCandidates);
+  const accept = hasFilter(req.filter) ? (ordinal: number) => matchesFilter(passageOf(ordinal), req.filter) : undefined;
+  const found = sparse.search(query, cap, accept);
+  const out: SideHit[] = [];
+  const docs = new Set<string>();
+  for (let i = 0; i < found.ordinals.length && !enough(out.length, docs.size); i++) {
+    const passage = passageOf(found.ordinals[i]);
+    docs.add(passage.docId);
+    out.push({ key: found.ordinals[i], item: passage, score: found.scores[i] });
+  }
+  return out;
+}
+
+/** One side's hits as candidates: its own scores and ranks are the first-stage ones. */
+function singleSide(hits: SideHit[], side: "dense" | "sparse"): Candidate[] {
+  return hits.map((h, i) => {
+    const stage = { score: h.score, rank: i + 1 };
+    return {
+      ordinal: h.key,
+      passage: h.item,
+      retrieval: stage,
+      dense: side === "dense" ? stage : null,
+      sparse: side === "sparse" ? stage : null,
+      rerank: null,
+    };
+  });
 }
 
 class StageTimeout extends Error {
@@ -228,37 +321,73 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
   const t0 = clock.now();
   const { snapshot, embedder } = deps;
   const warnings: string[] = [];
-  assertEmbedderMatches(snapshot.manifest.embedder, embedder.identity);
+  const passageOf = passageCache(snapshot);
 
-  // ---- embed ----
-  let vector: Float32Array;
-  try {
-    const embedMs = deps.limits.embedTimeoutMs;
-    vector = embedMs
-      ? await withTimeout(embedMs, (signal) => embedder.embedQuery(request.query, { signal }))
-      : await embedder.embedQuery(request.query);
-  } catch (e) {
-    if (e instanceof DomainError) throw e;
-    throw new EmbedderUnavailableError(
-      `query embedding failed: ${describeFailure(e, deps.limits.embedTimeoutMs ?? 0)}`,
-      e,
+  // Unset = hybrid where the snapshot can; an explicit sparse/hybrid it cannot serve is warned about.
+  let mode: RetrievalMode = request.retrieval ?? (snapshot.sparse ? "hybrid" : "dense");
+  if (mode !== "dense" && !snapshot.sparse) {
+    warnings.push(
+      `retrieval: snapshot ${snapshot.version} has no sparse index (published before it was added); results are dense only until the next reindex`,
     );
+    mode = "dense";
   }
-  if (vector.length !== snapshot.index.dimensions) {
-    throw new EmbedderMismatchError(
-      `the query embedder gave ${vector.length} dimensions, the index has ${snapshot.index.dimensions}`,
-    );
+
+  // ---- embed (dense and hybrid) ----
+  let vector: Float32Array | null = null;
+  if (mode !== "sparse") {
+    assertEmbedderMatches(snapshot.manifest.embedder, embedder.identity);
+    try {
+      const embedMs = deps.limits.embedTimeoutMs;
+      vector = embedMs
+        ? await withTimeout(embedMs, (signal) => embedder.embedQuery(request.query, { signal }))
+        : await embedder.embedQuery(request.query);
+    } catch (e) {
+      if (e instanceof DomainError && !(e instanceof EmbedderUnavailableError)) throw e;
+      const why = `query embedding failed: ${describeFailure(e, deps.limits.embedTimeoutMs ?? 0)}`;
+      // Hybrid still has a first stage without the embedder: answer from BM25 and say so.
+      if (mode !== "hybrid") throw e instanceof EmbedderUnavailableError ? e : new EmbedderUnavailableError(why, e);
+      warnings.push(`${why}; results are sparse (BM25) only`);
+      mode = "sparse";
+    }
+    if (vector && vector.length !== snapshot.index.dimensions) {
+      throw new EmbedderMismatchError(
+        `the query embedder gave ${vector.length} dimensions, the index has ${snapshot.index.dimensions}`,
+      );
+    }
   }
   const t1 = clock.now();
 
   // ---- first stage ----
-  const { candidates } = retrieveCandidates(snapshot, vector, request, deps.limits.maxCandidates);
+  const dense = vector ? denseHits(snapshot, vector, request, deps.limits.maxCandidates, passageOf) : [];
+  const t2 = clock.now();
+  const sparse =
+    mode !== "dense" && snapshot.sparse
+      ? sparseHits(snapshot.sparse, request.query, request, deps.limits.maxCandidates, passageOf)
+      : [];
+  const t2s = clock.now();
+  let candidates: Candidate[];
+  if (mode === "hybrid") {
+    const h = request.hybrid;
+    candidates = fuseFirstStage(dense, sparse, {
+      mode: h?.fusion ?? "rrf",
+      denseWeight: h?.dense_weight,
+      rrfK: h?.rrf_k,
+    }).map((f, i) => ({
+      ordinal: f.key,
+      passage: f.item,
+      retrieval: { score: f.score, rank: i + 1 },
+      dense: f.dense,
+      sparse: f.sparse,
+      rerank: null,
+    }));
+  } else {
+    candidates = singleSide(mode === "dense" ? dense : sparse, mode);
+  }
   if (hasFilter(request.filter) && candidates.length < request.k) {
     warnings.push(
       `filter: only ${candidates.length} passage${candidates.length === 1 ? "" : "s"} of the index match the filter`,
     );
   }
-  const t2 = clock.now();
 
   // ---- second stage ----
   let rerankedCount = 0;
@@ -286,9 +415,19 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
         Math.floor(plan.remainingMs === null ? deps.rerankTimeoutMs : Math.min(deps.rerankTimeoutMs, plan.remainingMs)),
       );
       const started = clock.now();
+      // Corpus statistics of the query terms let a lexical reranker score BM25 exactly as the
+      // sparse index does; model rerankers ignore them.
+      const termStatistics = snapshot.sparse?.termStatistics(request.query);
       try {
         const resp = await withTimeout(timeoutMs, (signal) =>
-          reranker.rerank({ query: request.query, documents: sent.map((c) => c.passage.text) }, { signal, timeoutMs }),
+          reranker.rerank(
+            {
+              query: request.query,
+              documents: sent.map((c) => c.passage.text),
+              ...(termStatistics ? { term_statistics: termStatistics } : {}),
+            },
+            { signal, timeoutMs },
+          ),
         );
         const scores = scoresFromRerank(resp, sent.length);
         const wallMs = clock.now() - started;
@@ -325,6 +464,8 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
     metadata: c.passage.metadata,
     score: c.score,
     retrieval: c.retrieval,
+    dense: c.dense,
+    sparse: c.sparse,
     rerank: c.rerank,
   }));
   const t4 = clock.now();
@@ -335,11 +476,13 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
     reranked_candidates: rerankedCount,
     candidates: candidates.length,
     fusion: request.fusion,
+    retrieval: mode,
     warnings,
     timings: {
       embed_ms: round(t1 - t0),
       search_ms: round(t2 - t1),
-      rerank_ms: round(t3 - t2),
+      sparse_ms: round(t2s - t2),
+      rerank_ms: round(t3 - t2s),
       total_ms: round(t4 - t0),
     },
   };

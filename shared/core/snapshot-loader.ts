@@ -18,6 +18,7 @@ import type {
   VectorIndex,
 } from "./ports.ts";
 import { readPointer } from "./publish.ts";
+import { analyzerFromDescription, openSparseIndex, type SparseIndex } from "./sparse-index.ts";
 import {
   createSha256,
   INDEX_FILE,
@@ -278,9 +279,28 @@ export async function loadSnapshot(
     }
   };
 
-  const [index, passages] = await Promise.all([
+  const openSparse = async (): Promise<SparseIndex | null> => {
+    const info = manifest.sparse;
+    if (!info) return null;
+    const bytes = await fetchToMemory(info.file);
+    try {
+      const sparse = openSparseIndex(bytes, { params: info.params, analyzer: analyzerFromDescription(info.analyzer) });
+      if (sparse.count !== manifest.counts.passages) {
+        throw new Error(`it indexes ${sparse.count} passages, the manifest says ${manifest.counts.passages}`);
+      }
+      return sparse;
+    } catch (e) {
+      throw new SnapshotInvalidError(
+        `snapshot ${manifest.version}: ${info.file} does not open: ${(e as Error).message}`,
+        e,
+      );
+    }
+  };
+
+  const [index, passages, sparse] = await Promise.all([
     fetchIndex(),
     fetchToMemory(PASSAGES_FILE).then((b): PassageStore => openPassageStore(b)),
+    openSparse(),
   ]);
   if (index.count !== manifest.counts.passages || passages.count !== manifest.counts.passages) {
     throw new SnapshotInvalidError(
@@ -294,7 +314,15 @@ export async function loadSnapshot(
   }
   const bytes = Object.values(manifest.files).reduce((a, f) => a + f.bytes, 0) + manifestObj.body.byteLength;
   const loadedAt = now();
-  return { version: manifest.version, manifest, index, passages, loadedAt, stats: { bytes, ms: loadedAt - t0 } };
+  return {
+    version: manifest.version,
+    manifest,
+    index,
+    passages,
+    sparse,
+    loadedAt,
+    stats: { bytes, ms: loadedAt - t0 },
+  };
 }
 
 function toDomain(e: unknown): Error {

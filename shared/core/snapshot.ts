@@ -12,6 +12,8 @@ export const INDEX_FILE = "index.faiss";
 export const PASSAGES_FILE = "passages.bin";
 export const MANIFEST_FILE = "manifest.json";
 export const POINTER_FILE = "LATEST.json";
+/** BM25 inverted index over the passages (shared/core/sparse-index.ts); optional: older snapshots lack it. */
+export const SPARSE_FILE = "sparse.bin";
 
 // ---------- keys and versions ----------
 
@@ -101,6 +103,19 @@ export const manifestSchema = z.looseObject({
   files: z.record(z.string(), fileEntrySchema),
   corpus_stats: z.unknown().optional(),
   sources: z.array(z.object({ key: z.string(), etag: z.string() })).optional(),
+  sparse: z
+    .object({
+      format: z.literal("bm25-v1"),
+      file: z.string().min(1),
+      analyzer: z.looseObject({ name: z.string() }),
+      params: z.object({ k1: z.number().nonnegative(), b: z.number().min(0).max(1) }),
+      passages: z.number().int().nonnegative(),
+      documents: z.number().int().nonnegative(),
+      average_length: z.number().nonnegative(),
+      terms: z.number().int().nonnegative(),
+      bytes: z.number().int().nonnegative(),
+    })
+    .optional(),
   report: z
     .object({
       skipped: z.array(z.object({ key: z.string(), line: z.number().int().optional(), reason: z.string() })),
@@ -136,6 +151,9 @@ export function parseManifest(input: Uint8Array | string | unknown): SnapshotMan
   }
   for (const name of [INDEX_FILE, PASSAGES_FILE]) {
     if (!m.files[name]) throw new SnapshotInvalidError(`manifest.json lists no ${name}`);
+  }
+  if (m.sparse && !m.files[m.sparse.file]) {
+    throw new SnapshotInvalidError(`manifest.json describes a sparse index in ${m.sparse.file} but lists no such file`);
   }
   if (m.embedder.dimensions <= 0) throw new SnapshotInvalidError("manifest.json: embedder.dimensions must be positive");
   return m;

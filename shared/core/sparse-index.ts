@@ -18,9 +18,16 @@
 //       postings      per term: for each passage holding it, varint(ordinal gap) then varint(tf)
 // Bytes per passage ≈ 2 (length) + ~2.3 per distinct term in the passage (gap < 128 and tf < 128
 // take one byte each) + the dictionary, which grows with the vocabulary, not the passage count.
-import { ANSERINI_BM25, type AnalyzerOptions, analyze, type Bm25Params, LUCENE_ENGLISH_STOP_WORDS } from "./analyzer.ts";
+import {
+  ANSERINI_BM25,
+  type AnalyzerOptions,
+  analyze,
+  type Bm25Params,
+  LUCENE_ENGLISH_STOP_WORDS,
+} from "./analyzer.ts";
 import { SnapshotInvalidError, ValidationError } from "./errors.ts";
 import { topK } from "./top-k.ts";
+import type { TermStatistics } from "./types.ts";
 
 export const SPARSE_FORMAT = "bm25-v1";
 const MAGIC = [0x54, 0x53, 0x42, 0x4d]; // "TSBM"
@@ -81,14 +88,7 @@ export function analyzerFromDescription(d: AnalyzerDescription): AnalyzerOptions
   return { stopWords: d.stop_words === "none" ? false : undefined, stem: d.stemmer === "porter" };
 }
 
-/** BM25 corpus statistics of a query's terms: what a reranker needs to compute BM25 for any passage. */
-export interface TermStatistics {
-  /** Passages with at least one term (BM25's N). */
-  documents: number;
-  average_length: number;
-  /** Analysed query term → passages holding it (0 for terms no passage holds). */
-  document_frequencies: Record<string, number>;
-}
+export type { TermStatistics };
 
 export interface SparseSearchResult {
   ordinals: number[];
@@ -285,7 +285,8 @@ export function openSparseIndex(bytes: Uint8Array, opts: OpenSparseOptions = {})
   const postOffAt = termOffAt + 4 * (nTerms + 1);
   const dfAt = postOffAt + 4 * (nTerms + 1);
   const termsAt = dfAt + 4 * nTerms;
-  if (termsAt > bytes.byteLength) throw bad(`tables for ${n} passages and ${nTerms} terms overrun ${bytes.byteLength} bytes`);
+  if (termsAt > bytes.byteLength)
+    throw bad(`tables for ${n} passages and ${nTerms} terms overrun ${bytes.byteLength} bytes`);
   const u32 = (at: number) => view.getUint32(at, true);
   const termBytes = u32(termOffAt + 4 * nTerms);
   const postingsAt = termsAt + pad4(termBytes);
@@ -430,7 +431,10 @@ export function sparseTerms(index: Uint8Array): string[] {
   const dec = new TextDecoder();
   return Array.from({ length: nTerms }, (_, i) =>
     dec.decode(
-      index.subarray(termsAt + view.getUint32(termOffAt + 4 * i, true), termsAt + view.getUint32(termOffAt + 4 * i + 4, true)),
+      index.subarray(
+        termsAt + view.getUint32(termOffAt + 4 * i, true),
+        termsAt + view.getUint32(termOffAt + 4 * i + 4, true),
+      ),
     ),
   );
 }

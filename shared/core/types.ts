@@ -50,6 +50,21 @@ export interface RerankRequest {
   raw_scores?: boolean;
   max_tokens_per_doc?: number;
   long_document_strategy?: LongDocumentStrategy;
+  /**
+   * BM25 statistics of the query terms over the whole index (the search function sends them
+   * from its sparse index); the lexical reranker scores BM25 with them, model rerankers ignore
+   * them. Without them the lexical reranker estimates them from the documents it was sent.
+   */
+  term_statistics?: TermStatistics;
+}
+
+/** BM25 corpus statistics of a query's terms. */
+export interface TermStatistics {
+  /** Passages with at least one term (BM25's N). */
+  documents: number;
+  average_length: number;
+  /** Analysed query term → passages holding it (0 for terms no passage holds). */
+  document_frequencies: Record<string, number>;
 }
 
 export interface RerankResult {
@@ -91,6 +106,11 @@ export interface SearchHit {
   source?: string;
   metadata?: Metadata;
   score: number;
+  /** First-stage score and rank: the fused ones in hybrid mode, else the one side's. */
   retrieval: StageScore;
+  /** Vector-index score and rank; null when the passage did not come from the dense side. */
+  dense: StageScore | null;
+  /** BM25 score and rank; null when the passage did not come from the sparse side. */
+  sparse: StageScore | null;
   rerank: StageScore | null;
 }

@@ -12,7 +12,14 @@ import { PreconditionFailedError, ValidationError } from "./errors.ts";
 import type { ObjectStore } from "./ports.ts";
 import { isKeyId } from "./api-keys.ts";
 
-export const USAGE_COUNTERS = ["requests", "queries", "rerank_pairs", "embedding_tokens", "degraded", "errors"] as const;
+export const USAGE_COUNTERS = [
+  "requests",
+  "queries",
+  "rerank_pairs",
+  "embedding_tokens",
+  "degraded",
+  "errors",
+] as const;
 export type UsageCounter = (typeof USAGE_COUNTERS)[number];
 export type UsageCounts = Record<UsageCounter, number>;
 
@@ -156,7 +163,8 @@ export function createUsageMeter(opts: UsageMeterOptions): UsageMeter {
   const maxAttempts = opts.maxAttempts ?? 8;
   const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
   const random = opts.random ?? Math.random;
-  if (!/^[A-Za-z0-9_-]{1,64}$/.test(opts.writerId)) throw new ValidationError("writerId must be 1-64 URL-safe characters");
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(opts.writerId))
+    throw new ValidationError("writerId must be 1-64 URL-safe characters");
 
   let current = new Map<string, { keyId: string; day: string; counts: UsageCounts }>();
   const queued = new Map<string, DocQueue>();
@@ -289,12 +297,19 @@ export interface UsageReport {
 }
 
 /** Sums a key's stored day objects for the UTC days from..to (inclusive, at most 366 days). */
-export async function readUsage(store: ObjectStore, prefix: string, keyId: string, from: string, to: string): Promise<UsageReport> {
+export async function readUsage(
+  store: ObjectStore,
+  prefix: string,
+  keyId: string,
+  from: string,
+  to: string,
+): Promise<UsageReport> {
   if (!isKeyId(keyId)) throw new ValidationError("Unknown key id format");
   const fromMs = parseDay("from", from);
   const toMs = parseDay("to", to);
   if (fromMs > toMs) throw new ValidationError(`from (${from}) must not be after to (${to})`);
-  if ((toMs - fromMs) / 86_400_000 + 1 > MAX_RANGE_DAYS) throw new ValidationError(`A usage range spans at most ${MAX_RANGE_DAYS} days`);
+  if ((toMs - fromMs) / 86_400_000 + 1 > MAX_RANGE_DAYS)
+    throw new ValidationError(`A usage range spans at most ${MAX_RANGE_DAYS} days`);
 
   const keyPrefix = `${prefix}${keyId}/`;
   const wanted: string[] = [];

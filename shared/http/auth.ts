@@ -35,7 +35,10 @@ const MISSING_MESSAGE = "Missing API key: send it in the x-api-key header or as 
 const INVALID_MESSAGE = "Invalid API key.";
 const CHALLENGE = { "WWW-Authenticate": 'Bearer realm="api"' };
 
-export function presentedKey(headers: { header(name: string): string | undefined }, headerName: string): string | undefined {
+export function presentedKey(
+  headers: { header(name: string): string | undefined },
+  headerName: string,
+): string | undefined {
   const direct = headers.header(headerName)?.trim();
   if (direct) return direct;
   const auth = headers.header("authorization")?.trim();
@@ -66,7 +69,12 @@ export function apiKeyAuth(opts: ApiKeyAuthOptions): MiddlewareHandler {
     if (!decision.allowed) {
       c.header("Retry-After", String(decision.retryAfterS));
       return c.json(
-        { error: { code: "rate_limited", message: `Rate limit exceeded for this API key; retry after ${decision.retryAfterS} s.` } },
+        {
+          error: {
+            code: "rate_limited",
+            message: `Rate limit exceeded for this API key; retry after ${decision.retryAfterS} s.`,
+          },
+        },
         429,
       );
     }
@@ -115,17 +123,22 @@ export function usageRoutes(opts: UsageRoutesOptions): Hono {
   app.get("/usage", async (c) => {
     const keyId = c.get("keyId" as never) as string | undefined;
     if (!keyId) {
-      return c.json({ error: { code: "unauthorized", message: "Usage is kept per API key; call this with your key." } }, 401);
+      return c.json(
+        { error: { code: "unauthorized", message: "Usage is kept per API key; call this with your key." } },
+        401,
+      );
     }
     const to = c.req.query("to") ?? utcDay(now());
     const from = c.req.query("from") ?? utcDay((Date.parse(`${to}T00:00:00Z`) || now()) - 29 * 86_400_000);
     const flushed = await opts.usage.flush();
-    if (flushed.failed > 0) requestLog(c).warn("usage flush incomplete", { failed: flushed.failed, errors: flushed.errors });
+    if (flushed.failed > 0)
+      requestLog(c).warn("usage flush incomplete", { failed: flushed.failed, errors: flushed.errors });
     let report: UsageReport;
     try {
       report = await readUsage(opts.store, opts.prefix, keyId, from, to);
     } catch (e) {
-      if (isDomainError(e) && e.status < 500) return c.json({ error: { code: e.code, message: e.message } }, e.status as 400);
+      if (isDomainError(e) && e.status < 500)
+        return c.json({ error: { code: e.code, message: e.message } }, e.status as 400);
       throw e;
     }
     return c.json({ ...report, unflushed: opts.usage.unflushed(keyId) });

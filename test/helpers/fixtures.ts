@@ -4,7 +4,13 @@ import { existsSync } from "node:fs";
 import path from "node:path";
 import { DEFAULT_SHARED_DATA } from "../../scripts/fixtures/index.ts";
 
-export { ensureFixtureModel, FIXTURE_NAMES, FIXTURES, type FixtureName, type FixtureOptions } from "../../scripts/fixtures/index.ts";
+export {
+  ensureFixtureModel,
+  FIXTURE_NAMES,
+  FIXTURES,
+  type FixtureName,
+  type FixtureOptions,
+} from "../../scripts/fixtures/index.ts";
 
 /** ../shared/data beside the repository, or null when it is absent (tests skip with a message). */
 export function sharedDataDir(): string | null {

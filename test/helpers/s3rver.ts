@@ -15,7 +15,9 @@ export interface LocalS3 {
   close(): Promise<void>;
 }
 
-export async function startLocalS3(opts: { bucket?: string; port?: number; directory?: string } = {}): Promise<LocalS3> {
+export async function startLocalS3(
+  opts: { bucket?: string; port?: number; directory?: string } = {},
+): Promise<LocalS3> {
   const bucket = opts.bucket ?? "test-bucket";
   const directory = opts.directory ?? mkdtempSync(join(tmpdir(), "s3rver-"));
   const server = new S3rver({

@@ -2,6 +2,7 @@
 // tests. The embedder is ours (feature hashing of lower-cased words, L2-normalised), so
 // first-stage rankings are lexical and predictable; the index is either a brute-force JS index
 // (unit tests) or a real faiss-node IndexFlatIP (integration tests, via the real adapter).
+import { openSparseIndex, SparseIndexBuilder } from "../../shared/core/sparse-index.ts";
 import type { Embedder, LoadedSnapshot, PassageStore, SnapshotManifest, VectorIndex } from "../../shared/core/ports.ts";
 import type { EmbedderIdentity, Passage, RerankRequest, RerankResponse } from "../../shared/core/types.ts";
 
@@ -192,13 +193,24 @@ export function manifestFor(
 export function jsSnapshot(
   passages: Passage[] = corpusPassages(),
   version = "v-test-1",
+  opts: { sparse?: boolean } = {},
 ): LoadedSnapshot & { index: ReturnType<typeof bruteForceIndex> } {
   const vectors = passages.map((p) => bowVector(p.text));
+  const manifest = manifestFor(version, passages);
+  let sparse: LoadedSnapshot["sparse"] = null;
+  if (opts.sparse) {
+    const builder = new SparseIndexBuilder();
+    for (const p of passages) builder.add(p.text);
+    const bytes = builder.finish();
+    manifest.sparse = builder.info("sparse.bin", bytes.byteLength);
+    sparse = openSparseIndex(bytes);
+  }
   return {
     version,
-    manifest: manifestFor(version, passages),
+    manifest,
     index: bruteForceIndex(vectors, BOW_DIMENSIONS),
     passages: passageStore(passages),
+    sparse,
     loadedAt: Date.now(),
   };
 }

@@ -28,7 +28,12 @@ interface Stack {
 
 /** The shape the search/rerank apps take: logging first, auth, then routes; errors mapped in onError. */
 async function startStack(mode: AuthMode, store: ObjectStore): Promise<Stack> {
-  const clock = { t: 0, now() { return this.t; } };
+  const clock = {
+    t: 0,
+    now() {
+      return this.t;
+    },
+  };
   const keys = createKeyStore({ store, prefix: KEYS_PREFIX, cacheTtlMs: TTL_MS, clock });
   const limiter = createRateLimiter({ defaults: { rps: 100, burst: 100 }, clock });
   const usage = createUsageMeter({ store, prefix: USAGE_PREFIX, writerId: "test", flushIntervalMs: 60_000 });
@@ -77,7 +82,11 @@ afterAll(async () => {
 });
 
 const search = (headers: Record<string, string> = {}) =>
-  fetch(`${stack.url}/search`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: "{}" });
+  fetch(`${stack.url}/search`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: "{}",
+  });
 
 describe("API key authentication over HTTP", () => {
   it("answers 401 with a challenge when no key is sent", async () => {
@@ -107,7 +116,10 @@ describe("API key authentication over HTTP", () => {
 
   it("accepts a good key in x-api-key or as a Bearer token and passes its id to the route", async () => {
     const made = await admin.create({ name: "good" });
-    const variants: Array<Record<string, string>> = [{ "x-api-key": made.key }, { authorization: `Bearer ${made.key}` }];
+    const variants: Array<Record<string, string>> = [
+      { "x-api-key": made.key },
+      { authorization: `Bearer ${made.key}` },
+    ];
     for (const headers of variants) {
       const res = await search(headers);
       expect(res.status).toBe(200);

@@ -39,7 +39,9 @@ async function startFakeHub(source: string): Promise<FakeHub> {
     if (api) {
       if (api[1] !== REPO || (api[2] !== "main" && api[2] !== COMMIT)) return void res.writeHead(404).end("{}");
       res.writeHead(200, { "content-type": "application/json" });
-      return void res.end(JSON.stringify({ id: REPO, sha: COMMIT, siblings: [...files.keys()].map((rfilename) => ({ rfilename })) }));
+      return void res.end(
+        JSON.stringify({ id: REPO, sha: COMMIT, siblings: [...files.keys()].map((rfilename) => ({ rfilename })) }),
+      );
     }
     const resolve = new RegExp(`^/${REPO}/resolve/${COMMIT}/(.+)$`).exec(url);
     if (resolve && files.has(resolve[1])) {
@@ -93,7 +95,11 @@ describe("fetch-model", () => {
     const saved = process.env.HF_ENDPOINT;
     process.env.HF_ENDPOINT = `http://127.0.0.1:${port}`;
     try {
-      const err = await fetchModel({ id: "ms-marco-MiniLM-L-6-v2", outDir: path.join(work, "offline"), log: quiet }).catch((e) => e);
+      const err = await fetchModel({
+        id: "ms-marco-MiniLM-L-6-v2",
+        outDir: path.join(work, "offline"),
+        log: quiet,
+      }).catch((e) => e);
       expect(err).toBeInstanceOf(FetchModelError);
       expect(err.message).toMatch(new RegExp(`cannot reach http://127.0.0.1:${port} \\(ECONNREFUSED\\)`));
       expect(err.message).toMatch(/models fixture/);
@@ -106,10 +112,23 @@ describe("fetch-model", () => {
 
   it("downloads every file at the resolved commit, follows CDN redirects and writes verifiable checksums", async () => {
     const out = path.join(work, "ms");
-    const r = await fetchModel({ id: "ms-marco-MiniLM-L-6-v2", outDir: out, endpoint: hub.url, quantized: true, log: quiet });
+    const r = await fetchModel({
+      id: "ms-marco-MiniLM-L-6-v2",
+      outDir: out,
+      endpoint: hub.url,
+      quantized: true,
+      log: quiet,
+    });
     expect(r.commit).toBe(COMMIT);
     expect(r.cached).toBe(false);
-    for (const rel of ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "onnx/model.onnx"]) {
+    for (const rel of [
+      "config.json",
+      "tokenizer.json",
+      "tokenizer_config.json",
+      "special_tokens_map.json",
+      "vocab.txt",
+      "onnx/model.onnx",
+    ]) {
       expect(readFileSync(path.join(out, rel)).equals(hub.files.get(rel)!), rel).toBe(true);
     }
     expect(existsSync(path.join(out, "onnx/model_quantized.onnx"))).toBe(false); // optional, absent upstream
@@ -135,12 +154,24 @@ describe("fetch-model", () => {
   });
 
   it("reports a missing model, a missing required file and a broken download without leaving partial folders", async () => {
-    await expect(fetchModel({ id: "someone/unknown-model", outDir: path.join(work, "x"), endpoint: hub.url, log: quiet })).rejects.toThrow(/not found/);
-    await expect(fetchModel({ id: REPO, outDir: path.join(work, "x"), endpoint: hub.url, files: ["onnx/missing.onnx"], log: quiet })).rejects.toThrow(/has no onnx\/missing.onnx/);
+    await expect(
+      fetchModel({ id: "someone/unknown-model", outDir: path.join(work, "x"), endpoint: hub.url, log: quiet }),
+    ).rejects.toThrow(/not found/);
+    await expect(
+      fetchModel({
+        id: REPO,
+        outDir: path.join(work, "x"),
+        endpoint: hub.url,
+        files: ["onnx/missing.onnx"],
+        log: quiet,
+      }),
+    ).rejects.toThrow(/has no onnx\/missing.onnx/);
     hub.truncate.add("onnx/model.onnx");
     try {
       const out = path.join(work, "broken");
-      await expect(fetchModel({ id: REPO, outDir: out, endpoint: hub.url, log: quiet })).rejects.toThrow(FetchModelError);
+      await expect(fetchModel({ id: REPO, outDir: out, endpoint: hub.url, log: quiet })).rejects.toThrow(
+        FetchModelError,
+      );
       expect(existsSync(out)).toBe(false);
       expect(existsSync(`${out}.tmp-${process.pid}`)).toBe(false);
     } finally {
@@ -154,7 +185,14 @@ describe("fetch-model", () => {
     const saved: Record<string, string | undefined> = {};
     beforeAll(async () => {
       s3 = await startLocalS3();
-      const env = { HF_ENDPOINT: hub.url, S3_ENDPOINT: s3.endpoint, S3_FORCE_PATH_STYLE: "true", AWS_ACCESS_KEY_ID: s3.credentials.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey, AWS_REGION: "us-east-1" };
+      const env = {
+        HF_ENDPOINT: hub.url,
+        S3_ENDPOINT: s3.endpoint,
+        S3_FORCE_PATH_STYLE: "true",
+        AWS_ACCESS_KEY_ID: s3.credentials.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey,
+        AWS_REGION: "us-east-1",
+      };
       for (const [k, v] of Object.entries(env)) {
         saved[k] = process.env[k];
         process.env[k] = v;
@@ -171,7 +209,12 @@ describe("fetch-model", () => {
     it("uploads the fetched folder, checksums.json included, under the model prefix", async () => {
       const out = path.join(work, "upload");
       await fetchModelCli([REPO, "--out", out, "--upload", `s3://${s3.bucket}`], quiet);
-      const store = createS3Store({ bucket: s3.bucket, endpoint: s3.endpoint, forcePathStyle: true, credentials: s3.credentials });
+      const store = createS3Store({
+        bucket: s3.bucket,
+        endpoint: s3.endpoint,
+        forcePathStyle: true,
+        credentials: s3.credentials,
+      });
       const keys: string[] = [];
       for await (const o of store.list("models/ms-marco-MiniLM-L-6-v2/")) keys.push(o.key);
       const local = [...(await listModelFiles(out)), "checksums.json"].map((f) => `models/ms-marco-MiniLM-L-6-v2/${f}`);

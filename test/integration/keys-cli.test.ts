@@ -45,13 +45,25 @@ describe("keys CLI against S3", () => {
     expect(created.stderr).toContain(`created key ${parsed!.keyId}`);
     expect(created.stderr).not.toContain(parsed!.secret);
 
-    const store = createS3Store({ bucket: s3.bucket, endpoint: s3.endpoint, forcePathStyle: true, region: "us-east-1", credentials: s3.credentials });
+    const store = createS3Store({
+      bucket: s3.bucket,
+      endpoint: s3.endpoint,
+      forcePathStyle: true,
+      region: "us-east-1",
+      credentials: s3.credentials,
+    });
     const keys = createKeyStore({ store, prefix: "auth/keys/", cacheTtlMs: 0 });
-    expect(await keys.verify(key)).toMatchObject({ ok: true, record: { name: "integration", rate: { rps: 5, burst: 7 } } });
+    expect(await keys.verify(key)).toMatchObject({
+      ok: true,
+      record: { name: "integration", rate: { rps: 5, burst: 7 } },
+    });
     const stored = await store.get(`auth/keys/${parsed!.keyId}.json`);
     expect(new TextDecoder().decode(stored!.body)).not.toContain(parsed!.secret);
 
-    const listed = JSON.parse((await cli("list", "--json")).stdout) as Array<{ key_id: string; revoked_at: string | null }>;
+    const listed = JSON.parse((await cli("list", "--json")).stdout) as Array<{
+      key_id: string;
+      revoked_at: string | null;
+    }>;
     expect(listed).toEqual([expect.objectContaining({ key_id: parsed!.keyId, revoked_at: null })]);
     expect(JSON.stringify(listed)).not.toMatch(/hash|salt/);
 
@@ -59,7 +71,10 @@ describe("keys CLI against S3", () => {
     expect(revoked.stdout).toContain(`revoked ${parsed!.keyId}`);
     expect(await keys.verify(key)).toEqual({ ok: false, reason: "revoked" });
 
-    await expect(cli("revoke", "ffffffffffffffff")).rejects.toMatchObject({ code: 1, stderr: expect.stringContaining("No API key") });
+    await expect(cli("revoke", "ffffffffffffffff")).rejects.toMatchObject({
+      code: 1,
+      stderr: expect.stringContaining("No API key"),
+    });
     await expect(cli("create")).rejects.toMatchObject({ code: 1, stderr: expect.stringContaining("--name") });
   });
 });

@@ -336,7 +336,10 @@ describe("functions/rerank/server.ts", () => {
       });
       expect(res.status).toBe(200);
       expect(((await res.json()) as RerankResponse).results).toHaveLength(DOCS.length);
-      expect(await (await fetch(`http://127.0.0.1:${svc.port}/health`)).json()).toMatchObject({ status: "ok", warm: true });
+      expect(await (await fetch(`http://127.0.0.1:${svc.port}/health`)).json()).toMatchObject({
+        status: "ok",
+        warm: true,
+      });
     } finally {
       await svc.close();
     }

@@ -14,7 +14,12 @@ describe("s3rver on loopback", () => {
     s3.server.on("event", (e: { Records: Array<{ eventName: string; s3: { object: { key: string } } }> }) =>
       events.push(`${e.Records[0].eventName} ${e.Records[0].s3.object.key}`),
     );
-    const client = new S3Client({ endpoint: s3.endpoint, forcePathStyle: true, region: "us-east-1", credentials: s3.credentials });
+    const client = new S3Client({
+      endpoint: s3.endpoint,
+      forcePathStyle: true,
+      region: "us-east-1",
+      credentials: s3.credentials,
+    });
     await client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: "corpus/a.txt", Body: "hello" }));
     const got = await client.send(new GetObjectCommand({ Bucket: s3.bucket, Key: "corpus/a.txt" }));
     expect(await got.Body?.transformToString()).toBe("hello");

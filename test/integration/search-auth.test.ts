@@ -9,7 +9,13 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { loadConfig } from "../../shared/core/config.ts";
 import type { RerankerPort, SnapshotSource } from "../../shared/core/ports.ts";
 import { createFsStore } from "../../shared/adapters/fs-store.ts";
-import { createLogger, createMetrics, observe, requestLogging, searchObservation } from "../../shared/adapters/observability.ts";
+import {
+  createLogger,
+  createMetrics,
+  observe,
+  requestLogging,
+  searchObservation,
+} from "../../shared/adapters/observability.ts";
 import { createApiKeySecurity } from "../../shared/http/auth.ts";
 import { createSearchApp } from "../../shared/http/search-app.ts";
 import { bowEmbedder, jsSnapshot, overlapScore, rerankAnswer } from "../helpers/search-fixture.ts";
@@ -72,7 +78,11 @@ afterAll(async () => {
 });
 
 const post = (body: unknown, headers: Record<string, string> = {}) =>
-  fetch(`${url}/search`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
+  fetch(`${url}/search`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: JSON.stringify(body),
+  });
 
 describe("search API with API keys", () => {
   it("requires a key on /search (POST and GET) but not on /health", async () => {
@@ -92,7 +102,9 @@ describe("search API with API keys", () => {
 
   it("meters queries, rerank pairs and degraded answers, and shows them to the key owner", async () => {
     stdout = [];
-    const before = (await (await fetch(`${url}/usage`, { headers: { "x-api-key": goodKey } })).json()) as { totals: Record<string, number> };
+    const before = (await (await fetch(`${url}/usage`, { headers: { "x-api-key": goodKey } })).json()) as {
+      totals: Record<string, number>;
+    };
     const ok = await post({ query: "cats purr", k: 3, candidates: 8 }, { "x-api-key": goodKey });
     const okBody = (await ok.json()) as { reranked: boolean; reranked_candidates: number };
     expect(okBody.reranked).toBe(true);
@@ -102,7 +114,9 @@ describe("search API with API keys", () => {
     expect(((await degraded.json()) as { reranked: boolean }).reranked).toBe(false);
     expect((await post({ query: "" }, { "x-api-key": goodKey })).status).toBe(400);
 
-    const after = (await (await fetch(`${url}/usage`, { headers: { "x-api-key": goodKey } })).json()) as { totals: Record<string, number> };
+    const after = (await (await fetch(`${url}/usage`, { headers: { "x-api-key": goodKey } })).json()) as {
+      totals: Record<string, number>;
+    };
     const delta = (k: string) => after.totals[k] - before.totals[k];
     expect(delta("queries")).toBe(2);
     expect(delta("rerank_pairs")).toBe(okBody.reranked_candidates);
@@ -110,7 +124,11 @@ describe("search API with API keys", () => {
     // The two searches, the invalid one, and the first /usage call itself.
     expect(delta("requests")).toBe(4);
 
-    const lines = stdout.join("").split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+    const lines = stdout
+      .join("")
+      .split("\n")
+      .filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l));
     const searchLines = lines.filter((l) => l.message === "request" && l.path === "/search");
     expect(searchLines.map((l) => l.status)).toEqual([200, 200, 400]);
     expect(searchLines[0].key_id).toMatch(/^[0-9a-f]{16}$/);

@@ -47,9 +47,13 @@ describe("API key format and hashing", () => {
     const b = generateApiKey({ name: "b", rng, now: 0 });
     expect(a.record.salt).not.toBe(b.record.salt);
     const secret = parseApiKey(a.key)!.secret;
-    expect(hashSecret(a.record.key_id, secret, a.record.salt)).not.toBe(hashSecret(a.record.key_id, secret, b.record.salt));
+    expect(hashSecret(a.record.key_id, secret, a.record.salt)).not.toBe(
+      hashSecret(a.record.key_id, secret, b.record.salt),
+    );
     // The key id is bound into the hash: the same secret under another id does not verify.
-    expect(hashSecret(a.record.key_id, secret, a.record.salt)).not.toBe(hashSecret(b.record.key_id, secret, a.record.salt));
+    expect(hashSecret(a.record.key_id, secret, a.record.salt)).not.toBe(
+      hashSecret(b.record.key_id, secret, a.record.salt),
+    );
   });
 
   it("verifies the right key and rejects wrong secrets, unknown ids and revoked keys", () => {
@@ -57,16 +61,31 @@ describe("API key format and hashing", () => {
     const parsed = parseApiKey(made.key)!;
     expect(checkApiKey(parsed, made.record)).toEqual({ ok: true, record: made.record });
     const flipped = parsed.secret.replace(/^./, (ch) => (ch === "0" ? "1" : "0"));
-    expect(checkApiKey({ keyId: parsed.keyId, secret: flipped }, made.record)).toEqual({ ok: false, reason: "mismatch" });
+    expect(checkApiKey({ keyId: parsed.keyId, secret: flipped }, made.record)).toEqual({
+      ok: false,
+      reason: "mismatch",
+    });
     expect(checkApiKey(parsed, null)).toEqual({ ok: false, reason: "unknown" });
-    expect(checkApiKey(parsed, { ...made.record, revoked_at: "2025-01-01T00:00:00Z" })).toEqual({ ok: false, reason: "revoked" });
+    expect(checkApiKey(parsed, { ...made.record, revoked_at: "2025-01-01T00:00:00Z" })).toEqual({
+      ok: false,
+      reason: "revoked",
+    });
   });
 
   it("rejects anything not in the key format", () => {
-    for (const bad of ["", "tsr_", "tsr_abc_def", "sk-123", `tsr_${"g".repeat(16)}_${"0".repeat(64)}`, `TSR_${"0".repeat(16)}_${"0".repeat(64)}`]) {
+    for (const bad of [
+      "",
+      "tsr_",
+      "tsr_abc_def",
+      "sk-123",
+      `tsr_${"g".repeat(16)}_${"0".repeat(64)}`,
+      `TSR_${"0".repeat(16)}_${"0".repeat(64)}`,
+    ]) {
       expect(parseApiKey(bad)).toBeNull();
     }
-    fc.assert(fc.property(fc.string(), (s) => parseApiKey(s) === null || /^tsr_[0-9a-f]{16}_[0-9a-f]{64}$/.test(s.trim())));
+    fc.assert(
+      fc.property(fc.string(), (s) => parseApiKey(s) === null || /^tsr_[0-9a-f]{16}_[0-9a-f]{64}$/.test(s.trim())),
+    );
   });
 
   it("compares digests in constant time and fails closed on length or encoding mismatch", () => {
@@ -121,7 +140,9 @@ describe("key store over the filesystem store", () => {
     expect(await keys.revoke(a.record.key_id)).toEqual(revoked);
     expect(await keys.verify(a.key)).toEqual({ ok: false, reason: "revoked" });
     expect(await keys.verify(b.key)).toMatchObject({ ok: true });
-    await expect(keys.revoke("0123456789abcdef")).rejects.toSatisfy((e) => e instanceof DomainError && e.status === 404);
+    await expect(keys.revoke("0123456789abcdef")).rejects.toSatisfy(
+      (e) => e instanceof DomainError && e.status === 404,
+    );
     await expect(keys.revoke("not-an-id")).rejects.toBeInstanceOf(ValidationError);
   });
 
@@ -145,10 +166,17 @@ describe("key store over the filesystem store", () => {
     let down = false;
     const store = {
       ...real,
-      get: (...args: Parameters<typeof real.get>) => (down ? Promise.reject(new Error("store down")) : real.get(...args)),
+      get: (...args: Parameters<typeof real.get>) =>
+        down ? Promise.reject(new Error("store down")) : real.get(...args),
     };
     const stale: string[] = [];
-    const keys = createKeyStore({ store, prefix: "auth/keys/", cacheTtlMs: 1000, clock: { now: () => t }, onStaleServe: (id) => stale.push(id) });
+    const keys = createKeyStore({
+      store,
+      prefix: "auth/keys/",
+      cacheTtlMs: 1000,
+      clock: { now: () => t },
+      onStaleServe: (id) => stale.push(id),
+    });
     const a = await keys.create({ name: "alpha" });
     const b = await keys.create({ name: "beta" });
     expect(await keys.verify(a.key)).toMatchObject({ ok: true });
@@ -169,7 +197,13 @@ describe("key store over the filesystem store", () => {
         return real.get(...args);
       },
     };
-    const keys = createKeyStore({ store, prefix: "auth/keys/", cacheTtlMs: 60_000, maxCached: 2, clock: { now: () => 0 } });
+    const keys = createKeyStore({
+      store,
+      prefix: "auth/keys/",
+      cacheTtlMs: 60_000,
+      maxCached: 2,
+      clock: { now: () => 0 },
+    });
     const unknown = `tsr_${"1".repeat(16)}_${"2".repeat(64)}`;
     await Promise.all([keys.verify(unknown), keys.verify(unknown), keys.verify(unknown)]);
     expect(reads).toBe(1);

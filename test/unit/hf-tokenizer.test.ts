@@ -4,7 +4,12 @@ import { AutoTokenizer, env } from "@huggingface/transformers";
 import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
 import { ValidationError } from "../../shared/core/errors.ts";
-import { createPairTokenizer, loadTokenizer, modelMaxLengthOf, type PairTokenizer } from "../../shared/adapters/hf-tokenizer.ts";
+import {
+  createPairTokenizer,
+  loadTokenizer,
+  modelMaxLengthOf,
+  type PairTokenizer,
+} from "../../shared/adapters/hf-tokenizer.ts";
 import { ensureFixtureModel, sharedDataDir, sharedModelDir } from "../helpers/fixtures.ts";
 
 env.allowRemoteModels = false;
@@ -17,7 +22,8 @@ async function referenceTokenizer(dir: string) {
 type Ref = Awaited<ReturnType<typeof referenceTokenizer>>;
 function refPair(ref: Ref, a: string, b?: string) {
   const out = ref(a, b === undefined ? {} : { text_pair: b });
-  const row = (t: { tolist(): unknown[][] } | undefined) => (t ? (t.tolist()[0] as Array<bigint | number>).map(Number) : undefined);
+  const row = (t: { tolist(): unknown[][] } | undefined) =>
+    t ? (t.tolist()[0] as Array<bigint | number>).map(Number) : undefined;
   return { ids: row(out.input_ids)!, typeIds: row(out.token_type_ids), mask: row(out.attention_mask)! };
 }
 
@@ -83,23 +89,50 @@ describe("parity with @huggingface/transformers AutoTokenizer", () => {
     });
   }
 
-  it.skipIf(!ms)(`real ms-marco-MiniLM-L-6-v2 tokenizer gives the ids ../shared/data/README.md lists ${ms ? "" : noShared("ms-marco-MiniLM-L-6-v2")}`, async () => {
-    const t = await loadTokenizer(ms!);
-    expect(t.encode("How many people live in Berlin?").ids).toEqual([101, 2129, 2116, 2111, 2444, 1999, 4068, 1029, 102]);
-    const pair = t.encodePair("How many people live in Berlin?", "Berlin has a population of 3,520,031 registered inhabitants.");
-    expect(pair.ids).toEqual([101, 2129, 2116, 2111, 2444, 1999, 4068, 1029, 102, 4068, 2038, 1037, 2313, 1997, 1017, 1010, 19611, 1010, 6021, 2487, 5068, 4864, 1012, 102]);
-    expect(pair.typeIds).toEqual([...Array(9).fill(0), ...Array(15).fill(1)]);
-    expect(t.tokenize("Unaffable aeroelastic models")).toEqual(["una", "##ffa", "##ble", "aero", "##ela", "##stic", "models"]);
-    expect(t.modelMaxLength).toBe(512);
-    expect(t.pairOverhead).toBe(3);
-  });
+  it.skipIf(!ms)(
+    `real ms-marco-MiniLM-L-6-v2 tokenizer gives the ids ../shared/data/README.md lists ${ms ? "" : noShared("ms-marco-MiniLM-L-6-v2")}`,
+    async () => {
+      const t = await loadTokenizer(ms!);
+      expect(t.encode("How many people live in Berlin?").ids).toEqual([
+        101, 2129, 2116, 2111, 2444, 1999, 4068, 1029, 102,
+      ]);
+      const pair = t.encodePair(
+        "How many people live in Berlin?",
+        "Berlin has a population of 3,520,031 registered inhabitants.",
+      );
+      expect(pair.ids).toEqual([
+        101, 2129, 2116, 2111, 2444, 1999, 4068, 1029, 102, 4068, 2038, 1037, 2313, 1997, 1017, 1010, 19611, 1010, 6021,
+        2487, 5068, 4864, 1012, 102,
+      ]);
+      expect(pair.typeIds).toEqual([...Array(9).fill(0), ...Array(15).fill(1)]);
+      expect(t.tokenize("Unaffable aeroelastic models")).toEqual([
+        "una",
+        "##ffa",
+        "##ble",
+        "aero",
+        "##ela",
+        "##stic",
+        "models",
+      ]);
+      expect(t.modelMaxLength).toBe(512);
+      expect(t.pairOverhead).toBe(3);
+    },
+  );
 
   it.skipIf(!ms || !sharedDataDir())("real tokenizer: Cranfield query/document pairs match the reference", async () => {
     const t = await loadTokenizer(ms!);
     const ref = await referenceTokenizer(ms!);
     const root = sharedDataDir()!;
-    const docs = readFileSync(path.join(root, "cranfield", "corpus.jsonl"), "utf8").split("\n").filter(Boolean).slice(0, 40).map((l) => JSON.parse(l).text as string);
-    const queries = readFileSync(path.join(root, "cranfield", "queries.jsonl"), "utf8").split("\n").filter(Boolean).slice(0, 5).map((l) => JSON.parse(l).text as string);
+    const docs = readFileSync(path.join(root, "cranfield", "corpus.jsonl"), "utf8")
+      .split("\n")
+      .filter(Boolean)
+      .slice(0, 40)
+      .map((l) => JSON.parse(l).text as string);
+    const queries = readFileSync(path.join(root, "cranfield", "queries.jsonl"), "utf8")
+      .split("\n")
+      .filter(Boolean)
+      .slice(0, 5)
+      .map((l) => JSON.parse(l).text as string);
     for (const q of queries) {
       for (const d of docs) {
         const r = refPair(ref, q, d);
@@ -111,7 +144,9 @@ describe("parity with @huggingface/transformers AutoTokenizer", () => {
 
   it.skipIf(!allMini)("all-MiniLM-L6-v2's stored 128-token padding/truncation is ignored", async () => {
     const t = await loadTokenizer(allMini!);
-    expect(t.encode("How many people live in Berlin?").ids).toEqual([101, 2129, 2116, 2111, 2444, 1999, 4068, 1029, 102]);
+    expect(t.encode("How many people live in Berlin?").ids).toEqual([
+      101, 2129, 2116, 2111, 2444, 1999, 4068, 1029, 102,
+    ]);
     const long = "word ".repeat(300);
     expect(t.encode(long, { maxLength: 256 }).ids).toHaveLength(256);
   });
@@ -172,23 +207,29 @@ describe("truncation", () => {
 
   it("property: any lengths give a well-formed pair within the limit", () => {
     fc.assert(
-      fc.property(fc.integer({ min: 0, max: 150 }), fc.integer({ min: 0, max: 300 }), fc.integer({ min: 5, max: 128 }), fc.option(fc.integer({ min: 1, max: 200 }), { nil: undefined }), (nq, nd, maxLength, cap) => {
-        const e = tiny.encodePair(words(nq, "wing"), words(nd), { maxLength, maxTokensPerDoc: cap });
-        const [cls, sep] = tiny.encode("").ids;
-        expect(e.ids.length).toBeLessThanOrEqual(maxLength);
-        expect(e.ids[0]).toBe(cls);
-        expect(e.ids.at(-1)).toBe(sep);
-        expect(e.ids.length).toBe(e.queryTokens + e.docTokensKept + 3);
-        const dCap = cap === undefined ? nd : Math.min(nd, cap);
-        if (nq + dCap <= maxLength - 3) {
-          expect(e.queryTokens).toBe(nq);
-          expect(e.docTokensKept).toBe(dCap);
-        } else {
-          expect(e.ids.length).toBe(maxLength); // nothing is cut that would have fitted
-        }
-        if (nq <= Math.ceil((maxLength - 3) / 2)) expect(e.queryTokens).toBe(nq); // a short query is never cut
-        expect(e.truncated).toBe(e.queryTokens < nq || e.docTokensKept < nd);
-      }),
+      fc.property(
+        fc.integer({ min: 0, max: 150 }),
+        fc.integer({ min: 0, max: 300 }),
+        fc.integer({ min: 5, max: 128 }),
+        fc.option(fc.integer({ min: 1, max: 200 }), { nil: undefined }),
+        (nq, nd, maxLength, cap) => {
+          const e = tiny.encodePair(words(nq, "wing"), words(nd), { maxLength, maxTokensPerDoc: cap });
+          const [cls, sep] = tiny.encode("").ids;
+          expect(e.ids.length).toBeLessThanOrEqual(maxLength);
+          expect(e.ids[0]).toBe(cls);
+          expect(e.ids.at(-1)).toBe(sep);
+          expect(e.ids.length).toBe(e.queryTokens + e.docTokensKept + 3);
+          const dCap = cap === undefined ? nd : Math.min(nd, cap);
+          if (nq + dCap <= maxLength - 3) {
+            expect(e.queryTokens).toBe(nq);
+            expect(e.docTokensKept).toBe(dCap);
+          } else {
+            expect(e.ids.length).toBe(maxLength); // nothing is cut that would have fitted
+          }
+          if (nq <= Math.ceil((maxLength - 3) / 2)) expect(e.queryTokens).toBe(nq); // a short query is never cut
+          expect(e.truncated).toBe(e.queryTokens < nq || e.docTokensKept < nd);
+        },
+      ),
       { numRuns: 200 },
     );
   });
@@ -214,9 +255,30 @@ describe("spans", () => {
   const slices = (t: PairTokenizer, s: string) => t.spans(s).map(([a, b]) => s.slice(a, b));
 
   it("gives each token's characters in the original text", () => {
-    expect(slices(tiny, "How many people live in Berlin?")).toEqual(["How", "many", "people", "live", "in", "Berlin", "?"]);
+    expect(slices(tiny, "How many people live in Berlin?")).toEqual([
+      "How",
+      "many",
+      "people",
+      "live",
+      "in",
+      "Berlin",
+      "?",
+    ]);
     expect(slices(tiny, "Ünïcode façade")).toEqual(["Ü", "n", "ïc", "o", "d", "e", "f", "a", "ç", "a", "d", "e"]);
-    expect(tiny.tokenize("Ünïcode façade")).toEqual(["u", "##n", "##ic", "##o", "##d", "##e", "f", "##a", "##c", "##a", "##d", "##e"]);
+    expect(tiny.tokenize("Ünïcode façade")).toEqual([
+      "u",
+      "##n",
+      "##ic",
+      "##o",
+      "##d",
+      "##e",
+      "f",
+      "##a",
+      "##c",
+      "##a",
+      "##d",
+      "##e",
+    ]);
     expect(slices(xlmr, "many people")).toEqual(["many", "people"]);
   });
 
@@ -242,7 +304,14 @@ describe("spans", () => {
 
 describe("arbitrary unicode never throws", () => {
   // Code points of every plane plus raw UTF-16 units (lone surrogates included).
-  const anyText = fc.string({ unit: fc.oneof(fc.string({ unit: "binary", minLength: 1, maxLength: 1 }), fc.integer({ min: 0, max: 0xffff }).map((c) => String.fromCharCode(c)), fc.string({ unit: "grapheme", minLength: 1, maxLength: 1 })), maxLength: 120 });
+  const anyText = fc.string({
+    unit: fc.oneof(
+      fc.string({ unit: "binary", minLength: 1, maxLength: 1 }),
+      fc.integer({ min: 0, max: 0xffff }).map((c) => String.fromCharCode(c)),
+      fc.string({ unit: "grapheme", minLength: 1, maxLength: 1 }),
+    ),
+    maxLength: 120,
+  });
 
   for (const [name, get] of [
     ["WordPiece", () => tiny],
@@ -275,7 +344,10 @@ describe("arbitrary unicode never throws", () => {
 });
 
 describe("chunkDoc", () => {
-  const doc = Array.from({ length: 120 }, (_, i) => ["the", "flow", "over", "a", "wing", "boundary", "layer", "pressure"][i % 8]).join(" ");
+  const doc = Array.from(
+    { length: 120 },
+    (_, i) => ["the", "flow", "over", "a", "wing", "boundary", "layer", "pressure"][i % 8],
+  ).join(" ");
 
   it("cuts a long document into windows that each fit a pair without truncation", () => {
     const windows = tiny.chunkDoc("boundary layer flow", doc, { maxLength: 32, overlapTokens: 4 });
@@ -295,7 +367,9 @@ describe("chunkDoc", () => {
   });
 
   it("returns the whole document when it fits, honours maxChunks and max_tokens_per_doc", () => {
-    expect(tiny.chunkDoc("q", "a short document")).toEqual([{ text: "a short document", start: 0, end: 16, tokens: tiny.countTokens("a short document") }]);
+    expect(tiny.chunkDoc("q", "a short document")).toEqual([
+      { text: "a short document", start: 0, end: 16, tokens: tiny.countTokens("a short document") },
+    ]);
     expect(tiny.chunkDoc("q", doc, { maxLength: 32, maxChunks: 2 })).toHaveLength(2);
     const capped = tiny.chunkDoc("q", doc, { maxLength: 128, maxTokensPerDoc: 10 });
     expect(capped).toHaveLength(1);
@@ -307,7 +381,12 @@ describe("chunkDoc", () => {
 describe("model limits and file handling", () => {
   it("reads the limit from tokenizer_config and the position table (RoBERTa offset)", () => {
     expect(modelMaxLengthOf({ model_max_length: 512 }, { max_position_embeddings: 512, model_type: "bert" })).toBe(512);
-    expect(modelMaxLengthOf({ model_max_length: 1e30 }, { max_position_embeddings: 514, model_type: "xlm-roberta", pad_token_id: 1 })).toBe(512);
+    expect(
+      modelMaxLengthOf(
+        { model_max_length: 1e30 },
+        { max_position_embeddings: 514, model_type: "xlm-roberta", pad_token_id: 1 },
+      ),
+    ).toBe(512);
     expect(modelMaxLengthOf({}, { max_position_embeddings: 128, model_type: "bert" })).toBe(128);
     expect(modelMaxLengthOf({}, {})).toBe(512);
     expect(xlmr.modelMaxLength).toBe(128);
@@ -324,8 +403,18 @@ describe("model limits and file handling", () => {
   it("ignores truncation and padding stored in tokenizer.json", () => {
     const json = JSON.parse(readFileSync(path.join(tinyDir, "tokenizer.json"), "utf8"));
     json.truncation = { direction: "Right", max_length: 4, strategy: "LongestFirst", stride: 0 };
-    json.padding = { strategy: { Fixed: 16 }, direction: "Right", pad_to_multiple_of: null, pad_id: 0, pad_type_id: 0, pad_token: "[PAD]" };
-    const t = createPairTokenizer({ tokenizer: json, tokenizerConfig: JSON.parse(readFileSync(path.join(tinyDir, "tokenizer_config.json"), "utf8")) });
+    json.padding = {
+      strategy: { Fixed: 16 },
+      direction: "Right",
+      pad_to_multiple_of: null,
+      pad_id: 0,
+      pad_type_id: 0,
+      pad_token: "[PAD]",
+    };
+    const t = createPairTokenizer({
+      tokenizer: json,
+      tokenizerConfig: JSON.parse(readFileSync(path.join(tinyDir, "tokenizer_config.json"), "utf8")),
+    });
     expect(t.encode("how many people live in berlin").ids).toEqual(tiny.encode("how many people live in berlin").ids);
     expect(t.encode("how many people live in berlin").ids).toHaveLength(8);
   });

@@ -20,7 +20,8 @@ const response = (reranked: boolean): SearchResponse => ({
   candidates: 20,
   fusion: "rerank",
   warnings: reranked ? [] : ["reranker failed (timeout); results are first-stage only"],
-  timings: { embed_ms: 1, search_ms: 2, rerank_ms: 3, total_ms: 7 },
+  retrieval: "hybrid",
+  timings: { embed_ms: 1, search_ms: 2, sparse_ms: 0.5, rerank_ms: 3, total_ms: 7 },
 });
 
 describe("observations", () => {
@@ -31,15 +32,26 @@ describe("observations", () => {
       embeddingTokens: 9,
       cacheHits: undefined,
       degraded: false,
-      timings: { embed_ms: 1, search_ms: 2, rerank_ms: 3, total_ms: 7 },
+      retrieval: "hybrid",
+      timings: { embed_ms: 1, search_ms: 2, sparse_ms: 0.5, rerank_ms: 3, total_ms: 7 },
     });
-    expect(searchObservation(response(false), { rerankerConfigured: true })).toMatchObject({ rerankPairs: 0, degraded: true });
+    expect(searchObservation(response(false), { rerankerConfigured: true })).toMatchObject({
+      rerankPairs: 0,
+      degraded: true,
+    });
     // RERANKER=none: first stage only is the configured behaviour, not a degradation.
     expect(searchObservation(response(false), { rerankerConfigured: false }).degraded).toBe(false);
   });
 
   it("turns a rerank response into pairs and rerank latency", () => {
-    const meta = { model: "m", provider: "cpu", pairs: 5, tokens: 80, truncated: 0, timings: { tokenize_ms: 1, inference_ms: 2, total_ms: 4 } };
+    const meta = {
+      model: "m",
+      provider: "cpu",
+      pairs: 5,
+      tokens: 80,
+      truncated: 0,
+      timings: { tokenize_ms: 1, inference_ms: 2, total_ms: 4 },
+    };
     expect(rerankObservation({ results: [], meta })).toEqual({ rerankPairs: 5, timings: { rerank_ms: 4 } });
   });
 
@@ -68,7 +80,9 @@ describe("request ids", () => {
 
   it("prefers API Gateway's request id, then a well-formed x-request-id, else generates one", async () => {
     expect(await idOf({ "x-request-id": "client-1" }, { requestContext: { requestId: "gw-abc=" } })).toBe("gw-abc=");
-    expect(await idOf({ "x-request-id": "client-1" }, { event: { requestContext: { requestId: "gw-2" } } })).toBe("gw-2");
+    expect(await idOf({ "x-request-id": "client-1" }, { event: { requestContext: { requestId: "gw-2" } } })).toBe(
+      "gw-2",
+    );
     expect(await idOf({ "x-request-id": "client-1" })).toBe("client-1");
     const generated = await idOf({ "x-request-id": "bad id; with <spaces>" });
     expect(generated).toMatch(/^[0-9a-f-]{36}$/);
@@ -78,8 +92,18 @@ describe("request ids", () => {
 
 describe("settings", () => {
   it("reads service name, level and namespace, falling back to defaults on invalid values", () => {
-    expect(observabilityOptionsFromEnv({})).toMatchObject({ serviceName: "two-stage-retrieval", logLevel: "INFO", namespace: "TwoStageRetrieval", secrets: [] });
-    const o = observabilityOptionsFromEnv({ POWERTOOLS_SERVICE_NAME: "svc", LOG_LEVEL: "LOUD", OPENAI_API_KEY: "sk-x", RERANKER_TOKEN: "t" });
+    expect(observabilityOptionsFromEnv({})).toMatchObject({
+      serviceName: "two-stage-retrieval",
+      logLevel: "INFO",
+      namespace: "TwoStageRetrieval",
+      secrets: [],
+    });
+    const o = observabilityOptionsFromEnv({
+      POWERTOOLS_SERVICE_NAME: "svc",
+      LOG_LEVEL: "LOUD",
+      OPENAI_API_KEY: "sk-x",
+      RERANKER_TOKEN: "t",
+    });
     expect(o).toMatchObject({ serviceName: "svc", logLevel: "INFO", secrets: ["sk-x", "t"] });
   });
 });

@@ -3,7 +3,12 @@ import { describe, expect, it } from "vitest";
 import { createRateLimiter } from "../../shared/core/rate-limit.ts";
 
 function setup(rps = 2, burst = 4, maxBuckets?: number) {
-  const clock = { t: 0, now() { return this.t; } };
+  const clock = {
+    t: 0,
+    now() {
+      return this.t;
+    },
+  };
   const limiter = createRateLimiter({ defaults: { rps, burst }, clock, maxBuckets });
   return { clock, limiter };
 }

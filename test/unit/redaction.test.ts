@@ -31,7 +31,10 @@ import { apiKeyAuth } from "../../shared/http/auth.ts";
 
 const OPENAI_KEY = `sk-proj-${randomBytes(24).toString("hex")}`;
 const RERANKER_TOKEN = `rrt-${randomBytes(16).toString("hex")}`;
-const opts: ObservabilityOptions = { ...observabilityOptionsFromEnv({ OPENAI_API_KEY: OPENAI_KEY, RERANKER_TOKEN, LOG_LEVEL: "DEBUG" }), namespace: "RedactionTest" };
+const opts: ObservabilityOptions = {
+  ...observabilityOptionsFromEnv({ OPENAI_API_KEY: OPENAI_KEY, RERANKER_TOKEN, LOG_LEVEL: "DEBUG" }),
+  namespace: "RedactionTest",
+};
 
 /** Everything written to stdout and stderr while `fn` runs. */
 let captured: string[] = [];
@@ -83,7 +86,12 @@ describe("the structured logger", () => {
     const lines = jsonLines();
     expect(lines).toHaveLength(3);
     // What is not secret is still there: the scrubbing is targeted, not "log nothing".
-    expect(lines[0]).toMatchObject({ level: "INFO", service: opts.serviceName, key_id: "a1a1a1a1a1a1a1a1", embedding_tokens: 42 });
+    expect(lines[0]).toMatchObject({
+      level: "INFO",
+      service: opts.serviceName,
+      key_id: "a1a1a1a1a1a1a1a1",
+      embedding_tokens: 42,
+    });
     expect(lines[0].message).toBe(`client sent tsr_${REDACTED}`);
     expect((lines[0].headers as Record<string, string>)["content-type"]).toBe("application/json");
     expect((lines[0].headers as Record<string, string>)["x-api-key"]).toBe(REDACTED);
@@ -122,7 +130,13 @@ describe("HTTP requests carrying keys", () => {
     app.get("/echo-headers", (c) => {
       // A careless debug line: every header, the key included.
       requestLog(c).debug("headers", { headers: Object.fromEntries(c.req.raw.headers) });
-      observe(c, { queries: 1, rerankPairs: 8, cacheHits: 2, degraded: true, timings: { embed_ms: 1.5, search_ms: 0.5, rerank_ms: 3, total_ms: 5 } });
+      observe(c, {
+        queries: 1,
+        rerankPairs: 8,
+        cacheHits: 2,
+        degraded: true,
+        timings: { embed_ms: 1.5, search_ms: 0.5, rerank_ms: 3, total_ms: 5 },
+      });
       return c.json({ ok: true });
     });
     app.get("/provider-error", () => {
@@ -159,7 +173,13 @@ describe("HTTP requests carrying keys", () => {
     const lines = jsonLines();
     const requestLines = lines.filter((l) => l.message === "request" || l.message === "request failed");
     expect(requestLines).toHaveLength(5);
-    expect(requestLines[0]).toMatchObject({ request_id: "req-1", key_id: keyId, method: "GET", path: "/echo-headers", status: 200 });
+    expect(requestLines[0]).toMatchObject({
+      request_id: "req-1",
+      key_id: keyId,
+      method: "GET",
+      path: "/echo-headers",
+      status: 200,
+    });
     expect(requestLines[1].path).toBe("/echo-headers"); // no query string in logs
     expect(requestLines[2]).toMatchObject({ status: 401, error_code: "unauthorized" });
     expect(requestLines[2].key_id).toBeUndefined();
@@ -172,7 +192,16 @@ describe("HTTP requests carrying keys", () => {
     // EMF: one blob per request with per-stage latency and consumption, plus Errors by code.
     const emf = lines.filter((l) => "_aws" in l);
     const first = emf.find((l) => l.request_id === "req-1");
-    expect(first).toMatchObject({ EmbedLatency: 1.5, SearchLatency: 0.5, RerankLatency: 3, TotalLatency: 5, RerankPairs: 8, CacheHits: 2, DegradedResponses: 1, key_id: keyId });
+    expect(first).toMatchObject({
+      EmbedLatency: 1.5,
+      SearchLatency: 0.5,
+      RerankLatency: 3,
+      TotalLatency: 5,
+      RerankPairs: 8,
+      CacheHits: 2,
+      DegradedResponses: 1,
+      key_id: keyId,
+    });
     const errorCodes = emf.filter((l) => "Errors" in l).map((l) => l.error_code);
     expect(errorCodes.sort()).toEqual(["embedder_unavailable", "internal", "unauthorized"]);
 
@@ -219,7 +248,12 @@ describe("the redactor", () => {
           const text = `${before}${lead}${key} ${OPENAI_KEY}${after}`;
           const out = r.redactText(text);
           const line = r.redactLine(JSON.stringify({ message: text }));
-          return !out.includes(key) && !out.includes(OPENAI_KEY) && !line.includes(key) && JSON.parse(line).message !== undefined;
+          return (
+            !out.includes(key) &&
+            !out.includes(OPENAI_KEY) &&
+            !line.includes(key) &&
+            JSON.parse(line).message !== undefined
+          );
         },
       ),
       { numRuns: 500 },

@@ -14,6 +14,7 @@ import {
   MANIFEST_FILE,
   openPassageStore,
   PASSAGES_FILE,
+  SPARSE_FILE,
   parseManifest,
   pointerKey,
   sha256Hex,
@@ -138,8 +139,8 @@ describe("publishSnapshot", () => {
       manifest: built.manifest,
       files: built.files,
     });
-    expect(order.slice(0, 2).sort()).toEqual([INDEX_FILE, PASSAGES_FILE]);
-    expect(order.slice(2)).toEqual([MANIFEST_FILE, "LATEST.json if-none-match"]);
+    expect(order.slice(0, 3).sort()).toEqual([INDEX_FILE, PASSAGES_FILE, SPARSE_FILE]);
+    expect(order.slice(3)).toEqual([MANIFEST_FILE, "LATEST.json if-none-match"]);
     expect(res.previousVersion).toBeNull();
     const ptr = await readPointer(store, "index/");
     expect(ptr).toEqual({ pointer: res.pointer, etag: res.pointerEtag });

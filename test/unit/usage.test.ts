@@ -26,7 +26,13 @@ const noSleep = () => Promise.resolve();
 describe("countsFor", () => {
   it("counts every request, bills consumption only on success, and counts 5xx as errors", () => {
     const obs = { queries: 1, rerankPairs: 20, embeddingTokens: 7, degraded: true };
-    expect(countsFor(obs, 200)).toEqual({ requests: 1, queries: 1, rerank_pairs: 20, embedding_tokens: 7, degraded: 1 });
+    expect(countsFor(obs, 200)).toEqual({
+      requests: 1,
+      queries: 1,
+      rerank_pairs: 20,
+      embedding_tokens: 7,
+      degraded: 1,
+    });
     expect(countsFor(obs, 400)).toEqual({ requests: 1 });
     expect(countsFor(obs, 503)).toEqual({ requests: 1, errors: 1 });
     expect(countsFor(undefined, 200)).toEqual({ requests: 1 });
@@ -50,7 +56,14 @@ describe("usage meter", () => {
 
     const a = await readUsage(store, PREFIX, KEY_A, "2025-06-01", "2025-07-31");
     expect(a.days.map((d) => d.date)).toEqual(["2025-06-30", "2025-07-01"]);
-    expect(a.totals).toEqual({ requests: 3, queries: 2, rerank_pairs: 30, embedding_tokens: 5, degraded: 1, errors: 0 });
+    expect(a.totals).toEqual({
+      requests: 3,
+      queries: 2,
+      rerank_pairs: 30,
+      embedding_tokens: 5,
+      degraded: 1,
+      errors: 0,
+    });
     const aDay1 = await readUsage(store, PREFIX, KEY_A, "2025-06-30", "2025-06-30");
     expect(aDay1.totals.requests).toBe(2);
     const b = await readUsage(store, PREFIX, KEY_B, "2025-06-30", "2025-07-01");
@@ -95,7 +108,14 @@ describe("usage meter", () => {
       },
     };
     const meters = Array.from({ length: writers }, (_, i) =>
-      createUsageMeter({ store: racing, prefix: PREFIX, writerId: `w${i}`, now: () => DAY1, flushIntervalMs: 0, sleep: noSleep }),
+      createUsageMeter({
+        store: racing,
+        prefix: PREFIX,
+        writerId: `w${i}`,
+        now: () => DAY1,
+        flushIntervalMs: 0,
+        sleep: noSleep,
+      }),
     );
     let conflicts = 0;
     for (let round = 0; round < rounds; round++) {
@@ -129,7 +149,14 @@ describe("usage meter", () => {
         return res;
       },
     };
-    const meter = createUsageMeter({ store: flaky, prefix: PREFIX, writerId: "w1", now: () => DAY1, flushIntervalMs: 0, sleep: noSleep });
+    const meter = createUsageMeter({
+      store: flaky,
+      prefix: PREFIX,
+      writerId: "w1",
+      now: () => DAY1,
+      flushIntervalMs: 0,
+      sleep: noSleep,
+    });
     meter.record(KEY_A, { requests: 2, queries: 2 });
     const first = await meter.flush();
     expect(first).toMatchObject({ written: 0, failed: 1 });
@@ -149,7 +176,14 @@ describe("usage meter", () => {
       ...store,
       get: (key, opts) => (down ? Promise.reject(new Error("ECONNREFUSED")) : store.get(key, opts)),
     };
-    const meter = createUsageMeter({ store: outage, prefix: PREFIX, writerId: "w1", now: () => DAY1, flushIntervalMs: 0, sleep: noSleep });
+    const meter = createUsageMeter({
+      store: outage,
+      prefix: PREFIX,
+      writerId: "w1",
+      now: () => DAY1,
+      flushIntervalMs: 0,
+      sleep: noSleep,
+    });
     for (let i = 0; i < 5; i++) {
       meter.record(KEY_A, { requests: 1, embedding_tokens: 100 });
       expect(await meter.flush()).toMatchObject({ written: 0, failed: 1 });
@@ -165,9 +199,18 @@ describe("usage meter", () => {
     let contested = true;
     const hostile: ObjectStore = {
       ...store,
-      put: (key, body, opts) => (contested ? Promise.reject(new PreconditionFailedError("lost")) : store.put(key, body, opts)),
+      put: (key, body, opts) =>
+        contested ? Promise.reject(new PreconditionFailedError("lost")) : store.put(key, body, opts),
     };
-    const meter = createUsageMeter({ store: hostile, prefix: PREFIX, writerId: "w1", now: () => DAY1, flushIntervalMs: 0, maxAttempts: 3, sleep: noSleep });
+    const meter = createUsageMeter({
+      store: hostile,
+      prefix: PREFIX,
+      writerId: "w1",
+      now: () => DAY1,
+      flushIntervalMs: 0,
+      maxAttempts: 3,
+      sleep: noSleep,
+    });
     meter.record(KEY_A, { queries: 4 });
     const r = await meter.flush();
     expect(r).toMatchObject({ written: 0, failed: 1, conflicts: 3 });
@@ -190,7 +233,9 @@ describe("usage meter", () => {
   it("rejects bad key ids, dates and ranges with clear errors", async () => {
     const meter = createUsageMeter({ store, prefix: PREFIX, writerId: "w1", flushIntervalMs: 0 });
     expect(() => meter.record("../etc", { queries: 1 })).toThrow(ValidationError);
-    expect(() => createUsageMeter({ store, prefix: PREFIX, writerId: "a/b", flushIntervalMs: 0 })).toThrow(ValidationError);
+    expect(() => createUsageMeter({ store, prefix: PREFIX, writerId: "a/b", flushIntervalMs: 0 })).toThrow(
+      ValidationError,
+    );
     await expect(readUsage(store, PREFIX, KEY_A, "2025-02-30", "2025-03-01")).rejects.toThrow(/calendar date/);
     await expect(readUsage(store, PREFIX, KEY_A, "yesterday", "2025-03-01")).rejects.toThrow(/from must be/);
     await expect(readUsage(store, PREFIX, KEY_A, "2025-03-02", "2025-03-01")).rejects.toThrow(/must not be after/);

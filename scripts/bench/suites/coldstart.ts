@@ -39,7 +39,11 @@ function runChild(env: Record<string, string>): Promise<ColdRun> {
     child.stdout.on("data", (d) => (out += d));
     child.stderr.on("data", (d) => (err += d));
     child.on("exit", (code) => {
-      const line = out.trim().split("\n").filter((l) => l.startsWith("{")).pop();
+      const line = out
+        .trim()
+        .split("\n")
+        .filter((l) => l.startsWith("{"))
+        .pop();
       if (code !== 0 || !line) return reject(new Error(`coldstart child failed (${code}): ${err.slice(-2000)}`));
       resolve(JSON.parse(line) as ColdRun);
     });
@@ -92,9 +96,27 @@ export const suite: Suite = {
         suite: "coldstart",
         figures: [
           figure("snapshot", bytes / 1e6, "MB", undefined, `${n} passages × ${d} dims, flat`),
-          figure("runtime start", med("runtime_start_ms"), "ms", undefined, "process start → entry module (node + tsx loader)"),
-          figure("module imports", med("imports_ms"), "ms", undefined, "search function code, AWS SDK, hono, faiss-node"),
-          figure("model load", med("model_load_ms"), "ms", undefined, "cross-encoder session (concurrent with snapshot)"),
+          figure(
+            "runtime start",
+            med("runtime_start_ms"),
+            "ms",
+            undefined,
+            "process start → entry module (node + tsx loader)",
+          ),
+          figure(
+            "module imports",
+            med("imports_ms"),
+            "ms",
+            undefined,
+            "search function code, AWS SDK, hono, faiss-node",
+          ),
+          figure(
+            "model load",
+            med("model_load_ms"),
+            "ms",
+            undefined,
+            "cross-encoder session (concurrent with snapshot)",
+          ),
           figure("snapshot load", med("snapshot_load_ms"), "ms", undefined, "pointer → files → sha256 → index"),
           figure("init (both)", med("init_ms"), "ms"),
           figure("first query", med("first_query_ms"), "ms", undefined, "embed + search + rerank 20 + fuse"),
