@@ -9,19 +9,22 @@ import { type ProgressSink, runEval, SWEEP } from "../eval/run-eval.ts";
 
 const usage = `npm run eval -- --dataset <dir> [options]
 
-Evaluates BM25, the first stage, and first stage + rerank / linear fusion / RRF on a BEIR-layout
-collection (corpus.jsonl, queries.jsonl, qrels.tsv) and prints nDCG@10, MRR@10, MAP@100,
-Recall@candidates and Recall@100 as a markdown table.
+Evaluates the BM25 baseline and every service configuration (dense, sparse and hybrid first
+stages, each alone and reranked; hybrid also with linear / RRF fusion) on a BEIR-layout collection
+(corpus.jsonl, queries.jsonl, qrels.tsv), through the service's search core, and prints nDCG@10,
+MRR@10, MAP@100, Recall@candidates, Recall@100 and each configuration's wall time.
 
   --dataset <dir>         collection folder, e.g. ../shared/data/cranfield (required)
-  --candidates <n>        first-stage passages sent to the reranker (default SEARCH_DEFAULT_CANDIDATES, 20)
-  --sweep                 candidates ${SWEEP.join("/")} (the reranker runs once per query, on the largest)
+  --candidates <n>        first-stage passages per side sent to the reranker (default SEARCH_DEFAULT_CANDIDATES, 20)
+  --sweep                 candidates ${SWEEP.join("/")} (each pair is reranked once)
   --embedder <kind>       auto | hashing | onnx | openai (default EMBEDDER, offline: hashing)
-  --rerank-model <m>      auto | minilm | tiny | none (default auto: RERANKER_MODEL_DIR when set,
-                          else the MiniLM-L6-shaped fixture; fixture = random weights, plumbing only)
+  --rerank-model <m>      auto | lexical | minilm | tiny | none (default auto: the weight-free lexical
+                          reranker, plus RERANKER_MODEL_DIR or a fetched ms-marco-MiniLM-L-6-v2;
+                          minilm / tiny add a fixture cross-encoder = random weights, plumbing only)
   --fast                  same as --rerank-model tiny
   --out <file>            per-query metrics as JSONL (one line per query and configuration)
-  --json                  print one JSON object as the last line (no progress bar)
+  --json                  print one JSON object as the last line (no progress bar); its
+                          ndcg_at_10 maps "<config>@<candidates>" to nDCG@10
   --quiet                 no progress bar or log lines`;
 
 /** cli-progress bar on stderr with rate and ETA; one bar per stage. */
@@ -113,8 +116,7 @@ export const command: Command = {
       console.log(
         `\n${report.queries.evaluated} judged queries of ${report.queries.total}; ${report.corpus.documents} documents, ${report.corpus.passages} passages.` +
           ` Times: BM25 index ${t.index_bm25} s, first-stage index ${t.index_first_stage} s, queries ${t.queries} s` +
-          (report.rerank_pairs ? ` (rerank ${t.rerank} s for ${report.rerank_pairs} pairs)` : "") +
-          ".",
+          " (per configuration in the time column).",
       );
       for (const w of report.warnings) console.log(`warning: ${w}`);
       if (report.per_query_file) console.log(`per-query metrics: ${report.per_query_file}`);

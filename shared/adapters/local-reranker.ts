@@ -1,18 +1,23 @@
-// The in-process reranker: a RerankerPort backed by the ONNX cross-encoder in this process.
+// The in-process reranker: a RerankerPort backed by a scorer in this process, chosen by
+// RERANKER_BACKEND: the ONNX cross-encoder (onnx), the weight-free lexical scorer (lexical,
+// shared/core/lexical-scorer.ts), or auto = the cross-encoder when a model is configured
+// (RERANKER_MODEL_DIR / RERANKER_MODEL_S3_PREFIX), else the lexical scorer, so a service with
+// no model still reranks with something that helps.
 // The model loads lazily on first use (or on warm()), from RERANKER_MODEL_DIR or from
 // RERANKER_MODEL_S3_PREFIX through the local model cache; a failed load answers 503 and is
 // retried on the next call.
 import type { Config } from "../core/config.ts";
 import { ConfigError, isDomainError, RerankerUnavailableError } from "../core/errors.ts";
 import type { Clock, ObjectStore, RerankCallOptions, RerankerDescription, RerankerPort } from "../core/ports.ts";
-import { type RerankLimits, rerank, validateRerankRequest } from "../core/rerank.ts";
+import { createLexicalScorer } from "../core/lexical-scorer.ts";
+import { type PairScorer, type RerankLimits, rerank, validateRerankRequest } from "../core/rerank.ts";
 import type { RerankRequest, RerankResponse } from "../core/types.ts";
 import { createWorkGate } from "../core/work-gate.ts";
 import { type CrossEncoder, loadCrossEncoder } from "./cross-encoder.ts";
 import { resolveModelDir } from "./model-source.ts";
 import type { OrtLog, ProviderFallback } from "./ort-session.ts";
 
-export type LocalRerankerConfig = Partial<Pick<Config, "rerankerMaxQueue">> &
+export type LocalRerankerConfig = Partial<Pick<Config, "rerankerMaxQueue" | "rerankerBackend">> &
   Pick<
     Config,
     | "rerankerModelDir"
@@ -52,18 +57,35 @@ export interface RerankerStatus {
   error?: string;
 }
 
+/** What warm() resolves to: the loaded scorer and what /health shows of it. */
+export type LoadedScorer = PairScorer & {
+  readonly model: string;
+  readonly provider: string;
+  readonly fixture: boolean;
+  readonly fallbacks: readonly ProviderFallback[];
+  readonly maxLength?: number;
+};
+
 export interface LocalReranker extends RerankerPort {
   /** Loads the model now (cold-start work before the first request). */
-  warm(): Promise<CrossEncoder>;
+  warm(): Promise<LoadedScorer>;
   status(): RerankerStatus;
   readonly limits: RerankLimits;
 }
 
+/** Which scorer RERANKER_BACKEND picks for this configuration. */
+export function rerankerBackendOf(cfg: LocalRerankerConfig): "onnx" | "lexical" {
+  const backend = cfg.rerankerBackend ?? "auto";
+  if (backend !== "auto") return backend;
+  return cfg.rerankerModelDir || cfg.rerankerModelS3 ? "onnx" : "lexical";
+}
+
 export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalRerankerOptions = {}): LocalReranker {
+  if (rerankerBackendOf(cfg) === "lexical") return createLexicalReranker(cfg, opts);
   if (!cfg.rerankerModelDir && !cfg.rerankerModelS3) {
     throw new ConfigError(
       "RERANKER_MODEL_DIR",
-      "the in-process reranker needs a model: set RERANKER_MODEL_DIR to a local cross-encoder folder or RERANKER_MODEL_S3_PREFIX to its bucket prefix (or choose RERANKER=none/http/lambda)",
+      "RERANKER_BACKEND=onnx needs a model: set RERANKER_MODEL_DIR to a local cross-encoder folder or RERANKER_MODEL_S3_PREFIX to its bucket prefix (or choose RERANKER_BACKEND=lexical, or RERANKER=none/http/lambda)",
     );
   }
   if (!cfg.rerankerModelDir && !opts.store) {
@@ -152,6 +174,40 @@ export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalReranke
         if (isDomainError(e)) throw e;
         throw new RerankerUnavailableError(`reranker inference failed: ${(e as Error).message}`, e);
       }
+    },
+  };
+}
+
+/**
+ * The weight-free lexical reranker behind the same port: nothing to load, no queue (scoring a pair
+ * takes microseconds and never yields), the same validation and response shape.
+ */
+export function createLexicalReranker(
+  cfg: Pick<LocalRerankerConfig, "rerankerMaxDocuments" | "rerankerProvider">,
+  opts: Pick<LocalRerankerOptions, "clock" | "maxQueryChars"> = {},
+): LocalReranker {
+  const limits: RerankLimits = { maxDocuments: cfg.rerankerMaxDocuments, maxQueryChars: opts.maxQueryChars };
+  const scorer = createLexicalScorer();
+  const { model, provider } = scorer.describe();
+  const loaded: LoadedScorer = Object.assign(scorer, { model, provider, fixture: false, fallbacks: [] as const });
+  return {
+    limits,
+    warm: async () => loaded,
+    describe: (): RerankerDescription => ({ kind: "in-process", model, provider, fixture: false }),
+    status: (): RerankerStatus => ({
+      warm: true,
+      loading: false,
+      source: "lexical (no model weights)",
+      requestedProvider: cfg.rerankerProvider,
+      model,
+      provider,
+      fallbacks: [],
+      fixture: false,
+    }),
+    async rerank(req: RerankRequest, callOpts: RerankCallOptions = {}): Promise<RerankResponse> {
+      const valid = validateRerankRequest(req, limits);
+      throwIfAborted(callOpts.signal);
+      return rerank(valid, scorer, limits, opts.clock);
     },
   };
 }

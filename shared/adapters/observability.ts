@@ -303,6 +303,8 @@ export function requestLogging(opts: RequestLoggingOptions = {}): MiddlewareHand
         m.addMetric("EmbedLatency", MetricUnit.Milliseconds, obs.timings.embed_ms);
       if (obs?.timings?.search_ms !== undefined)
         m.addMetric("SearchLatency", MetricUnit.Milliseconds, obs.timings.search_ms);
+      if (obs?.timings?.sparse_ms !== undefined)
+        m.addMetric("SparseSearchLatency", MetricUnit.Milliseconds, obs.timings.sparse_ms);
       if (obs?.timings?.rerank_ms !== undefined)
         m.addMetric("RerankLatency", MetricUnit.Milliseconds, obs.timings.rerank_ms);
       if (obs?.rerankPairs) m.addMetric("RerankPairs", MetricUnit.Count, obs.rerankPairs);

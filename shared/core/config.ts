@@ -184,6 +184,17 @@ export const settings = {
     "Time budget of one rerank call; past it the search answers with first-stage results.",
     1,
   ),
+  rerankerBackend: oneOf(
+    "RERANKER_BACKEND",
+    ["auto", "onnx", "lexical"] as const,
+    "auto",
+    "What scores pairs in the reranker: onnx = the cross-encoder (RERANKER_MODEL_DIR / RERANKER_MODEL_S3_PREFIX); lexical = the weight-free lexical reranker (phrase, proximity, coverage, BM25; no model files); auto = onnx when a model is configured, else lexical.",
+  ),
+  sparseIndex: bool(
+    "SPARSE_INDEX",
+    true,
+    "Reindex: build the BM25 index (sparse.bin) with every snapshot, for sparse and hybrid retrieval.",
+  ),
   rerankerModelDir: optStr(
     "RERANKER_MODEL_DIR",
     "Local cross-encoder folder (config.json, tokenizer.json, onnx/model.onnx).",

@@ -3,12 +3,14 @@
 // the model is a port, errors are DomainErrors, timings come from an injected clock.
 import { ValidationError } from "./errors.ts";
 import { type Clock, systemClock } from "./ports.ts";
-import type { LongDocumentStrategy, RerankRequest, RerankResponse, RerankResult } from "./types.ts";
+import type { LongDocumentStrategy, RerankRequest, RerankResponse, RerankResult, TermStatistics } from "./types.ts";
 
 export interface PairScoreOptions {
   /** Per-request cap on a document's tokens (before the model's own pair limit). */
   maxTokensPerDoc?: number;
   strategy: LongDocumentStrategy;
+  /** The index's BM25 statistics of the query terms (lexical scorer only; models ignore them). */
+  termStatistics?: TermStatistics;
 }
 
 /** What scoring a batch of documents against one query yields. */
@@ -64,7 +66,16 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "obj
  */
 export function validateRerankRequest(input: unknown, limits: RerankLimits = DEFAULT_RERANK_LIMITS): RerankRequest {
   if (!isObject(input)) throw new ValidationError("request body must be a JSON object with `query` and `documents`");
-  const { query, documents, top_n, return_documents, raw_scores, max_tokens_per_doc, long_document_strategy } = input;
+  const {
+    query,
+    documents,
+    top_n,
+    return_documents,
+    raw_scores,
+    max_tokens_per_doc,
+    long_document_strategy,
+    term_statistics,
+  } = input;
 
   if (typeof query !== "string") throw new ValidationError("`query` must be a string", { field: "query" });
   if (query.trim() === "") throw new ValidationError("`query` must not be empty", { field: "query" });
@@ -137,15 +148,36 @@ export function validateRerankRequest(input: unknown, limits: RerankLimits = DEF
     );
   }
 
+  const stats =
+    term_statistics === undefined || term_statistics === null ? undefined : checkTermStatistics(term_statistics);
+
   return {
     query,
     documents: documents as RerankRequest["documents"],
+    ...(stats ? { term_statistics: stats } : {}),
     top_n: (top_n ?? undefined) as number | undefined,
     return_documents: (return_documents ?? undefined) as boolean | undefined,
     raw_scores: (raw_scores ?? undefined) as boolean | undefined,
     max_tokens_per_doc: (max_tokens_per_doc ?? undefined) as number | undefined,
     long_document_strategy: (long_document_strategy ?? undefined) as LongDocumentStrategy | undefined,
   };
+}
+
+function checkTermStatistics(v: unknown): TermStatistics {
+  const field = "term_statistics";
+  const fail = (why: string) => new ValidationError(`\`${field}\` ${why}`, { field });
+  if (!isObject(v)) throw fail("must be an object {documents, average_length, document_frequencies}");
+  const { documents, average_length, document_frequencies } = v;
+  if (typeof documents !== "number" || !Number.isInteger(documents) || documents < 0)
+    throw fail("`documents` must be a non-negative integer");
+  if (typeof average_length !== "number" || !Number.isFinite(average_length) || average_length < 0)
+    throw fail("`average_length` must be a non-negative number");
+  if (!isObject(document_frequencies)) throw fail("`document_frequencies` must be an object of term → count");
+  for (const [term, df] of Object.entries(document_frequencies)) {
+    if (typeof df !== "number" || !Number.isInteger(df) || df < 0 || df > documents)
+      throw fail(`\`document_frequencies.${term}\` must be an integer between 0 and documents (${documents})`);
+  }
+  return { documents, average_length, document_frequencies: document_frequencies as Record<string, number> };
 }
 
 /** Scores every document against the query and returns them best first. */
@@ -161,6 +193,7 @@ export async function rerank(
   const scores = await model.scorePairs(req.query, texts, {
     maxTokensPerDoc: req.max_tokens_per_doc,
     strategy: req.long_document_strategy ?? "truncate",
+    termStatistics: req.term_statistics,
   });
   if (scores.logits.length !== texts.length) {
     throw new Error(`model returned ${scores.logits.length} scores for ${texts.length} documents`);

@@ -27,6 +27,7 @@ export type UsageCounts = Record<UsageCounter, number>;
 export interface StageTimings {
   embed_ms?: number;
   search_ms?: number;
+  sparse_ms?: number;
   rerank_ms?: number;
   total_ms?: number;
 }

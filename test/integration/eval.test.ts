@@ -1,6 +1,7 @@
 // The evaluation pipeline end to end on ADI (82 documents, 35 queries) with the offline defaults:
-// hashing embedder → chunking → real FAISS, BM25, and the tiny fixture cross-encoder on real
-// onnxruntime-node. Asserts structure and that the lexical and first-stage rankings are far above
+// hashing embedder → chunking → real FAISS and the BM25 sparse index through the service's search
+// core, the lexical reranker, and the tiny fixture cross-encoder on real onnxruntime-node. Asserts
+// structure, the sparse path's equality with BM25 over the same passages, and rankings far above
 // chance, never figures copied from a run.
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -14,7 +15,7 @@ import { ValidationError } from "../../shared/core/errors.ts";
 import { evaluateRun, metricSpec } from "../../shared/core/metrics.ts";
 import { documentText, loadDataset, readCorpus, readQrels } from "../../scripts/eval/dataset.ts";
 import { type EvalReport, markdownTable } from "../../scripts/eval/report.ts";
-import { documentsOfPassages, fusedDocuments, runEval } from "../../scripts/eval/run-eval.ts";
+import { documentRanking, runEval, sameScores } from "../../scripts/eval/run-eval.ts";
 
 const repoRoot = path.resolve(import.meta.dirname, "../..");
 const adiDir = path.resolve(repoRoot, "../shared/data/adi");
@@ -58,34 +59,40 @@ describe("BEIR reader", () => {
   });
 });
 
-describe("reranked document rankings", () => {
-  // p0..p3 in first-stage order; doc "b" has two passages.
-  const passages = [
-    { passageId: "a#0", docId: "a", text: "", score: 0.9 },
-    { passageId: "b#0", docId: "b", text: "", score: 0.8 },
-    { passageId: "c#0", docId: "c", text: "", score: 0.7 },
-    { passageId: "b#1", docId: "b", text: "", score: 0.6 },
-    { passageId: "d#0", docId: "d", text: "", score: 0.5 },
-  ];
-  const firstDocs = documentsOfPassages(passages, 100);
-
-  it("collapses passages to documents in first-stage order", () => {
-    expect(firstDocs).toEqual(["a", "b", "c", "d"]);
+describe("document rankings", () => {
+  it("collapses ranked passages to documents, then appends the rest of the first stage", () => {
+    const hits = ["b", "c", "b", "a"].map((doc_id) => ({ doc_id }));
+    expect(documentRanking(hits, ["a", "d", "b", "e"], 100)).toEqual(["b", "c", "a", "d", "e"]);
+    expect(documentRanking(hits, ["a", "d"], 2)).toEqual(["b", "c"]);
   });
 
-  it("reorders the first n candidates by rerank score, then appends the other first-stage documents", () => {
-    // n = 4: rerank scores a .1, b#0 .2, c .9, b#1 .95 → b#1, c, b#0, a → documents b, c, a; then d
-    const docs = fusedDocuments(passages, [0.1, 0.2, 0.9, 0.95, 0.99], 4, "rerank", firstDocs, 100);
-    expect(docs).toEqual(["b", "c", "a", "d"]);
-    // n = 2 leaves c and d in first-stage order after the reranked a, b
-    expect(fusedDocuments(passages, [0.1, 0.2, 0.9, 0.95, 0.99], 2, "rerank", firstDocs, 100)).toEqual([
-      "b",
-      "a",
-      "c",
-      "d",
-    ]);
-    // depth cut
-    expect(fusedDocuments(passages, [0.1, 0.2, 0.9, 0.95, 0.99], 4, "rrf", firstDocs, 2)).toHaveLength(2);
+  it("compares the service's sparse ranking with BM25 over passages by score, allowing tie order", () => {
+    const baseline = [
+      { id: "a", score: 3 },
+      { id: "b", score: 2 },
+      { id: "a", score: 1.5 },
+      { id: "c", score: 2 },
+    ];
+    expect(
+      sameScores(
+        [
+          { doc: "a", score: 3 },
+          { doc: "c", score: 2 },
+          { doc: "b", score: 2 },
+        ],
+        baseline,
+      ),
+    ).toBe(true);
+    expect(
+      sameScores(
+        [
+          { doc: "a", score: 3 },
+          { doc: "b", score: 1.5 },
+        ],
+        baseline,
+      ),
+    ).toBe(false);
+    expect(sameScores([{ doc: "a", score: 3 }], [])).toBe(false);
   });
 });
 
@@ -128,25 +135,43 @@ describe.skipIf(!haveAdi)("eval pipeline on ADI (offline defaults)", () => {
     });
   }, 300_000);
 
+  const CONFIG_NAMES = [
+    "bm25",
+    "dense",
+    "dense+lexical",
+    "dense+cross-encoder",
+    "sparse",
+    "sparse+lexical",
+    "sparse+cross-encoder",
+    "hybrid",
+    "hybrid+lexical",
+    "hybrid+cross-encoder",
+    "hybrid+lexical:linear",
+    "hybrid+lexical:rrf",
+    "hybrid+cross-encoder:linear",
+    "hybrid+cross-encoder:rrf",
+  ];
+
   it("reports every configuration for every candidate count", () => {
     expect(report.dataset).toBe("adi");
     expect(report.embedder).toMatch(/hashing/);
-    expect(report.reranker_fixture).toBe(true);
+    expect(report.rerankers.map((r) => [r.name, r.fixture])).toEqual([
+      ["lexical", false],
+      ["cross-encoder", true],
+    ]);
     expect(report.rows.map((r) => `${r.config}@${r.candidates}`)).toEqual([
-      "bm25@10",
-      "first_stage@10",
-      "rerank@10",
-      "linear@10",
-      "rrf@10",
-      "bm25@100",
-      "first_stage@100",
-      "rerank@100",
-      "linear@100",
-      "rrf@100",
+      ...CONFIG_NAMES.map((c) => `${c}@10`),
+      ...CONFIG_NAMES.map((c) => `${c}@100`),
     ]);
     expect(report.queries).toMatchObject({ total: 35, evaluated: 35 });
     expect(report.corpus.documents).toBe(82);
     expect(report.corpus.passages).toBeGreaterThanOrEqual(82 - report.corpus.empty_documents);
+    for (const r of report.rows) expect(r.seconds).toBeGreaterThanOrEqual(0);
+  });
+
+  it("the service's sparse path ranks exactly as BM25 over the same passages", () => {
+    expect(report.checks.sparse_equals_bm25_over_passages).toBe(true);
+    expect(report.warnings.join("\n")).not.toMatch(/sparse ranking differs/);
   });
 
   it("keeps metrics in range and consistent with each other", () => {
@@ -155,32 +180,39 @@ describe.skipIf(!haveAdi)("eval pipeline on ADI (offline defaults)", () => {
         expect(v).toBeGreaterThanOrEqual(0);
         expect(v).toBeLessThanOrEqual(1);
       }
-      expect(r.recall_at_100).toBeGreaterThanOrEqual(r.recall_at_candidates);
-      expect(r.fixture).toBe(["rerank", "linear", "rrf"].includes(r.config));
+      expect(r.recall_at_100).toBeGreaterThanOrEqual(r.recall_at_candidates - 1e-12);
+      expect(r.fixture).toBe(r.reranker === "cross-encoder");
     }
-    // Reranking only reorders the first-stage candidates: the top-N and top-100 document sets,
-    // hence both recalls, are the first stage's.
+    // Reranking only reorders a first stage's candidates: the top-100 document set, hence
+    // Recall@100, is that first stage's.
     for (const n of [10, 100]) {
-      const first = report.rows.find((r) => r.config === "first_stage" && r.candidates === n)!;
-      for (const c of ["rerank", "linear", "rrf"]) {
-        const row = report.rows.find((r) => r.config === c && r.candidates === n)!;
-        expect(row.recall_at_100).toBeCloseTo(first.recall_at_100, 12);
-        expect(row.recall_at_candidates).toBeCloseTo(first.recall_at_candidates, 12);
+      for (const first of ["dense", "sparse", "hybrid"]) {
+        const alone = report.rows.find((r) => r.config === first && r.candidates === n)!;
+        for (const row of report.rows.filter((r) => r.retrieval === first && r.candidates === n))
+          expect(row.recall_at_100).toBeCloseTo(alone.recall_at_100, 12);
       }
     }
   });
 
-  it("ranks far above chance with BM25 and with the hashing first stage", async () => {
+  it("ranks far above chance with BM25, each first stage and the lexical reranker", async () => {
     const ds = await loadDataset(adiDir);
     const chance = randomBaseline(
       ds.corpus.map((d) => d.id),
       ds.qrels,
     );
-    const bm25 = report.rows.find((r) => r.config === "bm25")!;
-    const first = report.rows.find((r) => r.config === "first_stage")!;
     expect(chance).toBeGreaterThan(0);
-    expect(bm25.ndcg_at_10).toBeGreaterThan(3 * chance);
-    expect(first.ndcg_at_10).toBeGreaterThan(3 * chance);
+    for (const c of ["bm25", "dense", "sparse", "hybrid", "hybrid+lexical"]) {
+      const row = report.rows.find((r) => r.config === c)!;
+      expect(row.ndcg_at_10, c).toBeGreaterThan(3 * chance);
+    }
+  });
+
+  it("the embedded default second stage never answers worse than its first stage on ADI", () => {
+    for (const n of [10, 100]) {
+      const hybrid = report.rows.find((r) => r.config === "hybrid" && r.candidates === n)!;
+      const reranked = report.rows.find((r) => r.config === "hybrid+lexical" && r.candidates === n)!;
+      expect(reranked.ndcg_at_10).toBeGreaterThanOrEqual(hybrid.ndcg_at_10);
+    }
   });
 
   it("writes one per-query line per judged query and configuration", async () => {
@@ -200,7 +232,7 @@ describe.skipIf(!haveAdi)("eval pipeline on ADI (offline defaults)", () => {
     const md = markdownTable(report);
     // header, separator, one line per row
     expect(md.split("\n").filter((l) => l.startsWith("| ")).length).toBe(2 + report.rows.length);
-    expect(md).toMatch(/first stage \+ rerank †/);
+    expect(md).toMatch(/hybrid \(dense \+ sparse, RRF\) \+ cross-encoder †/);
     expect(md).toMatch(/plumbing only/);
   });
 
@@ -228,14 +260,11 @@ describe.skipIf(!haveAdi)("eval pipeline on ADI (offline defaults)", () => {
     const obj = JSON.parse(last);
     expect(obj.dataset).toBe("adi");
     expect(typeof obj.embedder).toBe("string");
-    expect(typeof obj.reranker).toBe("string");
-    expect(obj.rows.map((r: { config: string }) => r.config)).toEqual([
-      "bm25",
-      "first_stage",
-      "rerank",
-      "linear",
-      "rrf",
-    ]);
+    expect(obj.rerankers.map((r: { name: string }) => r.name)).toEqual(["lexical", "cross-encoder"]);
+    expect(obj.rows.map((r: { config: string }) => r.config)).toEqual(CONFIG_NAMES);
+    // A script can check the figures: one nDCG@10 per configuration and candidate count.
+    expect(Object.keys(obj.ndcg_at_10)).toEqual(CONFIG_NAMES.map((c) => `${c}@10`));
+    for (const v of Object.values(obj.ndcg_at_10)) expect(typeof v).toBe("number");
     for (const r of obj.rows)
       for (const k of ["ndcg_at_10", "mrr_at_10", "map_at_100", "recall_at_100", "recall_at_candidates"])
         expect(typeof r[k]).toBe("number");

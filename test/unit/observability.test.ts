@@ -32,7 +32,6 @@ describe("observations", () => {
       embeddingTokens: 9,
       cacheHits: undefined,
       degraded: false,
-      retrieval: "hybrid",
       timings: { embed_ms: 1, search_ms: 2, sparse_ms: 0.5, rerank_ms: 3, total_ms: 7 },
     });
     expect(searchObservation(response(false), { rerankerConfigured: true })).toMatchObject({
