@@ -180,7 +180,9 @@ export async function runEval(opts: EvalOptions): Promise<EvalReport> {
   log(`first stage: ${firstStage.embedder}, ${firstStage.passages.length} passages in ${firstStageSeconds} s`);
   // The harness's BM25 over the snapshot's passages: what the service's sparse path must reproduce.
   const passageBm25 = new Bm25Index({ params: ANSERINI_BM25 });
-  firstStage.passages.forEach((p, i) => passageBm25.add({ id: String(i), text: p.text }));
+  firstStage.passages.forEach((p, i) => {
+    passageBm25.add({ id: String(i), text: p.text });
+  });
 
   const rerankers = await resolveEvalRerankers(opts.cfg, opts.rerankModel ?? "auto");
   for (const r of rerankers) if (r.fixture) log(`reranker ${r.label}: RANDOM WEIGHTS, its rows measure plumbing only`);
