@@ -201,7 +201,7 @@ async function main(argv: string[]): Promise<number> {
       // else can need more for 20 MiniLM pairs, and a timed-out rerank hides what the demo is about.
       RERANKER_TIMEOUT_MS: process.env.RERANKER_TIMEOUT_MS || String(DEMO_RERANKER_TIMEOUT_MS),
     });
-    const { fixtureNotice, resolveEmbeddedDefaults } = await import("./local/defaults.ts");
+    const { fixtureNotice, lexicalNotice, resolveEmbeddedDefaults } = await import("./local/defaults.ts");
     const defaults = await resolveEmbeddedDefaults(cfg, { fast });
     const { createS3Store } = await import("../shared/adapters/s3-store.ts");
     const store = createS3Store({
@@ -222,6 +222,7 @@ async function main(argv: string[]): Promise<number> {
     );
     const { banner } = await import("./local/output.ts");
     if (r.fixture) say(banner(fixtureNotice(r)));
+    if (r.kind === "lexical") for (const line of lexicalNotice()) say(`             ${line}`);
 
     // ---- search API + reranker service ----
     const services = await startLocalServices({

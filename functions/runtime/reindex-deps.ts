@@ -72,6 +72,7 @@ export function createReindexService(cfg: Config, overrides: ReindexServiceOverr
         indexBuilder: faissIndexBuilder,
         indexType: cfg.indexType,
         indexParams: cfg.indexParams,
+        sparseIndex: cfg.sparseIndex,
         chunking: { maxTokens: cfg.chunkTokens, overlap: cfg.chunkOverlap },
         corpusStats: corpusStatsBuilder,
         log,

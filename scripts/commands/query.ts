@@ -17,7 +17,8 @@ reranked rank, the movement between them, both stages' scores, the document and 
 Against a running search API with --url (e.g. the one \`npm run demo\` or \`serve\` started), or
 in this process against the configured store (STORE_KIND / STORE_DIR / BUCKET; build one with
 \`npm run cli -- index <path>\`). In-process reranking uses RERANKER_MODEL_DIR, else
-models/ms-marco-MiniLM-L-6-v2 when fetched, else a generated fixture (random scores, announced).
+models/ms-marco-MiniLM-L-6-v2 when fetched, else the weight-free lexical reranker
+(RERANKER=fixture: a generated random-weight cross-encoder, announced).
 
   --url <base>          search API base URL, e.g. http://127.0.0.1:3000
   -k, --k <n>           results (default SEARCH_DEFAULT_K)
@@ -28,7 +29,7 @@ models/ms-marco-MiniLM-L-6-v2 when fetched, else a generated fixture (random sco
   --no-rerank           first stage only
   --store-dir <dir>     filesystem store root (in-process; implies STORE_KIND=fs)
   --api-key <key>       sent as x-api-key (--url; or SEARCH_API_KEY)
-  --fast                in-process: the small tiny-cross fixture when no real model is present
+  --fast                in-process with RERANKER=fixture: the small tiny-cross fixture
   --json                print the API's response as one JSON object on the last stdout line
   --quiet               only the table`;
 

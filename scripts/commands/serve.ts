@@ -4,7 +4,7 @@ import { parseArgs } from "node:util";
 import { createStore } from "../../shared/adapters/stores.ts";
 import { loadConfig } from "../../shared/core/config.ts";
 import type { Command } from "../cli.ts";
-import { fixtureNotice, resolveEmbeddedDefaults } from "../local/defaults.ts";
+import { fixtureNotice, lexicalNotice, resolveEmbeddedDefaults } from "../local/defaults.ts";
 import { describeStore } from "../local/index-files.ts";
 import { banner, intFlag } from "../local/output.ts";
 
@@ -17,8 +17,9 @@ Build a snapshot first with \`npm run cli -- index <path>\`. Ctrl-C stops both.
 
 Embedder: the one the snapshot was built with (EMBEDDER=auto follows it).
 Reranker (RERANKER=in-process, the default): RERANKER_MODEL_DIR, else models/ms-marco-MiniLM-L-6-v2
-when fetched, else a generated fixture with random weights (announced). RERANKER=http|lambda|none
-use the configured remote reranker or none, and start no reranker service.
+when fetched, else the weight-free lexical reranker (in the search process). RERANKER=fixture: a
+generated random-weight cross-encoder (announced). RERANKER=http|lambda|none use the configured
+remote reranker or none, and start no reranker service.
 
   --port <n>             search API port (default PORT or 3000; 0 = any free port)
   --reranker-port <n>    reranker service port (default RERANKER_PORT or 3001; 0 = any free port)
@@ -26,7 +27,7 @@ use the configured remote reranker or none, and start no reranker service.
   --store-dir <dir>      filesystem store root (implies STORE_KIND=fs)
   --no-rerank-service    run the reranker inside the search process instead of as its own service
   --no-rerank            no second stage
-  --fast                 the small tiny-cross fixture when no real model is present
+  --fast                 RERANKER=fixture: the small tiny-cross fixture
   --request-logs         one JSON log line per request`;
 
 export const command: Command = {
@@ -81,6 +82,7 @@ export const command: Command = {
       ].join("\n"),
     );
     if (r.fixture) console.log(banner(fixtureNotice(r)));
+    if (r.kind === "lexical") for (const line of lexicalNotice()) console.log(`             ${line}`);
     services.waitHealthy(15_000).then(
       () => console.log("ready (Ctrl-C stops)"),
       (e) =>

@@ -1,10 +1,13 @@
 // The embedded defaults of the local tools (dev stack, serve, query): which embedder and which
-// cross-encoder run when the user configured nothing, and why. Real models fetched into models/
-// win over generated fixtures; a fixture is always announced, because its scores are random.
+// second stage run when the user configured nothing, and why. A trained cross-encoder (configured,
+// or fetched into models/) wins; without one the weight-free lexical reranker runs, which needs no
+// files and helps (docs/EVAL.md). The random-weight fixtures run only when asked for
+// (RERANKER=fixture, or RERANKER_MODEL_DIR naming one) and are always announced.
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { describeEmbedderChoice, type EmbedderChoice } from "../../shared/adapters/embedders.ts";
 import type { Config } from "../../shared/core/config.ts";
+import { LEXICAL_MODEL } from "../../shared/core/lexical-scorer.ts";
 import { ensureFixtureModel, type FixtureName, REPO_ROOT } from "../fixtures/index.ts";
 
 /** Where `npm run cli -- models fetch <name>` (scripts/fetch-model.ts) puts models. */
@@ -14,10 +17,11 @@ export const DEFAULT_RERANKER_MODEL = "ms-marco-MiniLM-L-6-v2";
 
 export interface RerankerChoice {
   /**
-   * model: a cross-encoder folder on disk; store: RERANKER_MODEL_S3_PREFIX; remote: RERANKER=http|lambda
-   * (nothing to load here); none: no second stage.
+   * model: a cross-encoder folder on disk; store: RERANKER_MODEL_S3_PREFIX; lexical: the weight-free
+   * lexical reranker (in-process, nothing to load); remote: RERANKER=http|lambda (nothing to load
+   * here); none: no second stage.
    */
-  kind: "model" | "store" | "remote" | "none";
+  kind: "model" | "store" | "lexical" | "remote" | "none";
   /** The folder, for kind "model". */
   dir?: string;
   /** Short name for messages. */
@@ -35,7 +39,7 @@ export interface EmbeddedDefaults {
 }
 
 export interface DefaultsOptions {
-  /** Use the small `tiny-cross` fixture instead of the MiniLM-shaped one (DEMO_FAST=1). */
+  /** RERANKER=fixture: the small `tiny-cross` fixture instead of the MiniLM-shaped one (DEMO_FAST=1). */
   fast?: boolean;
   /** false: no second stage whatever the configuration says. */
   rerank?: boolean;
@@ -63,7 +67,8 @@ export function isFixtureModel(dir: string): boolean {
  * Fills in the embedded defaults: EMBEDDING_MODEL_DIR falls back to models/all-MiniLM-L6-v2 when it
  * was fetched (EMBEDDER=auto then picks it unless OPENAI_API_KEY is set); an in-process reranker
  * without RERANKER_MODEL_DIR / RERANKER_MODEL_S3_PREFIX uses models/ms-marco-MiniLM-L-6-v2 when
- * fetched, else a generated fixture (minilm-l6-cross, or tiny-cross when `fast`).
+ * fetched, else the lexical reranker. RERANKER=fixture generates and uses a fixture cross-encoder
+ * (minilm-l6-cross, or tiny-cross when `fast`); RERANKER_BACKEND=lexical forces the lexical one.
  */
 export async function resolveEmbeddedDefaults(base: Config, opts: DefaultsOptions = {}): Promise<EmbeddedDefaults> {
   const modelsDir = opts.modelsDir ?? MODELS_DIR;
@@ -91,6 +96,14 @@ export async function resolveEmbeddedDefaults(base: Config, opts: DefaultsOption
       fixture: false,
       reason: `RERANKER=${cfg.reranker}`,
     };
+  } else if (cfg.reranker === "fixture") {
+    const name: FixtureName = opts.fast ? "tiny-cross" : "minilm-l6-cross";
+    const dir = await ensureFixtureModel(name, opts.fixtureCacheDir ? { cacheDir: opts.fixtureCacheDir } : {});
+    Object.assign(cfg, { reranker: "in-process", rerankerBackend: "onnx", rerankerModelDir: dir });
+    reranker = { kind: "model", dir, name, fixture: true, reason: `RERANKER=fixture: generated fixture ${name}` };
+  } else if (cfg.rerankerBackend === "lexical") {
+    Object.assign(cfg, { rerankerModelDir: undefined, rerankerModelS3: undefined });
+    reranker = lexicalChoice("RERANKER_BACKEND=lexical");
   } else if (cfg.rerankerModelDir) {
     reranker = {
       kind: "model",
@@ -118,19 +131,28 @@ export async function resolveEmbeddedDefaults(base: Config, opts: DefaultsOption
         reason: `fetched into ${path.relative(REPO_ROOT, fetched) || fetched}`,
       };
     } else {
-      const name: FixtureName = opts.fast ? "tiny-cross" : "minilm-l6-cross";
-      const dir = await ensureFixtureModel(name, opts.fixtureCacheDir ? { cacheDir: opts.fixtureCacheDir } : {});
-      cfg.rerankerModelDir = dir;
-      reranker = {
-        kind: "model",
-        dir,
-        name,
-        fixture: true,
-        reason: `no RERANKER_MODEL_DIR and no ${path.relative(REPO_ROOT, fetched)}: generated fixture ${name}`,
-      };
+      cfg.rerankerBackend = "lexical";
+      reranker = lexicalChoice(
+        `no trained cross-encoder: RERANKER_MODEL_DIR is unset and ${path.relative(REPO_ROOT, fetched)} was not fetched`,
+      );
     }
   }
   return { cfg, embedder, reranker };
+}
+
+function lexicalChoice(reason: string): RerankerChoice {
+  return { kind: "lexical", name: LEXICAL_MODEL, fixture: false, reason };
+}
+
+/** The lines that say which second stage runs when it is the lexical one, and how to get a trained one. */
+export function lexicalNotice(): string[] {
+  return [
+    `Second stage: ${LEXICAL_MODEL}, the weight-free lexical reranker (exact phrase, term proximity,`,
+    "query-term coverage, title/lead matches, BM25). It needs no model files and improves on the",
+    "first stage (docs/EVAL.md). For a trained cross-encoder, on a machine with internet:",
+    `  npm run cli -- models fetch ${DEFAULT_RERANKER_MODEL}`,
+    "(or point RERANKER_MODEL_DIR at a cross-encoder folder with onnx/model.onnx).",
+  ];
 }
 
 /** The lines that tell a user their reranker scores are random, and how to get a real model. */

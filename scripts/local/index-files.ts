@@ -103,6 +103,7 @@ export async function indexLocalFiles(paths: string[], opts: IndexFilesOptions):
     corpusStats,
     indexType: cfg.indexType,
     indexParams: cfg.indexParams,
+    sparse: cfg.sparseIndex,
     indexBuilder: faissIndexBuilder,
     ...(skipped.length ? { report: { skipped } } : {}),
     onProgress: (done) => indexBar?.update(done),

@@ -17,7 +17,7 @@ import { type CrossEncoder, loadCrossEncoder } from "./cross-encoder.ts";
 import { resolveModelDir } from "./model-source.ts";
 import type { OrtLog, ProviderFallback } from "./ort-session.ts";
 
-export type LocalRerankerConfig = Partial<Pick<Config, "rerankerMaxQueue" | "rerankerBackend">> &
+export type LocalRerankerConfig = Partial<Pick<Config, "rerankerMaxQueue" | "rerankerBackend" | "reranker">> &
   Pick<
     Config,
     | "rerankerModelDir"
@@ -75,6 +75,8 @@ export interface LocalReranker extends RerankerPort {
 
 /** Which scorer RERANKER_BACKEND picks for this configuration. */
 export function rerankerBackendOf(cfg: LocalRerankerConfig): "onnx" | "lexical" {
+  // An explicitly requested fixture is a cross-encoder folder, never silently something else.
+  if (cfg.reranker === "fixture") return "onnx";
   const backend = cfg.rerankerBackend ?? "auto";
   if (backend !== "auto") return backend;
   return cfg.rerankerModelDir || cfg.rerankerModelS3 ? "onnx" : "lexical";
@@ -82,6 +84,12 @@ export function rerankerBackendOf(cfg: LocalRerankerConfig): "onnx" | "lexical" 
 
 export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalRerankerOptions = {}): LocalReranker {
   if (rerankerBackendOf(cfg) === "lexical") return createLexicalReranker(cfg, opts);
+  if (cfg.reranker === "fixture" && !cfg.rerankerModelDir) {
+    throw new ConfigError(
+      "RERANKER_MODEL_DIR",
+      "RERANKER=fixture needs RERANKER_MODEL_DIR naming the fixture folder (the local tools generate one: npm run cli -- models fixture)",
+    );
+  }
   if (!cfg.rerankerModelDir && !cfg.rerankerModelS3) {
     throw new ConfigError(
       "RERANKER_MODEL_DIR",

@@ -412,6 +412,7 @@ export function rerankerFromConfig(
     case "none":
       return noneReranker;
     case "in-process":
+    case "fixture":
       if (!opts.local) throw new ConfigError("RERANKER", "in-process reranking needs a local reranker factory");
       return opts.local();
     case "lambda":

@@ -158,9 +158,9 @@ export const settings = {
   // reranker
   reranker: oneOf(
     "RERANKER",
-    ["in-process", "lambda", "http", "none"] as const,
+    ["in-process", "lambda", "http", "none", "fixture"] as const,
     "in-process",
-    "Where the search function sends rerank calls.",
+    "Where the search function sends rerank calls. fixture = in-process with a generated random-weight cross-encoder (tests and benchmarks; the local tools generate it, elsewhere RERANKER_MODEL_DIR names the fixture folder; every answer says fixture: true).",
   ),
   rerankerUrl: optStr(
     "RERANKER_URL",

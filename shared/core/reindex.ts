@@ -82,6 +82,11 @@ export interface ReindexOptions {
   indexType: string;
   /** INDEX_PARAMS for the index builder. */
   indexParams?: Record<string, number>;
+  /**
+   * SPARSE_INDEX: publish the BM25 index with the snapshot (default true). A live snapshot that
+   * lacks it (published before it existed, or with it off) is rebuilt, not left as is.
+   */
+  sparseIndex?: boolean;
   chunking: ChunkOptions;
   /** Corpus statistics for the manifest (shared/adapters/embedders.ts corpusStatsBuilder); null = none. */
   corpusStats?: (identity: EmbedderIdentity) => CorpusStatsAccumulator | null;
@@ -422,7 +427,9 @@ export async function reindexCorpus(opts: ReindexOptions): Promise<ReindexResult
       m.build?.chunking?.max_tokens === chunkingInfo.max_tokens &&
       m.build?.chunking?.overlap === chunkingInfo.overlap &&
       (opts.indexType === "auto" || m.index_type === opts.indexType) &&
-      sameParams(m.build?.index_params, opts.indexParams)
+      sameParams(m.build?.index_params, opts.indexParams) &&
+      // A snapshot without the sparse index (or with one nobody asked for) is rebuilt.
+      (m.sparse !== undefined) === (opts.sparseIndex !== false)
     );
   }
 
@@ -692,6 +699,7 @@ export async function reindexCorpus(opts: ReindexOptions): Promise<ReindexResult
       corpusStats: stats?.finish(),
       indexType: opts.indexType,
       indexParams: opts.indexParams,
+      sparse: opts.sparseIndex !== false,
       sources,
       report: { skipped },
       indexBuilder: opts.indexBuilder,

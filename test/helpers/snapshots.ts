@@ -50,9 +50,10 @@ export function queryVectors(n: number, d: number, seed: number): Float32Array[]
 
 export async function buildCorpusSnapshot(
   corpus: Corpus,
-  opts: { indexType?: string; version?: string; now?: Date } = {},
+  opts: { indexType?: string; version?: string; now?: Date; sparse?: boolean } = {},
 ): Promise<BuiltSnapshot<FaissVectorIndex>> {
   return buildSnapshot({
+    sparse: opts.sparse,
     passages: corpus.passages,
     vectors: corpus.vectors,
     embedder: corpus.identity,
@@ -69,7 +70,7 @@ export async function publishCorpus(
   store: ObjectStore,
   indexPrefix: string,
   corpus: Corpus,
-  opts: { indexType?: string; version?: string; now?: Date } = {},
+  opts: { indexType?: string; version?: string; now?: Date; sparse?: boolean } = {},
 ): Promise<{ built: BuiltSnapshot<FaissVectorIndex>; published: PublishResult }> {
   const built = await buildCorpusSnapshot(corpus, opts);
   const published = await publishSnapshot(store, { indexPrefix, manifest: built.manifest, files: built.files });

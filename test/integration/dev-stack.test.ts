@@ -35,7 +35,6 @@ beforeAll(async () => {
     PORT: "0",
     RERANKER_PORT: "0",
     S3_PORT: "0",
-    DEMO_FAST: "1",
     EMBEDDER: "hashing",
     RERANKER_TIMEOUT_MS: "60000",
   });
@@ -86,22 +85,27 @@ describe("npm run demo", () => {
     url = out.match(/search API\s+(http:\/\/127\.0\.0\.1:\d+)/)![1];
     [, s3Endpoint, bucket] = out.match(/local S3\s+(http:\/\/127\.0\.0\.1:\d+)\s+bucket (\S+)/)!;
     expect(out).toMatch(new RegExp(`playground\\s+${url}/`));
-    expect(out).toMatch(/reranker\s+http:\/\/127\.0\.0\.1:\d+/);
+    // No trained cross-encoder on this machine: the weight-free lexical reranker, in the search process.
+    expect(out).toMatch(/reranker\s+lexical-v1 \(no trained cross-encoder/);
+    expect(out).toMatch(/Second stage: lexical-v1/);
+    expect(out).toMatch(/models fetch ms-marco-MiniLM-L-6-v2/);
+    expect(out).toMatch(/reranker\s+in the search process/);
+    expect(out).not.toMatch(/FIXTURE/);
     expect(out).toMatch(/uploaded 9 demo files/);
     expect(out).toMatch(/reindexed\s+\S+: \d+ documents/);
-    expect(out).toMatch(/RERANKER IS A FIXTURE: tiny-cross/);
     const curls = out.split("\n").filter((l) => l.trim().startsWith("curl "));
     expect(curls).toHaveLength(2);
 
     const health = (await (await fetch(`${url}/health`)).json()) as {
       status: string;
       store: { kind: string; bucket: string; endpoint: string };
-      reranker: { kind: string; fixture: boolean };
+      reranker: { kind: string; fixture?: boolean; model?: string };
       index: { count: number };
     };
     expect(health.status).toBe("ok");
     expect(health.store).toEqual({ kind: "s3", bucket, endpoint: s3Endpoint });
-    expect(health.reranker).toMatchObject({ kind: "http", fixture: true });
+    expect(health.reranker).toMatchObject({ kind: "in-process", model: "lexical-v1" });
+    expect(health.reranker.fixture).not.toBe(true);
 
     const ids = await demoDocIds();
     expect(ids.size).toBeGreaterThanOrEqual(20);
@@ -116,9 +120,20 @@ describe("npm run demo", () => {
     });
     expect(firstStage.results[0].doc_id).toBe("operations/snapshots.md");
 
-    // The two printed curl commands work as printed.
+    // The two printed curl commands, run as printed (reranked, default settings), answer with the
+    // document that answers them first: a user's first impression of the service.
     const get = curls[0].match(/'(http[^']+)'/)![1];
-    expect((await fetch(get)).status).toBe(200);
+    const getRes = await fetch(get);
+    expect(getRes.status).toBe(200);
+    const getAnswer = (await getRes.json()) as SearchAnswer & { retrieval: string };
+    expect(getAnswer.reranked).toBe(true);
+    expect(getAnswer.retrieval).toBe("hybrid");
+    expect(getAnswer.results[0].doc_id).toBe("notes/why-two-stages.txt");
+    const body = JSON.parse(curls[1].match(/-d '([^']+)'/)![1]) as Record<string, unknown>;
+    const postAnswer = await search(url, body);
+    expect(postAnswer.reranked).toBe(true);
+    expect(postAnswer.warnings).toEqual([]);
+    expect(postAnswer.results[0].doc_id).toBe("operations/snapshots.md");
   });
 
   it("makes a document uploaded to the local bucket searchable without a restart", async () => {
@@ -138,20 +153,34 @@ describe("npm run demo", () => {
     const deadline = Date.now() + 90_000;
     let found: Hit | undefined;
     while (!found && Date.now() < deadline) {
-      const res = await search(url, { query: "axolotl regrows a lost limb", k: 1, rerank: false });
+      const res = await search(url, { query: "axolotl regrows a lost limb", k: 1 });
       found = res.results.find((h) => h.doc_id === "uploads/axolotl.md");
       if (!found) await new Promise((r) => setTimeout(r, 500));
     }
     expect(found, `not searchable in time; output:\n${stack!.output()}`).toBeDefined();
+    // A second upload, searched by its own rare words with default settings: it comes first.
+    await s3.send(
+      new PutObjectCommand({
+        Bucket: bucket,
+        Key: "corpus/uploads/festival.md",
+        Body: "# Village events\n\nThe quokka xylophone festival opens the summer season on the island.\n",
+      }),
+    );
+    let festival: SearchAnswer | undefined;
+    while (Date.now() < deadline) {
+      festival = await search(url, { query: "quokka xylophone festival", k: 3 });
+      if (festival.results.some((h) => h.doc_id === "uploads/festival.md")) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    expect(festival!.reranked).toBe(true);
+    expect(festival!.results[0].doc_id).toBe("uploads/festival.md");
     expect(stack!.output()).toMatch(/reindexed\s+\S+: \d+ documents, \d+ passages \(embedded 1, cached \d+\)/);
     const health = (await (await fetch(`${url}/health`)).json()) as { index: { version: string } };
     versionAfterUpload = health.index.version;
   });
 
   it("stops everything on SIGINT with exit code 0 and frees the ports", async () => {
-    const ports = [url, s3Endpoint, stack!.output().match(/reranker\s+(http:\/\/127\.0\.0\.1:\d+)/)![1]].map((u) =>
-      Number(new URL(u).port),
-    );
+    const ports = [url, s3Endpoint].map((u) => Number(new URL(u).port));
     for (const p of ports) expect(await portOpen(p)).toBe(true);
     stack!.process.kill("SIGINT");
     expect(await stack!.exited).toEqual({ code: 0, signal: null });
@@ -165,7 +194,7 @@ describe("npm run demo", () => {
     const exit = await again.exited;
     const out = again.output();
     expect(exit, out).toEqual({ code: 0, signal: null });
-    expect(out).toMatch(/reusing 10 objects/);
+    expect(out).toMatch(/reusing 11 objects/);
     expect(out).not.toMatch(/uploaded \d+ demo files/);
     expect(out).not.toMatch(/reindexed/);
     expect(out).toMatch(new RegExp(`index\\s+${versionAfterUpload}, \\d+ passages`));

@@ -11,7 +11,7 @@ import { IndexNotReadyError, PreconditionFailedError, StoreUnavailableError } fr
 import type { ObjectStore, VectorSearchResult } from "../../shared/core/ports.ts";
 import { publishSnapshot, readPointer } from "../../shared/core/publish.ts";
 import { createSnapshotLoader, type LogFn } from "../../shared/core/snapshot-loader.ts";
-import { INDEX_FILE, PASSAGES_FILE, snapshotFileKey } from "../../shared/core/snapshot.ts";
+import { INDEX_FILE, PASSAGES_FILE, SPARSE_FILE, snapshotFileKey } from "../../shared/core/snapshot.ts";
 import { type LocalS3, startLocalS3 } from "../helpers/s3rver.ts";
 import { buildCorpusSnapshot, makeCorpus, publishCorpus, queryVectors } from "../helpers/snapshots.ts";
 
@@ -313,5 +313,79 @@ describe("snapshot loader against s3rver", () => {
       .catch((e) => e);
     expect(err.code).toBe("snapshot_invalid");
     expect(err.message).toMatch(/passages\.bin sha256/);
+  });
+
+  it("sparse index: round trip through s3rver, searched like the built one, hot-swapped with its version", async () => {
+    const prefix = "sparse/";
+    const { built: b1, published: p1 } = await publishCorpus(
+      s3Store,
+      prefix,
+      makeCorpus({ n: 400, d, seed: 60, label: "one" }),
+    );
+    expect(b1.manifest.sparse).toMatchObject({ format: "bm25-v1", file: SPARSE_FILE, passages: 400 });
+    expect(b1.manifest.files[SPARSE_FILE].sha256).toMatch(/^[0-9a-f]{64}$/);
+    const loader = loaderFor(s3Store, prefix);
+    const s1 = await loader.current();
+    expect(s1.sparse?.count).toBe(400);
+    const hit = s1.sparse!.search("one passage 123", 3);
+    expect(s1.passages.get(hit.ordinals[0]).text).toMatch(/^one passage 123:/);
+
+    const { published: p2 } = await publishCorpus(s3Store, prefix, makeCorpus({ n: 250, d, seed: 61, label: "two" }));
+    expect(await loader.refresh()).toBe(true);
+    const s2 = await loader.current();
+    expect(s2.version).toBe(p2.version);
+    // The sparse index swapped with the rest of the snapshot: it knows only the new passages.
+    expect(s2.sparse?.count).toBe(250);
+    expect(s2.sparse!.search("one", 5).ordinals).toEqual([]);
+    expect(s2.passages.get(s2.sparse!.search("two passage 7", 1).ordinals[0]).text).toMatch(/^two passage 7:/);
+    expect(p1.version).not.toBe(p2.version);
+    loader.close();
+  });
+
+  it("rejects a new version whose sparse index is corrupt (even with a matching sha256) and keeps serving", async () => {
+    const prefix = "sparse-corrupt/";
+    const { published: p1 } = await publishCorpus(s3Store, prefix, makeCorpus({ n: 300, d, seed: 70, label: "good" }));
+    const { log, entries } = capture();
+    const loader = loaderFor(s3Store, prefix, { log });
+    await loader.current();
+
+    // A flipped byte in the bucket: the sha256 check catches it.
+    const { published: p2 } = await publishCorpus(s3Store, prefix, makeCorpus({ n: 300, d, seed: 71, label: "bad" }));
+    const key = snapshotFileKey(prefix, p2.version, SPARSE_FILE);
+    const body = Uint8Array.from((await s3Store.get(key))!.body);
+    body[body.length - 3] ^= 0x40;
+    await s3Store.put(key, body);
+    expect(await loader.refresh()).toBe(false);
+    expect((await loader.current()).version).toBe(p1.version);
+    expect(String(entries.find((e) => e.msg === "snapshot rejected")?.data?.error)).toMatch(/sparse\.bin sha256/);
+
+    // A sparse file that was broken when it was built (its sha256 matches): opening it catches it.
+    const built = await buildCorpusSnapshot(makeCorpus({ n: 300, d, seed: 72, label: "worse" }));
+    const broken = Uint8Array.from(built.files[SPARSE_FILE]);
+    broken[0] = 0x58; // not the TSBM magic
+    const { sha256Hex } = await import("../../shared/core/snapshot.ts");
+    built.files[SPARSE_FILE] = broken;
+    built.manifest.files[SPARSE_FILE] = { ...built.manifest.files[SPARSE_FILE], sha256: sha256Hex(broken) };
+    const p3 = await publishSnapshot(s3Store, { indexPrefix: prefix, manifest: built.manifest, files: built.files });
+    expect(await loader.refresh()).toBe(false);
+    expect((await loader.current()).version).toBe(p1.version);
+    const rejected = entries.filter((e) => e.msg === "snapshot rejected").at(-1);
+    expect(rejected?.data).toMatchObject({ version: p3.pointer.version, keeping: p1.version });
+    expect(String(rejected?.data?.error)).toMatch(/sparse\.bin does not open: .*magic/);
+    loader.close();
+  });
+
+  it("an older snapshot published without a sparse index still loads and serves (sparse: null)", async () => {
+    const prefix = "no-sparse/";
+    const { built } = await publishCorpus(s3Store, prefix, makeCorpus({ n: 200, d, seed: 80, label: "old" }), {
+      sparse: false,
+    });
+    expect(built.manifest.sparse).toBeUndefined();
+    expect(built.files[SPARSE_FILE]).toBeUndefined();
+    const loader = loaderFor(s3Store, prefix);
+    const snap = await loader.current();
+    expect(snap.sparse).toBeNull();
+    expect(searchAll(snap.index)).toEqual(searchAll(built.index));
+    loader.close();
   });
 });

@@ -177,6 +177,33 @@ describe("reindexCorpus", () => {
     expect(rechunked.version).not.toBe(first.version);
   });
 
+  it("publishes the BM25 index with the snapshot, and a reindex adds it to a snapshot that lacks it", async () => {
+    await seedCorpus();
+    const embedder = countingEmbedder();
+    const old = await reindexCorpus(reindexOptions(store, embedder, { sparseIndex: false }));
+    expect(old.status).toBe("published");
+    const before = (await liveSnapshot(store))!;
+    expect(before.manifest.sparse).toBeUndefined();
+    expect(before.manifest.files["sparse.bin"]).toBeUndefined();
+    const calls = embedder.usage().calls;
+
+    // Same corpus, embedder and chunking: not a no-op, because the live snapshot has no sparse index.
+    const upgraded = await reindexCorpus(reindexOptions(store, embedder));
+    expect(upgraded.status).toBe("published");
+    const after = (await liveSnapshot(store))!;
+    expect(after.manifest.sparse).toMatchObject({
+      format: "bm25-v1",
+      file: "sparse.bin",
+      passages: after.passageIds.length,
+      analyzer: { name: "lucene-english", stemmer: "porter" },
+      params: { k1: 0.9, b: 0.4 },
+    });
+    expect(after.manifest.files["sparse.bin"].bytes).toBe(after.manifest.sparse!.bytes);
+    // The vectors came from the embedding cache: adding the sparse index cost no embedding calls.
+    expect(embedder.usage().calls).toBe(calls);
+    expect((await reindexCorpus(reindexOptions(store, embedder))).status).toBe("unchanged");
+  });
+
   it("builds with INDEX_PARAMS, records them, and rebuilds (from the cache) when they change", async () => {
     await seedCorpus();
     const embedder = countingEmbedder();
