@@ -1,6 +1,7 @@
-// The local tools' embedded defaults: which embedder and cross-encoder run when nothing is
-// configured (fetched models in models/ first, then the offline hashing embedder and a generated
-// fixture, announced as such), and the first-run model fetch offer's checks.
+// The local tools' embedded defaults: which embedder and second stage run when nothing is
+// configured (fetched models in models/ first, then the offline hashing embedder and the lexical
+// reranker; a generated fixture only when asked for, announced as such), and the first-run model
+// fetch offer's checks.
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -13,6 +14,7 @@ import {
   DEFAULT_RERANKER_MODEL,
   fixtureNotice,
   hasOnnxModel,
+  lexicalNotice,
   resolveEmbeddedDefaults,
 } from "../../scripts/local/defaults.ts";
 import { huggingFaceReachable, missingModels } from "../../scripts/local/fetch-offer.ts";
@@ -43,11 +45,28 @@ afterAll(async () => {
 });
 
 describe("resolveEmbeddedDefaults", () => {
-  it("falls back to the hashing embedder and the generated fixture, flagged as random", async () => {
+  it("falls back to the hashing embedder and the lexical reranker, never to a fixture", async () => {
     const d = await resolveEmbeddedDefaults(loadConfig({}), { fast: true, modelsDir: emptyModels });
     expect(d.embedder.kind).toBe("hashing");
+    expect(d.reranker).toMatchObject({ kind: "lexical", name: "lexical-v1", fixture: false });
+    expect(d.reranker.reason).toMatch(/no trained cross-encoder/);
+    expect(d.cfg.rerankerModelDir).toBeUndefined();
+    expect(d.cfg.rerankerBackend).toBe("lexical");
+    expect(lexicalNotice().join(" ")).toMatch(/lexical-v1.* models fetch ms-marco-MiniLM-L-6-v2/);
+    // RERANKER_BACKEND=lexical wins even over a fetched model.
+    const forced = await resolveEmbeddedDefaults(loadConfig({ RERANKER_BACKEND: "lexical" }), {
+      modelsDir: fetchedModels,
+    });
+    expect(forced.reranker.kind).toBe("lexical");
+  });
+
+  it("uses a generated fixture only when asked for (RERANKER=fixture), flagged as random", async () => {
+    const d = await resolveEmbeddedDefaults(loadConfig({ RERANKER: "fixture" }), {
+      fast: true,
+      modelsDir: fetchedModels,
+    });
     expect(d.reranker).toMatchObject({ kind: "model", name: "tiny-cross", fixture: true });
-    expect(d.cfg.rerankerModelDir).toBe(d.reranker.dir);
+    expect(d.cfg).toMatchObject({ reranker: "in-process", rerankerBackend: "onnx", rerankerModelDir: d.reranker.dir });
     expect(hasOnnxModel(d.reranker.dir!)).toBe(true);
     expect(fixtureNotice(d.reranker).join(" ")).toMatch(/RERANKER IS A FIXTURE: tiny-cross .* NO meaning/);
   });
