@@ -83,7 +83,13 @@ export function rerankerBackendOf(cfg: LocalRerankerConfig): "onnx" | "lexical" 
 }
 
 export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalRerankerOptions = {}): LocalReranker {
-  if (rerankerBackendOf(cfg) === "lexical") return createLexicalReranker(cfg, opts);
+  if (rerankerBackendOf(cfg) === "lexical") {
+    const note =
+      cfg.rerankerBackend === "lexical"
+        ? `weight-free lexical reranker (RERANKER_BACKEND=lexical)`
+        : `weight-free lexical reranker: no trained cross-encoder is configured (set RERANKER_MODEL_DIR or RERANKER_MODEL_S3_PREFIX; \`npm run cli -- models fetch ms-marco-MiniLM-L-6-v2\` downloads one)`;
+    return createLexicalReranker(cfg, opts, note);
+  }
   if (cfg.reranker === "fixture" && !cfg.rerankerModelDir) {
     throw new ConfigError(
       "RERANKER_MODEL_DIR",
@@ -154,7 +160,13 @@ export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalReranke
     limits,
     warm: load,
     describe(): RerankerDescription {
-      return { kind: "in-process", model: model?.model, provider: model?.provider, fixture: model?.fixture };
+      return {
+        kind: "in-process",
+        model: model?.model,
+        provider: model?.provider,
+        fixture: model?.fixture,
+        ...(model?.fixture ? { note: "random-weight fixture: its scores carry no meaning" } : {}),
+      };
     },
     status(): RerankerStatus {
       return {
@@ -193,6 +205,7 @@ export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalReranke
 export function createLexicalReranker(
   cfg: Pick<LocalRerankerConfig, "rerankerMaxDocuments" | "rerankerProvider">,
   opts: Pick<LocalRerankerOptions, "clock" | "maxQueryChars"> = {},
+  note = "weight-free lexical reranker",
 ): LocalReranker {
   const limits: RerankLimits = { maxDocuments: cfg.rerankerMaxDocuments, maxQueryChars: opts.maxQueryChars };
   const scorer = createLexicalScorer();
@@ -201,7 +214,7 @@ export function createLexicalReranker(
   return {
     limits,
     warm: async () => loaded,
-    describe: (): RerankerDescription => ({ kind: "in-process", model, provider, fixture: false }),
+    describe: (): RerankerDescription => ({ kind: "in-process", model, provider, fixture: false, note }),
     status: (): RerankerStatus => ({
       warm: true,
       loading: false,

@@ -113,6 +113,8 @@ export interface RerankerDescription {
   provider?: string;
   url?: string;
   fixture?: boolean;
+  /** Why this second stage runs (e.g. the lexical reranker because no trained model is configured). */
+  note?: string;
 }
 
 export interface RerankerPort {

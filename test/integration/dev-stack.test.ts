@@ -99,13 +99,14 @@ describe("npm run demo", () => {
     const health = (await (await fetch(`${url}/health`)).json()) as {
       status: string;
       store: { kind: string; bucket: string; endpoint: string };
-      reranker: { kind: string; fixture?: boolean; model?: string };
+      reranker: { kind: string; fixture?: boolean; model?: string; note?: string };
       index: { count: number };
     };
     expect(health.status).toBe("ok");
     expect(health.store).toEqual({ kind: "s3", bucket, endpoint: s3Endpoint });
     expect(health.reranker).toMatchObject({ kind: "in-process", model: "lexical-v1" });
     expect(health.reranker.fixture).not.toBe(true);
+    expect(health.reranker.note).toMatch(/lexical reranker: no trained cross-encoder .*models fetch/);
 
     const ids = await demoDocIds();
     expect(ids.size).toBeGreaterThanOrEqual(20);
