@@ -36,6 +36,17 @@ const optInt = (env: string, doc: string, min = 0): Spec<number | undefined> => 
   fallback: undefined,
   parse: (r, name) => int(name, 0, doc, min).parse(r, name),
 });
+const float = (env: string, fallback: number, doc: string, min: number, max: number): Spec<number> => ({
+  env,
+  doc,
+  fallback,
+  parse: (r, name) => {
+    const n = r.trim() === "" ? Number.NaN : Number(r);
+    if (!Number.isFinite(n) || n < min || n > max)
+      throw new ConfigError(name, `expected a number in [${min}, ${max}], got "${r}"`);
+    return n;
+  },
+});
 const bool = (env: string, fallback: boolean, doc: string): Spec<boolean> => ({
   env,
   doc,
@@ -228,6 +239,25 @@ export const settings = {
   maxQueryChars: int("SEARCH_MAX_QUERY_CHARS", 2000, "Upper limit of query length in characters.", 1),
   maxBodyBytes: int("SEARCH_MAX_BODY_BYTES", 65536, "Upper limit of a request body.", 256),
   budgetMs: optInt("SEARCH_BUDGET_MS", "Default latency budget per search (unset = none).", 1),
+  defaultRetrieval: oneOf(
+    "SEARCH_DEFAULT_RETRIEVAL",
+    ["dense", "sparse", "hybrid"] as const,
+    "hybrid",
+    "First stage when a request gives no retrieval: the vector index, the BM25 index, or both fused (a snapshot without a BM25 index answers dense).",
+  ),
+  hybridFusion: oneOf(
+    "SEARCH_HYBRID_FUSION",
+    ["rrf", "convex"] as const,
+    "rrf",
+    "How hybrid retrieval merges the two rankings when a request does not say: reciprocal rank fusion or a convex combination of min-max normalised scores.",
+  ),
+  denseWeight: float(
+    "SEARCH_DENSE_WEIGHT",
+    0.5,
+    "Weight of the dense side in convex hybrid fusion when a request does not say (0..1; BM25 gets the rest).",
+    0,
+    1,
+  ),
   corsOrigins: str("CORS_ORIGINS", "*", "Allowed CORS origins, comma separated."),
   // security and metering
   authMode: oneOf(

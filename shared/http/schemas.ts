@@ -5,12 +5,23 @@ import { z } from "@hono/zod-openapi";
 import type { Config } from "../core/config.ts";
 import { DEFAULT_ALPHA, DEFAULT_RRF_K } from "../core/fusion.ts";
 
-export type SearchLimitsConfig = Pick<Config, "defaultK" | "defaultCandidates" | "maxCandidates" | "maxQueryChars">;
+export type SearchLimitsConfig = Pick<
+  Config,
+  | "defaultK"
+  | "defaultCandidates"
+  | "maxCandidates"
+  | "maxQueryChars"
+  | "defaultRetrieval"
+  | "hybridFusion"
+  | "denseWeight"
+>;
 
 /** Longest latency budget a request may ask for (API Gateway's integration timeout is 30 s). */
 export const MAX_BUDGET_MS = 30_000;
 
 const FUSION_MODES = ["rerank", "linear", "rrf"] as const;
+const RETRIEVAL_MODES = ["dense", "sparse", "hybrid"] as const;
+const HYBRID_FUSIONS = ["rrf", "convex"] as const;
 
 const intIn = (min: number, max: number) =>
   z
@@ -18,6 +29,15 @@ const intIn = (min: number, max: number) =>
     .int({ error: "must be an integer" })
     .min(min, { error: `must be ≥ ${min}` })
     .max(max, { error: `must be ≤ ${max}` });
+
+const unit = () =>
+  z
+    .number({ error: "must be a number" })
+    .min(0, { error: "must be between 0 and 1" })
+    .max(1, { error: "must be between 0 and 1" });
+const positive = () => z.number({ error: "must be a number" }).gt(0, { error: "must be > 0" });
+const retrievalEnum = () => z.enum(RETRIEVAL_MODES, { error: `must be one of ${RETRIEVAL_MODES.join(", ")}` });
+const hybridFusionEnum = () => z.enum(HYBRID_FUSIONS, { error: `must be one of ${HYBRID_FUSIONS.join(", ")}` });
 
 const unknownFields = (iss: { code?: string; keys?: string[] }) =>
   iss.code === "unrecognized_keys" && iss.keys
@@ -50,9 +70,18 @@ export const filterSchema = z
   )
   .openapi("SearchFilter");
 
+export interface HybridOptions {
+  fusion?: (typeof HYBRID_FUSIONS)[number];
+  dense_weight?: number;
+  rrf_k?: number;
+}
+
 /** The fields every search request has once defaults are applied (the core's SearchRequest). */
 export interface ParsedSearch {
   query: string;
+  retrieval: (typeof RETRIEVAL_MODES)[number];
+  /** fusion and dense_weight always set (request, else configuration); rrf_k when the request gives it. */
+  hybrid: HybridOptions & { fusion: (typeof HYBRID_FUSIONS)[number]; dense_weight: number };
   k: number;
   candidates: number;
   rerank: boolean;
@@ -65,6 +94,8 @@ export interface ParsedSearch {
 
 interface RawSearch {
   query: string;
+  retrieval?: (typeof RETRIEVAL_MODES)[number];
+  hybrid?: HybridOptions;
   k?: number;
   candidates?: number;
   rerank?: boolean;
@@ -78,6 +109,8 @@ interface RawSearch {
 /**
  * Cross-field rules and defaults shared by POST and GET: k defaults to min(SEARCH_DEFAULT_K,
  * candidates) so a small `candidates` alone is valid; an explicit k must not exceed candidates.
+ * retrieval and the hybrid fusion settings default to the configuration's, so the core always
+ * receives an explicit first stage.
  */
 function finish(limits: SearchLimitsConfig, queryField: string) {
   return (v: RawSearch, ctx: z.RefinementCtx<RawSearch>): ParsedSearch => {
@@ -87,6 +120,12 @@ function finish(limits: SearchLimitsConfig, queryField: string) {
     if (v.query.trim() === "") ctx.addIssue({ code: "custom", path: [queryField], message: "must not be empty" });
     return {
       query: v.query.trim(),
+      retrieval: v.retrieval ?? limits.defaultRetrieval,
+      hybrid: {
+        fusion: v.hybrid?.fusion ?? limits.hybridFusion,
+        dense_weight: v.hybrid?.dense_weight ?? limits.denseWeight,
+        ...(v.hybrid?.rrf_k !== undefined ? { rrf_k: v.hybrid.rrf_k } : {}),
+      },
       k,
       candidates,
       rerank: v.rerank ?? true,
@@ -102,13 +141,33 @@ function finish(limits: SearchLimitsConfig, queryField: string) {
 const docs = (limits: SearchLimitsConfig) => ({
   query: `The search text, at most ${limits.maxQueryChars} characters.`,
   k: `Results to return (default ${limits.defaultK}, or candidates when smaller); at most candidates.`,
-  candidates: `First-stage candidates sent to the reranker (default ${limits.defaultCandidates}, at most ${limits.maxCandidates}).`,
+  candidates: `First-stage candidates sent to the reranker (default ${limits.defaultCandidates}, at most ${limits.maxCandidates}); in hybrid retrieval each side contributes this many, so the deduplicated pool holds up to twice as many.`,
+  retrieval: `First stage (default ${limits.defaultRetrieval}): "dense" (the vector index), "sparse" (the BM25 index), "hybrid" (both: the union of each side's top \`candidates\`, deduplicated and ranked by the hybrid fusion). A snapshot without a BM25 index answers dense, and hybrid answers from BM25 alone when the query embedding fails; the response's \`retrieval\` and \`warnings\` say so.`,
+  hybrid_fusion: `How hybrid retrieval merges the two rankings (default ${limits.hybridFusion}): "rrf" scores Σ 1/(rrf_k + rank) over the sides a passage is on; "convex" scores w·minmax(dense) + (1−w)·minmax(bm25) with w = dense_weight. A side the passage is missing from contributes 0.`,
+  dense_weight: `Convex hybrid fusion only: weight w of the dense side, 0..1 (default ${limits.denseWeight}); BM25 gets 1 − w.`,
+  rrf_k: `RRF hybrid fusion only: the rank constant k, > 0 (default ${DEFAULT_RRF_K}).`,
   rerank: "Rerank the candidates with the cross-encoder (default true).",
   fusion: `How the two stages' scores merge: "rerank" (cross-encoder score), "linear" (alpha·minmax(rerank) + (1−alpha)·minmax(retrieval)), "rrf" (Σ 1/(${DEFAULT_RRF_K} + rank)).`,
   alpha: `Weight of the rerank score in linear fusion, 0..1 (default ${DEFAULT_ALPHA}).`,
   collapse: "Keep only the best passage of each document (default false).",
   budget_ms: `Latency budget in ms (1..${MAX_BUDGET_MS}); when reranking every candidate would exceed it, fewer (or none) are reranked and a warning says so.`,
 });
+
+function hybridSchema(limits: SearchLimitsConfig) {
+  const d = docs(limits);
+  return z
+    .strictObject(
+      {
+        fusion: hybridFusionEnum().optional().openapi({ description: d.hybrid_fusion }),
+        dense_weight: unit().optional().openapi({ description: d.dense_weight }),
+        rrf_k: positive().optional().openapi({ description: d.rrf_k }),
+      },
+      { error: unknownFields },
+    )
+    .openapi("HybridOptions", {
+      description: "How hybrid retrieval fuses the dense and BM25 rankings; ignored by dense and sparse retrieval.",
+    });
+}
 
 export function searchBodySchema(limits: SearchLimitsConfig) {
   const d = docs(limits);
@@ -119,6 +178,8 @@ export function searchBodySchema(limits: SearchLimitsConfig) {
           .string({ error: (iss) => (iss.input === undefined ? "is required" : "must be a string") })
           .max(limits.maxQueryChars, { error: `must be at most ${limits.maxQueryChars} characters` })
           .openapi({ description: d.query, example: "how do cats purr" }),
+        retrieval: retrievalEnum().optional().openapi({ description: d.retrieval }),
+        hybrid: hybridSchema(limits).optional(),
         k: intIn(1, limits.maxCandidates).optional().openapi({ description: d.k, example: limits.defaultK }),
         candidates: intIn(1, limits.maxCandidates)
           .optional()
@@ -128,12 +189,7 @@ export function searchBodySchema(limits: SearchLimitsConfig) {
           .enum(FUSION_MODES, { error: `must be one of ${FUSION_MODES.join(", ")}` })
           .optional()
           .openapi({ description: d.fusion }),
-        alpha: z
-          .number({ error: "must be a number" })
-          .min(0, { error: "must be between 0 and 1" })
-          .max(1, { error: "must be between 0 and 1" })
-          .optional()
-          .openapi({ description: d.alpha }),
+        alpha: unit().optional().openapi({ description: d.alpha }),
         filter: filterSchema.optional(),
         collapse: z.boolean({ error: "must be true or false" }).optional().openapi({ description: d.collapse }),
         budget_ms: intIn(1, MAX_BUDGET_MS).optional().openapi({ description: d.budget_ms }),
@@ -160,6 +216,10 @@ export function searchQuerySchema(limits: SearchLimitsConfig) {
         .string({ error: (iss) => (iss.input === undefined ? "is required" : "must be a string") })
         .max(limits.maxQueryChars, { error: `must be at most ${limits.maxQueryChars} characters` })
         .openapi({ description: d.query, example: "how do cats purr" }),
+      retrieval: retrievalEnum().optional().openapi({ description: d.retrieval }),
+      hybrid_fusion: hybridFusionEnum().optional().openapi({ description: d.hybrid_fusion }),
+      dense_weight: numberParam(unit()).optional().openapi({ type: "number", description: d.dense_weight }),
+      rrf_k: numberParam(positive()).optional().openapi({ type: "number", description: d.rrf_k }),
       k: numberParam(intIn(1, limits.maxCandidates)).optional().openapi({ type: "integer", description: d.k }),
       candidates: numberParam(intIn(1, limits.maxCandidates))
         .optional()
@@ -169,14 +229,7 @@ export function searchQuerySchema(limits: SearchLimitsConfig) {
         .enum(FUSION_MODES, { error: `must be one of ${FUSION_MODES.join(", ")}` })
         .optional()
         .openapi({ description: d.fusion }),
-      alpha: numberParam(
-        z
-          .number({ error: "must be a number" })
-          .min(0, { error: "must be between 0 and 1" })
-          .max(1, { error: "must be between 0 and 1" }),
-      )
-        .optional()
-        .openapi({ type: "number", description: d.alpha }),
+      alpha: numberParam(unit()).optional().openapi({ type: "number", description: d.alpha }),
       collapse: boolParam.optional().openapi({ type: "boolean", description: d.collapse }),
       budget_ms: numberParam(intIn(1, MAX_BUDGET_MS)).optional().openapi({ type: "integer", description: d.budget_ms }),
       source_prefix: z
@@ -184,12 +237,17 @@ export function searchQuerySchema(limits: SearchLimitsConfig) {
         .optional()
         .openapi({ description: "Keep passages whose source starts with this string." }),
     })
-    .transform(({ q, source_prefix, ...rest }, ctx) =>
-      finish(limits, "q")(
-        { query: q, ...rest, ...(source_prefix !== undefined ? { filter: { source_prefix } } : {}) },
+    .transform(({ q, source_prefix, hybrid_fusion, dense_weight, rrf_k, ...rest }, ctx) => {
+      const hybrid: HybridOptions = {
+        ...(hybrid_fusion !== undefined ? { fusion: hybrid_fusion } : {}),
+        ...(dense_weight !== undefined ? { dense_weight } : {}),
+        ...(rrf_k !== undefined ? { rrf_k } : {}),
+      };
+      return finish(limits, "q")(
+        { query: q, ...rest, hybrid, ...(source_prefix !== undefined ? { filter: { source_prefix } } : {}) },
         ctx as unknown as z.RefinementCtx<RawSearch>,
-      ),
-    );
+      );
+    });
 }
 
 // ---------- responses (documentation) ----------
@@ -210,12 +268,29 @@ export const searchHitSchema = z
         "The fused score (see `fusion`); candidates that were not reranked follow the reranked ones and carry their retrieval score.",
     }),
     retrieval: stageScore,
+    dense: stageScore.nullable().openapi({
+      description:
+        "Score (inner product) and rank of this passage in the dense side's top candidates; null when it is not among them or the dense side did not run.",
+    }),
+    sparse: stageScore.nullable().openapi({
+      description:
+        "BM25 score and rank of this passage in the sparse side's top candidates; null when it is not among them or the sparse side did not run.",
+    }),
     rerank: stageScore.nullable(),
   })
-  .openapi("SearchHit");
+  .openapi("SearchHit", {
+    description:
+      "A passage with each stage's score and rank: `retrieval` is the first stage's (the dense or BM25 one, or in hybrid retrieval the fused one), `dense` and `sparse` each side's own, `rerank` the cross-encoder's.",
+  });
 
 export const timingsSchema = z
-  .object({ embed_ms: z.number(), search_ms: z.number(), rerank_ms: z.number(), total_ms: z.number() })
+  .object({
+    embed_ms: z.number(),
+    search_ms: z.number().openapi({ description: "Dense (vector index) search." }),
+    sparse_ms: z.number().openapi({ description: "Sparse (BM25) search; 0 when it did not run." }),
+    rerank_ms: z.number(),
+    total_ms: z.number(),
+  })
   .openapi("SearchTimings");
 
 export const searchResponseSchema = z
@@ -226,9 +301,13 @@ export const searchResponseSchema = z
     reranked_candidates: z.number().int(),
     candidates: z.number().int().openapi({ description: "First-stage candidates after filtering." }),
     fusion: z.enum(FUSION_MODES),
+    retrieval: z.enum(RETRIEVAL_MODES).openapi({
+      description:
+        "The first stage that answered; may differ from the request's (no BM25 index in the snapshot, a failed query embedding), and `warnings` then says why.",
+    }),
     warnings: z.array(z.string()).openapi({
       description:
-        "Why results are degraded: reranker failure or timeout, latency budget, filter matching few passages.",
+        "Why results are degraded: reranker failure or timeout, latency budget, filter matching few passages, a first stage other than the one asked for.",
     }),
     timings: timingsSchema,
   })

@@ -36,6 +36,9 @@ export type SearchAppConfig = Pick<
   | "defaultCandidates"
   | "maxCandidates"
   | "maxQueryChars"
+  | "defaultRetrieval"
+  | "hybridFusion"
+  | "denseWeight"
   | "maxBodyBytes"
   | "budgetMs"
   | "corsOrigins"
@@ -113,7 +116,7 @@ export function describeIssues(issues: readonly z.core.$ZodIssue[]): string {
 }
 
 function serverTiming(t: SearchResponse["timings"]): string {
-  return `embed;dur=${t.embed_ms}, search;dur=${t.search_ms}, rerank;dur=${t.rerank_ms}, total;dur=${t.total_ms}`;
+  return `embed;dur=${t.embed_ms}, search;dur=${t.search_ms}, sparse;dur=${t.sparse_ms}, rerank;dur=${t.rerank_ms}, total;dur=${t.total_ms}`;
 }
 
 export function createSearchApp(deps: SearchAppDeps): OpenAPIHono {
@@ -314,7 +317,7 @@ export function createSearchApp(deps: SearchAppDeps): OpenAPIHono {
       title: "Two-stage retrieval: search API",
       version: "1",
       description:
-        "Embeds the query, searches a FAISS snapshot, reranks the best candidates with a cross-encoder, fuses the scores. Errors are {error: {code, message}}.",
+        "Finds first-stage candidates in a snapshot's FAISS index, its BM25 index, or both fused (hybrid), reranks the best of them with a cross-encoder, fuses the scores. Errors are {error: {code, message}}.",
     },
   });
 

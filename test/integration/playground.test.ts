@@ -115,14 +115,22 @@ describe.skipIf(!haveChromium)("playground in headless Chromium", () => {
     return { page, requests, errors };
   }
 
-  async function apiSearch(body: Record<string, unknown>): Promise<{ results: Hit[]; reranked: boolean }> {
+  interface Answer {
+    results: Hit[];
+    reranked: boolean;
+    reranked_candidates: number;
+    candidates: number;
+    retrieval: string;
+  }
+
+  async function apiSearch(body: Record<string, unknown>): Promise<Answer> {
     const res = await fetch(`${base}/search`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify(body),
     });
     expect(res.status).toBe(200);
-    return (await res.json()) as { results: Hit[]; reranked: boolean };
+    return (await res.json()) as Answer;
   }
 
   /** What the page shows per result: passage id, position, stage ranks and the movement badge. */
@@ -167,10 +175,18 @@ describe.skipIf(!haveChromium)("playground in headless Chromium", () => {
       const delta = hit.retrieval.rank - (i + 1);
       expect(row.move).toBe(delta > 0 ? `▲${delta}` : delta < 0 ? `▼${-delta}` : "=");
     });
-    await expect(page.locator("#status").textContent()).resolves.toMatch(/reranked 12 of 12 candidates/);
-    await expect(page.locator("#timings").textContent()).resolves.toMatch(
-      /Embed query[\d.]+ msFirst stage[\d.]+ msRerank[\d.]+ msTotal \(server\)[\d.]+ ms/,
+    // Hybrid retrieval (the default) reranks the union of both sides' 12 best, so up to 24.
+    expect(api.retrieval).toBe("hybrid");
+    await expect(page.locator("#status").textContent()).resolves.toContain(
+      `hybrid retrieval, reranked ${api.reranked_candidates} of ${api.candidates} candidates`,
     );
+    await expect(page.locator("#timings").textContent()).resolves.toMatch(
+      /Embed query[\d.]+ msDense search[\d.]+ msBM25 search[\d.]+ msRerank[\d.]+ msTotal \(server\)[\d.]+ ms/,
+    );
+    // Each hybrid hit shows its rank on both sides (— where it is not among that side's candidates).
+    const sides = await page.locator("#results > li .side-ranks").allTextContents();
+    expect(sides).toHaveLength(4);
+    for (const line of sides) expect(line).toMatch(/^Dense (#\d+|—) · BM25 (#\d+|—)$/);
     // The state is in the URL, so a reload shows the same search.
     expect(new URL(page.url()).searchParams.get("q")).toBe(query);
 
@@ -207,6 +223,32 @@ describe.skipIf(!haveChromium)("playground in headless Chromium", () => {
     await page.getByRole("button", { name: "Search" }).click();
     await page.locator("#alerts").filter({ hasText: "must be ≤ candidates (10)" }).waitFor();
     expect(await page.locator("#results > li").count()).toBe(0);
+    await page.close();
+  });
+
+  it("the retrieval selector picks the first stage, which the status line reports", async () => {
+    const { page } = await open(1280);
+    await page.getByLabel("Query").fill("snapshot pointer conditional write");
+    await page.getByLabel("Retrieval").selectOption("sparse");
+    await page.getByRole("button", { name: "Search" }).click();
+    await page.locator("#status").filter({ hasText: "sparse retrieval" }).waitFor();
+    const rows = await shown(page);
+    const api = await apiSearch({
+      query: "snapshot pointer conditional write",
+      k: 5,
+      candidates: 20,
+      fusion: "rerank",
+      rerank: true,
+      collapse: false,
+      retrieval: "sparse",
+    });
+    expect(api.retrieval).toBe("sparse");
+    expect(rows.map((r) => r.id)).toEqual(api.results.map((h) => h.id));
+    expect(new URL(page.url()).searchParams.get("retrieval")).toBe("sparse");
+    // Side ranks are shown in hybrid retrieval only; sparse times BM25 and not the dense search.
+    expect(await page.locator("#results .side-ranks").count()).toBe(0);
+    await expect(page.locator("#timings").textContent()).resolves.not.toMatch(/Dense search/);
+    await expect(page.locator("#timings").textContent()).resolves.toMatch(/BM25 search/);
     await page.close();
   });
 

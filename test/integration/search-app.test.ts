@@ -12,12 +12,20 @@ import { createInProcessReranker, createHttpReranker } from "../../shared/adapte
 import { createS3Store } from "../../shared/adapters/s3-store.ts";
 import { createRerankCostTracker } from "../../shared/core/budget.ts";
 import { type Config, loadConfig } from "../../shared/core/config.ts";
-import type { ObjectStore, RerankerPort } from "../../shared/core/ports.ts";
+import { ConfigError } from "../../shared/core/errors.ts";
+import type { LoadedSnapshot, ObjectStore, RerankerPort, SnapshotSource } from "../../shared/core/ports.ts";
 import type { SnapshotLoader } from "../../shared/core/snapshot-loader.ts";
 import { createRerankApp } from "../../shared/http/rerank-app.ts";
 import { createSearchApp, type SearchAppDeps } from "../../shared/http/search-app.ts";
 import { type LocalS3, startLocalS3 } from "../helpers/s3rver.ts";
-import { corpusPassages, overlapScore, rerankAnswer, sleep } from "../helpers/search-fixture.ts";
+import {
+  bowEmbedder,
+  corpusPassages,
+  jsSnapshot,
+  overlapScore,
+  rerankAnswer,
+  sleep,
+} from "../helpers/search-fixture.ts";
 import { HASHING_DIMENSIONS, hashingEmbedderFor, loaderFor, publishPassages } from "../helpers/search-stack.ts";
 import { type Answer, type Call, type Transport, viaApp, viaHttp, viaLambda } from "../helpers/transports.ts";
 
@@ -158,6 +166,9 @@ describe("with a published snapshot", () => {
       { ...post({ query: "bread flour" }), base64: true },
       { method: "GET", path: "/search?q=wild%20cats&k=2&fusion=linear&alpha=0.5" },
       { method: "GET", path: "/search?q=coffee&rerank=false&source_prefix=blog%2F" },
+      post({ query: "yeast dough", retrieval: "sparse", k: 2 }),
+      post({ query: "cat purrs", hybrid: { fusion: "convex", dense_weight: 0.3 }, rerank: false }),
+      { method: "GET", path: "/search?q=wild%20cats&retrieval=hybrid&hybrid_fusion=rrf&rrf_k=10" },
       post({ query: "cats", k: 30 }),
       post("{oops"),
       { method: "GET", path: "/nowhere" },
@@ -171,7 +182,7 @@ describe("with a published snapshot", () => {
         expect(a.headers["content-type"]).toMatch(/application\/json/);
         if (a.status === 200 && call.path.startsWith("/search")) {
           expect(a.headers["server-timing"]).toMatch(
-            /^embed;dur=[\d.]+, search;dur=[\d.]+, rerank;dur=[\d.]+, total;dur=[\d.]+$/,
+            /^embed;dur=[\d.]+, search;dur=[\d.]+, sparse;dur=[\d.]+, rerank;dur=[\d.]+, total;dur=[\d.]+$/,
           );
         }
       }
@@ -193,7 +204,8 @@ describe("with a published snapshot", () => {
       expect(h.score).toBeCloseTo(score(h.text), 12);
       expect(h.retrieval.rank).toBeGreaterThanOrEqual(1);
     }
-    expect(Object.keys(body.timings)).toEqual(["embed_ms", "search_ms", "rerank_ms", "total_ms"]);
+    expect(body.retrieval).toBe("hybrid");
+    expect(Object.keys(body.timings)).toEqual(["embed_ms", "search_ms", "sparse_ms", "rerank_ms", "total_ms"]);
   });
 
   it("applies filters and collapse", async () => {
@@ -233,8 +245,38 @@ describe("with a published snapshot", () => {
     expect(req.required).toEqual(["query"]);
     expect(req.additionalProperties).toBe(false);
     expect(Object.keys(req.properties).sort()).toEqual(
-      ["alpha", "budget_ms", "candidates", "collapse", "filter", "fusion", "k", "query", "rerank"].sort(),
+      [
+        "alpha",
+        "budget_ms",
+        "candidates",
+        "collapse",
+        "filter",
+        "fusion",
+        "hybrid",
+        "k",
+        "query",
+        "rerank",
+        "retrieval",
+      ].sort(),
     );
+    expect(req.properties.retrieval.enum).toEqual(["dense", "sparse", "hybrid"]);
+    expect(req.properties.retrieval.description).toMatch(/default hybrid.*union of each side's top `candidates`/);
+    expect(req.properties.hybrid.$ref).toBe("#/components/schemas/HybridOptions");
+    const hybrid = doc.components.schemas.HybridOptions;
+    expect(hybrid.additionalProperties).toBe(false);
+    expect(Object.keys(hybrid.properties).sort()).toEqual(["dense_weight", "fusion", "rrf_k"]);
+    expect(hybrid.properties.fusion.enum).toEqual(["rrf", "convex"]);
+    expect(hybrid.properties.fusion.description).toMatch(/Σ 1\/\(rrf_k \+ rank\).*minmax\(bm25\).*contributes 0/);
+    expect(hybrid.properties.dense_weight).toMatchObject({ minimum: 0, maximum: 1 });
+    expect(hybrid.properties.rrf_k.exclusiveMinimum).toBe(0);
+    const getParams = doc.paths["/search"].get.parameters.map((p: { name: string }) => p.name);
+    for (const name of ["retrieval", "hybrid_fusion", "dense_weight", "rrf_k"]) expect(getParams).toContain(name);
+    // the response documents what the first stage did
+    const res = doc.components.schemas.SearchResponse;
+    expect(res.properties.retrieval.enum).toEqual(["dense", "sparse", "hybrid"]);
+    expect(Object.keys(doc.components.schemas.SearchTimings.properties)).toContain("sparse_ms");
+    const hit = doc.components.schemas.SearchHit.properties;
+    for (const side of ["dense", "sparse"]) expect(JSON.stringify(hit[side]), side).toMatch(/StageScore.*null/);
     // the configured limit is what the document says (and what validation enforces)
     expect(req.properties.candidates.maximum).toBe(50);
     expect(req.properties.query.maxLength).toBe(2000);
@@ -250,6 +292,130 @@ describe("with a published snapshot", () => {
       for (const [method, op] of Object.entries(ops))
         expect(Object.keys(op.responses), `${method} ${path}`).toContain("200");
     }
+  });
+});
+
+describe("first-stage retrieval", () => {
+  interface Hit {
+    id: string;
+    retrieval: { score: number; rank: number };
+    dense: { score: number; rank: number } | null;
+    sparse: { score: number; rank: number } | null;
+  }
+  const get = (query: string): Call => ({ method: "GET", path: `/search?${query}` });
+  const fixed = (snapshot: LoadedSnapshot): SnapshotSource => ({
+    current: async () => snapshot,
+    status: () => ({ version: snapshot.version, count: snapshot.passages.count, ageS: 0, cold: false }),
+  });
+
+  it("POST and GET accept retrieval and the hybrid options, and give the same answers", async () => {
+    const call = viaApp(app());
+    const pairs: Array<[Record<string, unknown>, string]> = [
+      [{ retrieval: "dense" }, "retrieval=dense"],
+      [{ retrieval: "sparse" }, "retrieval=sparse"],
+      [{ retrieval: "hybrid" }, "retrieval=hybrid"],
+      [{ hybrid: { fusion: "rrf", rrf_k: 5 } }, "hybrid_fusion=rrf&rrf_k=5"],
+      [{ hybrid: { fusion: "convex", dense_weight: 0.25 } }, "hybrid_fusion=convex&dense_weight=0.25"],
+    ];
+    for (const [extra, query] of pairs) {
+      const p = await call(post({ query: "wild cats savanna", k: 4, candidates: 4, rerank: false, ...extra }));
+      const g = await call(get(`q=wild%20cats%20savanna&k=4&candidates=4&rerank=false&${query}`));
+      expect(p.status, query).toBe(200);
+      expect(comparable(g), query).toEqual(comparable(p));
+      expect(p.json.retrieval, query).toBe(extra.retrieval ?? "hybrid");
+    }
+  });
+
+  it("reports each side's score and rank per hit, and which first stage answered", async () => {
+    const call = viaApp(app());
+    // k ≤ candidates here, so a hybrid answer shows the best k of its pool (up to 2 × candidates).
+    const body = { query: "cat purrs", k: 4, candidates: 4, rerank: false };
+    const dense = (await call(post({ ...body, retrieval: "dense" }))).json;
+    const sparse = (await call(post({ ...body, retrieval: "sparse" }))).json;
+    const hybrid = (await call(post(body))).json;
+    expect([dense.retrieval, sparse.retrieval, hybrid.retrieval]).toEqual(["dense", "sparse", "hybrid"]);
+    for (const h of dense.results as Hit[]) expect([h.dense, h.sparse]).toEqual([h.retrieval, null]);
+    for (const h of sparse.results as Hit[]) expect([h.dense, h.sparse]).toEqual([null, h.retrieval]);
+    const denseIds = new Map((dense.results as Hit[]).map((h) => [h.id, h.retrieval]));
+    const sparseIds = new Map((sparse.results as Hit[]).map((h) => [h.id, h.retrieval]));
+    const ids = (hybrid.results as Hit[]).map((h) => h.id);
+    const union = new Set([...denseIds.keys(), ...sparseIds.keys()]);
+    expect(union.size).toBeGreaterThan(4);
+    expect(hybrid.candidates).toBe(union.size);
+    for (const id of ids) expect(union.has(id), id).toBe(true);
+    expect(new Set(ids).size).toBe(ids.length);
+    for (const h of hybrid.results as Hit[]) {
+      expect(h.dense, h.id).toEqual(denseIds.get(h.id) ?? null);
+      expect(h.sparse, h.id).toEqual(sparseIds.get(h.id) ?? null);
+      const rrf = (h.dense ? 1 / (60 + h.dense.rank) : 0) + (h.sparse ? 1 / (60 + h.sparse.rank) : 0);
+      expect(h.retrieval.score, h.id).toBeCloseTo(rrf, 12);
+    }
+    expect(dense.timings.sparse_ms).toBe(0);
+  });
+
+  it("takes its defaults from configuration; a request's values override them", async () => {
+    const dense = viaApp(app({}, { SEARCH_DEFAULT_RETRIEVAL: "dense" }));
+    const r = await dense(post({ query: "cats" }));
+    expect(r.status).toBe(200);
+    expect(r.json.retrieval).toBe("dense");
+    expect(r.json.warnings).toEqual([]);
+    for (const h of r.json.results as Hit[]) expect(h.sparse).toBeNull();
+    expect(r.headers["server-timing"]).toMatch(/, sparse;dur=0, /);
+    expect((await dense(get("q=cats"))).json.retrieval).toBe("dense");
+    expect((await dense(post({ query: "cats", retrieval: "sparse" }))).json.retrieval).toBe("sparse");
+    expect((await dense(get("q=cats&retrieval=hybrid"))).json.retrieval).toBe("hybrid");
+    const doc = (await dense({ method: "GET", path: "/openapi.json" })).json;
+    expect(doc.components.schemas.SearchRequest.properties.retrieval.description).toMatch(
+      /^First stage \(default dense\)/,
+    );
+
+    // SEARCH_HYBRID_FUSION / SEARCH_DENSE_WEIGHT: convex with all weight on the dense side
+    const body = { query: "wild cats savanna", k: 4, candidates: 4, rerank: false };
+    const convex = viaApp(app({}, { SEARCH_HYBRID_FUSION: "convex", SEARCH_DENSE_WEIGHT: "1" }));
+    const byConfig = await convex(post(body));
+    const byRequest = await viaApp(app())(post({ ...body, hybrid: { fusion: "convex", dense_weight: 1 } }));
+    expect(byConfig.json.results).toEqual(byRequest.json.results);
+    expect(byConfig.json.results[0].retrieval.score).toBe(1); // the best dense passage, min-max normalised
+    // the request's fusion wins over the configured one
+    const rrf = await convex(post({ ...body, hybrid: { fusion: "rrf" } }));
+    expect(rrf.json.results[0].retrieval.score).toBeLessThanOrEqual(2 / 61);
+    // a partial hybrid object keeps the configured remainder
+    const half = await convex(post({ ...body, hybrid: { dense_weight: 0.5 } }));
+    const halfByRequest = await viaApp(app())(post({ ...body, hybrid: { fusion: "convex", dense_weight: 0.5 } }));
+    expect(half.json.results).toEqual(halfByRequest.json.results);
+  });
+
+  it("rejects invalid settings, naming the variable", () => {
+    expect(() => config({ SEARCH_DEFAULT_RETRIEVAL: "bm25" })).toThrow(ConfigError);
+    expect(() => config({ SEARCH_DEFAULT_RETRIEVAL: "bm25" })).toThrow(/SEARCH_DEFAULT_RETRIEVAL/);
+    expect(() => config({ SEARCH_HYBRID_FUSION: "sum" })).toThrow(/SEARCH_HYBRID_FUSION/);
+    for (const bad of ["1.5", "-0.1", "half", "NaN"])
+      expect(() => config({ SEARCH_DENSE_WEIGHT: bad }), bad).toThrow(/SEARCH_DENSE_WEIGHT/);
+    expect(config({ SEARCH_DENSE_WEIGHT: "0.25" }).denseWeight).toBe(0.25);
+    expect(config()).toMatchObject({ defaultRetrieval: "hybrid", hybridFusion: "rrf", denseWeight: 0.5 });
+  });
+
+  it("Server-Timing has the sparse (BM25) search", async () => {
+    const r = await viaApp(app())(post({ query: "cats", retrieval: "sparse" }));
+    const timing = r.headers["server-timing"];
+    expect(timing).toMatch(
+      /^embed;dur=[\d.]+, search;dur=[\d.]+, sparse;dur=[\d.]+, rerank;dur=[\d.]+, total;dur=[\d.]+$/,
+    );
+    expect(timing).toContain(`sparse;dur=${r.json.timings.sparse_ms},`);
+  });
+
+  it("a snapshot without a BM25 index answers dense and says so; one with it answers hybrid", async () => {
+    const over = (snapshot: LoadedSnapshot) => ({ snapshots: fixed(snapshot), embedderFor: async () => bowEmbedder() });
+    const old = await viaApp(app(over(jsSnapshot(corpusPassages(), "v-old"))))(post({ query: "cats", rerank: false }));
+    expect(old.status).toBe(200);
+    expect(old.json.retrieval).toBe("dense");
+    expect(old.json.warnings).toHaveLength(1);
+    expect(old.json.warnings[0]).toMatch(/no sparse index/);
+    const current = await viaApp(app(over(jsSnapshot(corpusPassages(), "v-new", { sparse: true }))))(
+      post({ query: "cats", rerank: false }),
+    );
+    expect(current.json.retrieval).toBe("hybrid");
+    expect(current.json.warnings).toEqual([]);
   });
 });
 
@@ -269,6 +435,38 @@ describe("validation", () => {
     ["unknown fusion", post({ query: "a", fusion: "max" }), 400, "fusion: must be one of rerank, linear, rrf"],
     ["alpha out of range", post({ query: "a", alpha: 1.5 }), 400, "alpha: must be between 0 and 1"],
     ["rerank not boolean", post({ query: "a", rerank: "yes" }), 400, "rerank: must be true or false"],
+    [
+      "unknown retrieval",
+      post({ query: "a", retrieval: "bm25" }),
+      400,
+      "retrieval: must be one of dense, sparse, hybrid",
+    ],
+    ["hybrid not an object", post({ query: "a", hybrid: "rrf" }), 400, "hybrid: must be a JSON object"],
+    [
+      "unknown hybrid fusion",
+      post({ query: "a", hybrid: { fusion: "max" } }),
+      400,
+      "hybrid.fusion: must be one of rrf, convex",
+    ],
+    [
+      "dense_weight out of range",
+      post({ query: "a", hybrid: { fusion: "convex", dense_weight: 1.5 } }),
+      400,
+      "hybrid.dense_weight: must be between 0 and 1",
+    ],
+    [
+      "dense_weight not a number",
+      post({ query: "a", hybrid: { dense_weight: "0.5" } }),
+      400,
+      "hybrid.dense_weight: must be a number",
+    ],
+    ["rrf_k not positive", post({ query: "a", hybrid: { rrf_k: 0 } }), 400, "hybrid.rrf_k: must be > 0"],
+    [
+      "hybrid with an unknown field",
+      post({ query: "a", hybrid: { weight: 0.5 } }),
+      400,
+      'hybrid: unknown field "weight"',
+    ],
     ["collapse not boolean", post({ query: "a", collapse: 1 }), 400, "collapse: must be true or false"],
     ["budget_ms below 1", post({ query: "a", budget_ms: 0 }), 400, "budget_ms: must be ≥ 1"],
     ["budget_ms above the cap", post({ query: "a", budget_ms: 30_001 }), 400, "budget_ms: must be ≤ 30000"],
@@ -326,6 +524,24 @@ describe("validation", () => {
       "rerank: must be true or false",
     ],
     ["GET blank q", { method: "GET", path: "/search?q=%20" }, 400, "q: must not be empty"],
+    [
+      "GET unknown retrieval",
+      { method: "GET", path: "/search?q=a&retrieval=both" },
+      400,
+      "retrieval: must be one of dense, sparse, hybrid",
+    ],
+    [
+      "GET bad hybrid options",
+      { method: "GET", path: "/search?q=a&hybrid_fusion=sum&dense_weight=abc&rrf_k=-1" },
+      400,
+      "hybrid_fusion: must be one of rrf, convex; dense_weight: must be a number; rrf_k: must be > 0",
+    ],
+    [
+      "GET dense_weight out of range",
+      { method: "GET", path: "/search?q=a&dense_weight=2" },
+      400,
+      "dense_weight: must be between 0 and 1",
+    ],
     ["unknown route", { method: "GET", path: "/search/extra" }, 404, "no route GET /search/extra"],
     ["unsupported method", { method: "DELETE", path: "/search" }, 404, "no route DELETE /search"],
   ];
@@ -362,10 +578,16 @@ describe("validation", () => {
     );
     expect((await call(post({ query: "a", pad: "x".repeat(2000) }))).status).toBe(413);
     // default candidates 3 → default k = min(4, 3)
-    const ok = await call(post({ query: "cats" }));
+    const ok = await call(post({ query: "cats", retrieval: "dense" }));
     expect(ok.status).toBe(200);
     expect(ok.json.results).toHaveLength(3);
     expect(ok.json.candidates).toBe(3);
+    // hybrid: 3 from each side, deduplicated
+    const hybrid = await call(post({ query: "cats" }));
+    expect(hybrid.json.retrieval).toBe("hybrid");
+    expect(hybrid.json.results).toHaveLength(3);
+    expect(hybrid.json.candidates).toBeGreaterThanOrEqual(3);
+    expect(hybrid.json.candidates).toBeLessThanOrEqual(6);
   });
 });
 

@@ -462,3 +462,180 @@ describe("searchTwoStage: latency budget", () => {
     expect(ms).toBeLessThanOrEqual(119);
   });
 });
+
+describe("hybrid first stage", () => {
+  const sparseSnapshot = () => jsSnapshot(corpusPassages(), "v-sparse-1", { sparse: true });
+  /** First stage only, k large enough (2 × candidates) for the whole hybrid pool to come back. */
+  const firstStage = (query: string, over: Partial<SearchRequest> = {}, d: Partial<SearchDeps> = {}) => {
+    const candidates = over.candidates ?? 3;
+    return searchTwoStage(
+      req({ query, rerank: false, candidates, k: candidates * 2, ...over }),
+      deps({ snapshot: sparseSnapshot(), ...d }),
+    );
+  };
+  const ids = (r: { results: { id: string }[] }) => r.results.map((h) => h.id);
+  const throwingEmbedder = (message = "embedder must not be called") => {
+    const e = bowEmbedder();
+    e.embedQuery = async () => {
+      throw new Error(message);
+    };
+    return e;
+  };
+  // Sides that overlap partly, fully ("programming language") and little ("cats language").
+  const QUERIES = ["cat purrs", "programming language", "water tea coffee", "wild cats savanna", "cats language"];
+
+  it.each(QUERIES)("%s: the pool is the deduplicated union of each side's top candidates", async (query) => {
+    const dense = await firstStage(query, { retrieval: "dense" });
+    const sparse = await firstStage(query, { retrieval: "sparse" });
+    const hybrid = await firstStage(query, { retrieval: "hybrid" });
+    expect([dense.retrieval, sparse.retrieval, hybrid.retrieval]).toEqual(["dense", "sparse", "hybrid"]);
+    expect(dense.results).toHaveLength(3);
+    expect(sparse.results.length).toBeGreaterThan(0);
+    const union = new Set([...ids(dense), ...ids(sparse)]);
+    // ⊇ both sides, nothing else, no passage twice
+    expect(new Set(ids(hybrid))).toEqual(union);
+    expect(ids(hybrid)).toHaveLength(union.size);
+    expect(hybrid.candidates).toBe(union.size);
+    expect(hybrid.warnings).toEqual([]);
+    // each side's score and rank, null exactly where the passage is not in that side's list
+    const denseOf = new Map(dense.results.map((h) => [h.id, h.retrieval]));
+    const sparseOf = new Map(sparse.results.map((h) => [h.id, h.retrieval]));
+    for (const h of hybrid.results) {
+      expect(h.dense, h.id).toEqual(denseOf.get(h.id) ?? null);
+      expect(h.sparse, h.id).toEqual(sparseOf.get(h.id) ?? null);
+    }
+    // single-side modes report their own side only
+    for (const h of dense.results) expect([h.dense, h.sparse]).toEqual([h.retrieval, null]);
+    for (const h of sparse.results) expect([h.dense, h.sparse]).toEqual([null, h.retrieval]);
+  });
+
+  it.each([undefined, 10])("RRF (rrf_k %s) scores Σ 1/(k + rank) over the sides a passage is on", async (rrfK) => {
+    const k = rrfK ?? 60;
+    const r = await firstStage("cat purrs", { hybrid: { fusion: "rrf", ...(rrfK ? { rrf_k: rrfK } : {}) } });
+    expect(r.retrieval).toBe("hybrid");
+    expect(r.results.some((h) => h.dense && h.sparse)).toBe(true);
+    expect(r.results.some((h) => !h.dense || !h.sparse)).toBe(true);
+    r.results.forEach((h, i) => {
+      const want = (h.dense ? 1 / (k + h.dense.rank) : 0) + (h.sparse ? 1 / (k + h.sparse.rank) : 0);
+      expect(h.retrieval.score, h.id).toBeCloseTo(want, 12);
+      expect(h.retrieval.rank).toBe(i + 1);
+      expect(h.score).toBe(h.retrieval.score);
+      if (i > 0) expect(r.results[i - 1].retrieval.score).toBeGreaterThanOrEqual(h.retrieval.score);
+    });
+  });
+
+  it.each(QUERIES)("%s: convex with dense_weight 1 orders like dense, 0 like sparse", async (query) => {
+    const dense = await firstStage(query, { retrieval: "dense" });
+    const sparse = await firstStage(query, { retrieval: "sparse" });
+    const allDense = await firstStage(query, { hybrid: { fusion: "convex", dense_weight: 1 } });
+    const allSparse = await firstStage(query, { hybrid: { fusion: "convex", dense_weight: 0 } });
+    expect(allDense.results[0].id).toBe(dense.results[0].id);
+    expect(ids({ results: allDense.results.filter((h) => h.dense) })).toEqual(ids(dense));
+    expect(allSparse.results[0].id).toBe(sparse.results[0].id);
+    expect(ids({ results: allSparse.results.filter((h) => h.sparse) })).toEqual(ids(sparse));
+    // w · minmax(dense), the missing side counting 0
+    const scores = dense.results.map((h) => h.retrieval.score);
+    const [lo, hi] = [Math.min(...scores), Math.max(...scores)];
+    for (const h of allDense.results) {
+      const want = h.dense ? (hi > lo ? (h.dense.score - lo) / (hi - lo) : 1) : 0;
+      expect(h.retrieval.score, h.id).toBeCloseTo(want, 12);
+    }
+  });
+
+  it.each(["sparse", "hybrid"] as const)("%s: filters hold", async (retrieval) => {
+    const code = await firstStage("cats language", { retrieval, filter: { source_prefix: "kb/code/" } });
+    expect(code.retrieval).toBe(retrieval);
+    expect(code.results.length).toBeGreaterThan(0);
+    for (const h of code.results) expect(h.source).toMatch(/^kb\/code\//);
+    expect(new Set(code.results.map((h) => h.doc_id))).toEqual(new Set(["python", "rust", "sql"]));
+    const german = await firstStage("cats", { retrieval, filter: { metadata: { lang: "de" } } });
+    expect(german.results.map((h) => h.doc_id)).toEqual(["katzen"]);
+    const pets = await firstStage("cats dogs", { retrieval, filter: { metadata: { tags: "pets" } }, candidates: 10 });
+    expect(pets.results.length).toBeGreaterThan(0);
+    for (const h of pets.results) expect(["cats", "dogs"]).toContain(h.doc_id);
+  });
+
+  it("collapse works in sparse mode, widening the pool to k documents", async () => {
+    const plain = await firstStage("cat cats", { retrieval: "sparse", candidates: 2, k: 2 });
+    expect(plain.results.map((h) => h.doc_id)).toEqual(["cats", "cats"]);
+    const collapsed = await firstStage("cat cats", { retrieval: "sparse", candidates: 2, k: 2, collapse: true });
+    const docs = collapsed.results.map((h) => h.doc_id);
+    expect(docs).toHaveLength(2);
+    expect(new Set(docs).size).toBe(2);
+    expect(docs[0]).toBe("cats");
+    for (const h of collapsed.results) expect(h.sparse).not.toBeNull();
+  });
+
+  it("sparse mode never calls the embedder and reports embed_ms 0", async () => {
+    // Time moves only while the embedder works, so embed_ms is exactly the embedding's share.
+    let now = 0;
+    const clock = { now: () => now };
+    const slow = bowEmbedder();
+    const embed = slow.embedQuery;
+    slow.embedQuery = async (text, opts) => {
+      now += 5;
+      return embed(text, opts);
+    };
+    const r = await firstStage("cat purrs", { retrieval: "sparse" }, { embedder: throwingEmbedder(), clock });
+    expect(r.retrieval).toBe("sparse");
+    expect(r.warnings).toEqual([]);
+    expect(r.results.length).toBeGreaterThan(0);
+    expect(r.timings.embed_ms).toBe(0);
+    // even a mismatched embedder is irrelevant to BM25
+    const other = bowEmbedder({ ...bowIdentity, model: "another-model" });
+    expect((await firstStage("cat purrs", { retrieval: "sparse" }, { embedder: other })).retrieval).toBe("sparse");
+    // the same clock does see a real embedding
+    const h = await firstStage("cat purrs", { retrieval: "hybrid" }, { embedder: slow, clock });
+    expect(h.timings.embed_ms).toBe(5);
+    expect(slow.queries).toEqual(["cat purrs"]);
+  });
+
+  it("hybrid with a failing embedder answers from BM25 with a warning; dense mode still fails", async () => {
+    const failing = throwingEmbedder("connect ECONNREFUSED 127.0.0.1:9");
+    const sparse = await firstStage("cat purrs", { retrieval: "sparse" });
+    const r = await firstStage("cat purrs", { retrieval: "hybrid" }, { embedder: failing });
+    expect(r.retrieval).toBe("sparse");
+    expect(r.warnings).toEqual([
+      "query embedding failed: connect ECONNREFUSED 127.0.0.1:9; results are sparse (BM25) only",
+    ]);
+    expect(r.results).toEqual(sparse.results);
+    for (const h of r.results) expect(h.dense).toBeNull();
+    // unset retrieval on a snapshot with a BM25 index is hybrid, and degrades the same way
+    expect((await firstStage("cat purrs", { retrieval: undefined }, { embedder: failing })).retrieval).toBe("sparse");
+    const err = await firstStage("cat purrs", { retrieval: "dense" }, { embedder: failing }).catch((x) => x);
+    expect(err).toBeInstanceOf(EmbedderUnavailableError);
+    expect(err.message).toMatch(/ECONNREFUSED/);
+  });
+
+  it("defaults to hybrid where the snapshot has a BM25 index, and to dense (silently) where it has none", async () => {
+    expect((await firstStage("cat purrs", { retrieval: undefined })).retrieval).toBe("hybrid");
+    const old = await searchTwoStage(req({ rerank: false }), deps());
+    expect(old.retrieval).toBe("dense");
+    expect(old.warnings).toEqual([]);
+  });
+
+  it.each(["hybrid", "sparse"] as const)(
+    "explicit %s on a snapshot without a BM25 index answers dense with a warning",
+    async (retrieval) => {
+      const dense = await searchTwoStage(req({ rerank: false, retrieval: "dense" }), deps());
+      const r = await searchTwoStage(req({ rerank: false, retrieval }), deps());
+      expect(r.retrieval).toBe("dense");
+      expect(r.warnings).toHaveLength(1);
+      expect(r.warnings[0]).toMatch(/no sparse index/);
+      expect(r.results).toEqual(dense.results);
+      expect(r.timings.sparse_ms).toBe(0);
+    },
+  );
+
+  it.each([
+    ["yeast dough", "bread#0"],
+    ["Haustiere Katzen", "katzen#0"],
+    ["relational databases", "sql#0"],
+  ])("a rare-word query (%s) finds the passage holding the words first", async (query, id) => {
+    for (const retrieval of ["sparse", "hybrid"] as const) {
+      const r = await firstStage(query, { retrieval });
+      expect(r.results[0].id, retrieval).toBe(id);
+      expect(r.results[0].sparse?.rank, retrieval).toBe(1);
+    }
+  });
+});

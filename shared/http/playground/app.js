@@ -8,6 +8,7 @@ const q = $("q");
 const k = $("k");
 const candidates = $("candidates");
 const fusion = $("fusion");
+const retrieval = $("retrieval");
 const alpha = $("alpha");
 const rerank = $("rerank");
 const collapse = $("collapse");
@@ -89,6 +90,7 @@ function readForm() {
     collapse: collapse.checked,
   };
   if (fusion.value === "linear") body.alpha = Number(alpha.value);
+  if (retrieval.value) body.retrieval = retrieval.value;
   return body;
 }
 
@@ -96,6 +98,7 @@ function syncUrl(body) {
   const p = new URLSearchParams({ q: body.query, k: String(body.k), candidates: String(body.candidates) });
   if (body.fusion !== "rerank") p.set("fusion", body.fusion);
   if (body.alpha !== undefined) p.set("alpha", String(body.alpha));
+  if (body.retrieval) p.set("retrieval", body.retrieval);
   if (!body.rerank) p.set("rerank", "0");
   if (body.collapse) p.set("collapse", "1");
   history.replaceState(null, "", `?${p}`);
@@ -108,6 +111,7 @@ function fromUrl() {
   if (p.has("candidates")) candidates.value = p.get("candidates");
   if (p.has("fusion")) fusion.value = p.get("fusion");
   if (p.has("alpha")) alpha.value = p.get("alpha");
+  if (["hybrid", "dense", "sparse"].includes(p.get("retrieval"))) retrieval.value = p.get("retrieval");
   if (p.get("rerank") === "0") rerank.checked = false;
   if (p.get("collapse") === "1") collapse.checked = true;
   syncControls();
@@ -222,6 +226,23 @@ function stageRow(label, stage, kind) {
   );
 }
 
+/** Each side's rank of a hybrid hit ("Dense #3 · BM25 —"); its own line, apart from the stage bars. */
+function sideRanks(hit) {
+  const side = (label, stage, what) =>
+    el(
+      "span",
+      {
+        class: "side",
+        title: stage
+          ? `rank ${stage.rank} of the ${what} side (score ${fmtScore(stage.score)})`
+          : `not among the ${what} side's candidates`,
+      },
+      `${label} `,
+      el("span", { class: "side-rank", text: stage ? `#${stage.rank}` : "—" }),
+    );
+  return el("p", { class: "side-ranks" }, side("Dense", hit.dense, "dense"), " · ", side("BM25", hit.sparse, "BM25"));
+}
+
 function renderResults(json, body, wallMs) {
   resultsEl.replaceChildren();
   timingsEl.hidden = true;
@@ -233,7 +254,7 @@ function renderResults(json, body, wallMs) {
   statusEl.textContent =
     n === 0
       ? `No results for “${body.query}”.`
-      : `${n} result${n === 1 ? "" : "s"} for “${body.query}”, ${rr}, in ${fmtMs(json.timings.total_ms)}.`;
+      : `${n} result${n === 1 ? "" : "s"} for “${body.query}”, ${json.retrieval ?? "dense"} retrieval, ${rr}, in ${fmtMs(json.timings.total_ms)}.`;
 
   json.results.forEach((hit, i) => {
     const position = i + 1;
@@ -272,20 +293,22 @@ function renderResults(json, body, wallMs) {
               )
             : null,
         ),
+        json.retrieval === "hybrid" ? sideRanks(hit) : null,
         el("p", { class: "hit-text", text: hit.text }),
       ),
     );
     resultsEl.append(item);
   });
 
-  renderTimings(json.timings, json.index, wallMs);
+  renderTimings(json.timings, json.index, wallMs, json.retrieval ?? "dense");
   legend.hidden = n === 0;
 }
 
-function renderTimings(t, index, wallMs) {
+function renderTimings(t, index, wallMs, mode) {
   const stages = [
     ["embed", "Embed query", t.embed_ms],
-    ["search", "First stage", t.search_ms],
+    ...(mode !== "sparse" ? [["search", "Dense search", t.search_ms]] : []),
+    ...(mode !== "dense" ? [["sparse", "BM25 search", t.sparse_ms ?? 0]] : []),
     ["rerank", "Rerank", t.rerank_ms],
   ];
   const total = Math.max(t.total_ms, 0.001);
