@@ -322,6 +322,9 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
   const { snapshot, embedder } = deps;
   const warnings: string[] = [];
   const passageOf = passageCache(snapshot);
+  // Every mode checks the embedder's identity: a service whose query embedder does not match its
+  // snapshot is misconfigured, and says so even when this one query would not need a vector.
+  assertEmbedderMatches(snapshot.manifest.embedder, embedder.identity);
 
   // Unset = hybrid where the snapshot can; an explicit sparse/hybrid it cannot serve is warned about.
   let mode: RetrievalMode = request.retrieval ?? (snapshot.sparse ? "hybrid" : "dense");
@@ -335,7 +338,6 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
   // ---- embed (dense and hybrid) ----
   let vector: Float32Array | null = null;
   if (mode !== "sparse") {
-    assertEmbedderMatches(snapshot.manifest.embedder, embedder.identity);
     try {
       const embedMs = deps.limits.embedTimeoutMs;
       vector = embedMs

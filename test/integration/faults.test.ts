@@ -95,11 +95,11 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
-const searchReq = (query: string) =>
+const searchReq = (query: string, extra: Record<string, unknown> = {}) =>
   new Request("http://local/search", {
     method: "POST",
     headers: { "content-type": "application/json" },
-    body: JSON.stringify({ query, k: 3 }),
+    body: JSON.stringify({ query, k: 3, ...extra }),
   });
 
 // biome-ignore lint/suspicious/noExplicitAny: JSON bodies of several shapes
@@ -241,7 +241,7 @@ describe("embedding provider faults", () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it("429/5xx → retries within EMBED_TIMEOUT_MS, then a clear 503 embedder_unavailable; recovers after", async () => {
+  it("429/5xx → retries within EMBED_TIMEOUT_MS, then dense answers a clear 503 embedder_unavailable and hybrid answers from BM25 with a warning; recovers after", async () => {
     const cfg = loadConfig({
       STORE_KIND: "fs",
       STORE_DIR: dir,
@@ -264,7 +264,15 @@ describe("embedding provider faults", () => {
     for (const status of [429, 500, 503]) {
       embeddings.status = status;
       embeddings.requests = 0;
-      const r = await call(svc, searchReq(`glacier report ${status}`));
+      // The default (hybrid) still has a first stage without the embedder: BM25, said in a warning.
+      const hybrid = await call(svc, searchReq(`glacier report ${status}`));
+      expect(hybrid.status, String(status)).toBe(200);
+      expect(hybrid.json.retrieval).toBe("sparse");
+      expect(hybrid.json.results[0].doc_id).toBe("a1");
+      expect(hybrid.json.warnings.join(" ")).toMatch(/query embedding failed.*results are sparse \(BM25\) only/);
+      expect(JSON.stringify(hybrid.json)).not.toContain(API_KEY);
+      embeddings.requests = 0;
+      const r = await call(svc, searchReq(`glacier report ${status}`, { retrieval: "dense" }));
       expect(r.status, String(status)).toBe(503);
       expect(r.json.error.code, String(status)).toBe("embedder_unavailable");
       expect(r.json.error.message, String(status)).toMatch(/\S/);

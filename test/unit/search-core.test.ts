@@ -581,9 +581,11 @@ describe("hybrid first stage", () => {
     expect(r.warnings).toEqual([]);
     expect(r.results.length).toBeGreaterThan(0);
     expect(r.timings.embed_ms).toBe(0);
-    // even a mismatched embedder is irrelevant to BM25
+    // A mismatched embedder is a misconfigured service: every mode says so, sparse too.
     const other = bowEmbedder({ ...bowIdentity, model: "another-model" });
-    expect((await firstStage("cat purrs", { retrieval: "sparse" }, { embedder: other })).retrieval).toBe("sparse");
+    await expect(firstStage("cat purrs", { retrieval: "sparse" }, { embedder: other })).rejects.toThrow(
+      EmbedderMismatchError,
+    );
     // the same clock does see a real embedding
     const h = await firstStage("cat purrs", { retrieval: "hybrid" }, { embedder: slow, clock });
     expect(h.timings.embed_ms).toBe(5);

@@ -60,11 +60,14 @@ async function snapshotOf(c: Corpus, sparse: boolean) {
     index: built.index,
     passages: openPassageStore(built.files[PASSAGES_FILE]),
     sparse: info
-      ? openSparseIndex(built.files[info.file], { params: info.params, analyzer: analyzerFromDescription(info.analyzer) })
+      ? openSparseIndex(built.files[info.file], {
+          params: info.params,
+          analyzer: analyzerFromDescription(info.analyzer),
+        })
       : null,
     loadedAt: Date.now(),
   };
-  const queryEmbedder = createHashingEmbedder({ dimensions: c.dimensions, corpusStats });
+  const queryEmbedder = createHashingEmbedder({ dimensions: c.dimensions, stats: corpusStats });
   return { snapshot, buildMs, queryEmbedder, sparseBytes: info?.bytes ?? 0 };
 }
 
