@@ -131,7 +131,7 @@ export async function resolveEmbeddedDefaults(base: Config, opts: DefaultsOption
         reason: `fetched into ${path.relative(REPO_ROOT, fetched) || fetched}`,
       };
     } else {
-      cfg.rerankerBackend = "lexical";
+      // RERANKER_BACKEND=auto with no model configured is the lexical reranker.
       reranker = lexicalChoice(
         `no trained cross-encoder: RERANKER_MODEL_DIR is unset and ${path.relative(REPO_ROOT, fetched)} was not fetched`,
       );

@@ -62,6 +62,7 @@ const bodySchema = z.looseObject({
   truncate: z.boolean().nullish(),
   max_tokens_per_doc: z.number().int().nullish(),
   long_document_strategy: z.enum(["truncate", "chunk"]).nullish(),
+  term_statistics: z.unknown().optional(),
 });
 
 function fieldOf(path: ReadonlyArray<PropertyKey>): string {
@@ -90,6 +91,7 @@ export function parseRerankBody(body: unknown, limits: RerankLimits = DEFAULT_RE
       raw_scores: raw.raw_scores,
       max_tokens_per_doc: raw.max_tokens_per_doc,
       long_document_strategy: raw.long_document_strategy,
+      term_statistics: raw.term_statistics,
     },
     limits,
   );

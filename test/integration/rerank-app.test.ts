@@ -347,7 +347,44 @@ describe("functions/rerank/server.ts", () => {
 });
 
 describe("configuration", () => {
-  it("refuses to build an in-process reranker without a model source", () => {
-    expect(() => createLocalReranker(loadConfig({}))).toThrow(/RERANKER_MODEL_DIR.*RERANKER_MODEL_S3_PREFIX/);
+  it("without a model source: the lexical reranker by default, a clear error when onnx or a fixture is required", () => {
+    const auto = createLocalReranker(loadConfig({}));
+    expect(auto.describe()).toMatchObject({ kind: "in-process", model: "lexical-v1", fixture: false });
+    expect(auto.describe().note).toMatch(/no trained cross-encoder is configured/);
+    expect(() => createLocalReranker(loadConfig({ RERANKER_BACKEND: "onnx" }))).toThrow(
+      /RERANKER_MODEL_DIR.*RERANKER_MODEL_S3_PREFIX/,
+    );
+    expect(() => createLocalReranker(loadConfig({ RERANKER: "fixture" }))).toThrow(
+      /RERANKER=fixture needs RERANKER_MODEL_DIR/,
+    );
+  });
+
+  it("the reranker service answers with the lexical reranker when no model is configured, using term_statistics", async () => {
+    const lexical = createLocalReranker(loadConfig({}));
+    const service = createRerankApp({ reranker: lexical, limits: LIMITS });
+    const res = await service.request("/rerank", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        query: "snapshots published",
+        documents: ["a snapshot", "published"],
+        term_statistics: { documents: 1000, average_length: 10, document_frequencies: { snapshot: 2, publish: 800 } },
+      }),
+    });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as {
+      results: Array<{ index: number }>;
+      meta: { model: string; fixture?: boolean };
+    };
+    expect(body.results[0].index).toBe(0);
+    expect(body.meta.model).toBe("lexical-v1");
+    expect(body.meta.fixture).toBeUndefined();
+    const bad = await service.request("/rerank", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ query: "q", documents: ["d"], term_statistics: { documents: "x" } }),
+    });
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as { error: { message: string } }).error.message).toMatch(/term_statistics/);
   });
 });

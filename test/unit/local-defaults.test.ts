@@ -51,7 +51,7 @@ describe("resolveEmbeddedDefaults", () => {
     expect(d.reranker).toMatchObject({ kind: "lexical", name: "lexical-v1", fixture: false });
     expect(d.reranker.reason).toMatch(/no trained cross-encoder/);
     expect(d.cfg.rerankerModelDir).toBeUndefined();
-    expect(d.cfg.rerankerBackend).toBe("lexical");
+    expect(d.cfg.rerankerBackend).toBe("auto");
     expect(lexicalNotice().join(" ")).toMatch(/lexical-v1.* models fetch ms-marco-MiniLM-L-6-v2/);
     // RERANKER_BACKEND=lexical wins even over a fetched model.
     const forced = await resolveEmbeddedDefaults(loadConfig({ RERANKER_BACKEND: "lexical" }), {

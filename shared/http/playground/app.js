@@ -21,6 +21,7 @@ const resultsEl = $("results");
 const legend = $("legend");
 const serviceEl = $("service");
 const fixtureNotice = $("fixture-notice");
+const rerankerNote = $("reranker-note");
 
 let inFlight = null;
 
@@ -76,6 +77,9 @@ function renderHealth(h) {
   if (h.store?.bucket) parts.push(`bucket ${h.store.bucket}${h.store.endpoint ? ` at ${h.store.endpoint}` : ""}`);
   serviceEl.textContent = parts.join(" · ");
   fixtureNotice.hidden = r.fixture !== true;
+  // Why this second stage runs (e.g. the lexical reranker because no trained model is configured).
+  rerankerNote.textContent = r.note && r.fixture !== true ? `Second stage: ${r.note}.` : "";
+  rerankerNote.hidden = rerankerNote.textContent === "";
 }
 
 // ---------- search ----------
