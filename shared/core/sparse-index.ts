@@ -120,8 +120,12 @@ export interface SparseIndex {
 // ---------- building ----------
 
 class ByteSink {
-  buf = new Uint8Array(1 << 16);
+  // Most terms are rare: start small (one per term) and double as postings grow.
+  buf: Uint8Array;
   length = 0;
+  constructor(initial = 16) {
+    this.buf = new Uint8Array(initial);
+  }
   private ensure(extra: number) {
     if (this.length + extra <= this.buf.length) return;
     let size = this.buf.length * 2;
