@@ -12,6 +12,8 @@ export interface StageSettings {
   prefixes: { corpus: string; index: string; models: string; cache: string; apiKeys: string };
   reranker: {
     backend: RerankerBackend;
+    /** What scores pairs in our reranker: the uploaded cross-encoder or the lexical reranker. */
+    scorer: "onnx" | "lexical";
     /** Bucket prefix of the cross-encoder folder (config.json, tokenizer.json, onnx/model.onnx). */
     modelPrefix: string;
     memoryMb: number;
@@ -113,6 +115,9 @@ export function readStageSettings(env: Env, stage: string): StageSettings {
       throw new StageSettingError("DEPLOY_RERANKER_URL", `expected an http(s) URL, got "${externalUrl}"`);
   }
   const externalApi = oneOf("DEPLOY_RERANKER_API", ["cohere", "tei"] as const, "cohere");
+  // What scores pairs in our reranker (lambda/gpu): the uploaded cross-encoder, or the weight-free
+  // lexical reranker (no model to upload; RERANKER_BACKEND=lexical).
+  const scorer = oneOf("DEPLOY_RERANKER_SCORER", ["onnx", "lexical"] as const, "onnx");
   const externalModel = raw("DEPLOY_RERANKER_MODEL");
   const provisioned = int("DEPLOY_RERANKER_PROVISIONED", 0, 0, 1000);
   if (provisioned > 0 && backend !== "lambda") {
@@ -150,6 +155,7 @@ export function readStageSettings(env: Env, stage: string): StageSettings {
     },
     reranker: {
       backend,
+      scorer,
       modelPrefix: prefix("DEPLOY_RERANKER_MODEL_PREFIX", `${models}reranker/`),
       // 3008 MB: ~1.7 vCPUs for ORT's intra-op threads and room for a base-size model.
       memoryMb: int("DEPLOY_RERANKER_MEMORY_MB", 3008, 512, 10240),

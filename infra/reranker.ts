@@ -28,13 +28,16 @@ export interface SearchRerankerPort {
 
 const { reranker: r, gpu: g, prefixes } = settings;
 
-/** Settings both reranker backends read (model location and cache). */
-const modelEnvironment = {
-  STORE_KIND: "s3",
-  MODEL_PREFIX: prefixes.models,
-  RERANKER_MODEL_S3_PREFIX: r.modelPrefix,
-  MODEL_CACHE_DIR: "/tmp/models",
-};
+/** Settings both reranker backends read (model location and cache, or the lexical scorer). */
+const modelEnvironment: Record<string, string> =
+  r.scorer === "lexical"
+    ? { STORE_KIND: "s3", RERANKER_BACKEND: "lexical" }
+    : {
+        STORE_KIND: "s3",
+        MODEL_PREFIX: prefixes.models,
+        RERANKER_MODEL_S3_PREFIX: r.modelPrefix,
+        MODEL_CACHE_DIR: "/tmp/models",
+      };
 
 function createLambdaReranker(): sst.aws.Function {
   const native = nativePackaging(["onnxruntime"]);

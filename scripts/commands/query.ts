@@ -23,6 +23,7 @@ models/ms-marco-MiniLM-L-6-v2 when fetched, else the weight-free lexical reranke
   --url <base>          search API base URL, e.g. http://127.0.0.1:3000
   -k, --k <n>           results (default SEARCH_DEFAULT_K)
   --candidates <n>      first-stage candidates sent to the reranker (default SEARCH_DEFAULT_CANDIDATES)
+  --retrieval <mode>    hybrid | dense | sparse first stage (default SEARCH_DEFAULT_RETRIEVAL, hybrid)
   --fusion <mode>       rerank | linear | rrf (default rerank)
   --alpha <x>           rerank weight of linear fusion, 0..1
   --collapse            one passage per document
@@ -35,6 +36,7 @@ models/ms-marco-MiniLM-L-6-v2 when fetched, else the weight-free lexical reranke
 
 interface QueryFlags {
   k?: number;
+  retrieval?: string;
   candidates?: number;
   fusion?: string;
   alpha?: number;
@@ -46,6 +48,7 @@ function requestBody(query: string, f: QueryFlags): Record<string, unknown> {
   return {
     query,
     ...(f.k !== undefined ? { k: f.k } : {}),
+    ...(f.retrieval !== undefined ? { retrieval: f.retrieval } : {}),
     ...(f.candidates !== undefined ? { candidates: f.candidates } : {}),
     ...(f.fusion !== undefined ? { fusion: f.fusion } : {}),
     ...(f.alpha !== undefined ? { alpha: f.alpha } : {}),
@@ -131,6 +134,7 @@ export const command: Command = {
         url: { type: "string" },
         k: { type: "string", short: "k" },
         candidates: { type: "string" },
+        retrieval: { type: "string" },
         fusion: { type: "string" },
         alpha: { type: "string" },
         collapse: { type: "boolean", default: false },
@@ -154,6 +158,7 @@ export const command: Command = {
     }
     const flags: QueryFlags = {
       k: intFlag(values.k, "--k"),
+      retrieval: values.retrieval,
       candidates: intFlag(values.candidates, "--candidates"),
       fusion: values.fusion,
       alpha,
@@ -186,7 +191,7 @@ export const command: Command = {
       const t = res.timings;
       const rr = res.reranked ? `reranked ${res.reranked_candidates} of ${res.candidates} candidates` : "not reranked";
       console.log(
-        `\n${res.results.length} results, ${rr}, fusion ${res.fusion}; embed ${t.embed_ms} ms, first stage ${t.search_ms} ms, rerank ${t.rerank_ms} ms, total ${t.total_ms} ms; index ${res.index.version} (${res.index.count} passages)`,
+        `\n${res.results.length} results, ${res.retrieval} first stage, ${rr}, fusion ${res.fusion}; embed ${t.embed_ms} ms, dense ${t.search_ms} ms, BM25 ${t.sparse_ms} ms, rerank ${t.rerank_ms} ms, total ${t.total_ms} ms; index ${res.index.version} (${res.index.count} passages)`,
       );
     }
     return 0;

@@ -297,6 +297,18 @@ describe("default stage: Lambda reranker", () => {
   });
 });
 
+describe("reranker with the lexical scorer (DEPLOY_RERANKER_SCORER=lexical)", () => {
+  it("sets RERANKER_BACKEND=lexical and no model location on the reranker Lambda", async () => {
+    const d = await deploy({ DEPLOY_RERANKER_SCORER: "lexical" });
+    const env = resolvedEnvironment(d.rec.byId("Reranker").args.environment);
+    expect(env.RERANKER_BACKEND).toBe("lexical");
+    expect(env.RERANKER_MODEL_S3_PREFIX).toBeUndefined();
+    const config = runtimeView(d.rec.byId("Reranker")).config;
+    expect(config.rerankerBackend).toBe("lexical");
+    expect(config.rerankerModelS3).toBeUndefined();
+  });
+});
+
 describe("reranker with provisioned concurrency", () => {
   it("publishes a version and makes the search function invoke that version", async () => {
     const d = await deploy({ DEPLOY_RERANKER_PROVISIONED: "2" });
