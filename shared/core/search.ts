@@ -337,7 +337,8 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
 
   // ---- embed (dense and hybrid) ----
   let vector: Float32Array | null = null;
-  if (mode !== "sparse") {
+  const embeds = mode !== "sparse";
+  if (embeds) {
     try {
       const embedMs = deps.limits.embedTimeoutMs;
       vector = embedMs
@@ -362,8 +363,9 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
   // ---- first stage ----
   const dense = vector ? denseHits(snapshot, vector, request, deps.limits.maxCandidates, passageOf) : [];
   const t2 = clock.now();
+  const searchesSparse = mode !== "dense" && snapshot.sparse !== null;
   const sparse =
-    mode !== "dense" && snapshot.sparse
+    searchesSparse && snapshot.sparse
       ? sparseHits(snapshot.sparse, request.query, request, deps.limits.maxCandidates, passageOf)
       : [];
   const t2s = clock.now();
@@ -481,9 +483,10 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
     retrieval: mode,
     warnings,
     timings: {
-      embed_ms: round(t1 - t0),
-      search_ms: round(t2 - t1),
-      sparse_ms: round(t2s - t2),
+      // A stage that did not run reports 0, not the clock's jitter between two reads.
+      embed_ms: embeds ? round(t1 - t0) : 0,
+      search_ms: vector ? round(t2 - t1) : 0,
+      sparse_ms: searchesSparse ? round(t2s - t2) : 0,
       rerank_ms: round(t3 - t2s),
       total_ms: round(t4 - t0),
     },
