@@ -1,5 +1,6 @@
 // Picks and builds the embedder from the configuration, or the one that matches a snapshot.
-// The ONNX embedder is imported lazily so the hashing and OpenAI paths never load onnxruntime.
+// The ONNX and USE-lite embedders are imported lazily so the hashing and OpenAI paths never load
+// onnxruntime.
 import { existsSync } from "node:fs";
 import path from "node:path";
 import type { Config } from "../core/config.ts";
@@ -9,6 +10,7 @@ import type { Embedder } from "../core/ports.ts";
 import type { EmbedderIdentity, EmbedderKind } from "../core/types.ts";
 import { type HashingCorpusStats, HashingStatsBuilder, createHashingEmbedder } from "./hash-embedder.ts";
 import { createOpenAIEmbedder } from "./openai-embedder.ts";
+import { useLiteAvailable } from "./use-lite-embedder.ts";
 
 export interface EmbedderChoice {
   kind: EmbedderKind;
@@ -25,13 +27,16 @@ function onnxModelFile(cfg: ChoiceConfig): string | null {
 function canRun(kind: EmbedderKind, cfg: ChoiceConfig): boolean {
   if (kind === "hashing") return true;
   if (kind === "openai") return Boolean(cfg.openaiApiKey);
+  if (kind === "use-lite") return useLiteAvailable();
   const file = onnxModelFile(cfg);
   return file !== null && existsSync(file);
 }
 
 /**
  * Which embedder the configuration selects. EMBEDDER=auto: openai when OPENAI_API_KEY is set, else onnx
- * when EMBEDDING_MODEL_DIR holds onnx/model.onnx, else hashing. Given a snapshot's identity, auto follows
+ * when EMBEDDING_MODEL_DIR holds onnx/model.onnx, else hashing. USE-lite (EMBEDDER=use-lite) is not an
+ * auto pick: in hybrid search it lost to the hashing embedder on Cranfield, below BM25 alone
+ * (docs/EVAL.md), and an embedded default must not make answers worse. Given a snapshot's identity, auto follows
  * the snapshot's kind when this configuration can run it, so an added API key does not break old snapshots.
  */
 export function describeEmbedderChoice(cfg: ChoiceConfig, snapshot?: EmbedderIdentity): EmbedderChoice {
@@ -63,7 +68,13 @@ export interface CreateEmbedderOptions {
 type EmbedderConfig = ChoiceConfig &
   Pick<
     Config,
-    "openaiBaseUrl" | "openaiModel" | "openaiDimensions" | "embeddingPooling" | "hashingDimensions" | "embedTimeoutMs"
+    | "openaiBaseUrl"
+    | "openaiModel"
+    | "openaiDimensions"
+    | "embeddingPooling"
+    | "hashingDimensions"
+    | "embedTimeoutMs"
+    | "modelCacheDir"
   >;
 
 /**
@@ -100,6 +111,11 @@ export async function createEmbedder(cfg: EmbedderConfig, opts: CreateEmbedderOp
         modelDir: cfg.embeddingModelDir,
         pooling: same?.pooling ?? cfg.embeddingPooling,
       });
+      break;
+    }
+    case "use-lite": {
+      const { createUseLiteEmbedder } = await import("./use-lite-embedder.ts");
+      embedder = await createUseLiteEmbedder({ cacheDir: cfg.modelCacheDir });
       break;
     }
   }

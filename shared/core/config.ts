@@ -130,9 +130,9 @@ export const settings = {
   // embedder
   embedder: oneOf(
     "EMBEDDER",
-    ["auto", "openai", "onnx", "hashing"] as const,
+    ["auto", "openai", "onnx", "use-lite", "hashing"] as const,
     "auto",
-    "auto = openai when OPENAI_API_KEY is set, else onnx when EMBEDDING_MODEL_DIR holds a model, else hashing.",
+    "auto = openai when OPENAI_API_KEY is set, else onnx when EMBEDDING_MODEL_DIR holds a model, else hashing. use-lite = Universal Sentence Encoder Lite (trained, offline, from npm, run on onnxruntime; see docs/EVAL.md for why it is not the auto pick).",
   ),
   openaiApiKey: optStr("OPENAI_API_KEY", "OpenAI API key (an SST secret on AWS)."),
   openaiBaseUrl: optStr("OPENAI_BASE_URL", "Base URL of an OpenAI-compatible embeddings server."),

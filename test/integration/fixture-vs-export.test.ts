@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import * as ort from "onnxruntime-node";
 import { afterAll, describe, expect, it } from "vitest";
-import { summarizeModel } from "../../scripts/fixtures/onnx-graph.ts";
+import { summarizeModel } from "../../shared/adapters/onnx-graph.ts";
 import { ensureFixtureModel, sharedDataDir } from "../helpers/fixtures.ts";
 
 const exportDir = sharedDataDir()

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadTokenizer, type PairTokenizer } from "../../shared/adapters/hf-tokenizer.ts";
 import { verifyChecksums } from "../../scripts/fixtures/checksums.ts";
 import { fixtureKey, REPO_ROOT, writeFixtureModel } from "../../scripts/fixtures/index.ts";
-import { summarizeModel } from "../../scripts/fixtures/onnx-graph.ts";
+import { summarizeModel } from "../../shared/adapters/onnx-graph.ts";
 import { ensureFixtureModel, FIXTURES, sharedModelDir } from "../helpers/fixtures.ts";
 
 env.allowRemoteModels = false;

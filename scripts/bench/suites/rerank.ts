@@ -12,7 +12,7 @@ import { type CrossEncoder, loadCrossEncoder, releaseCrossEncoders } from "../..
 import { loadTokenizer, type PairTokenizer } from "../../../shared/adapters/hf-tokenizer.ts";
 import { availableCores, createOrtSession } from "../../../shared/adapters/ort-session.ts";
 import { DEFAULT_SHARED_DATA, ensureFixtureModel } from "../../fixtures/index.ts";
-import { DataType, GraphBuilder } from "../../fixtures/onnx-graph.ts";
+import { DataType, GraphBuilder } from "../../../shared/adapters/onnx-graph.ts";
 import { normalArray } from "../../fixtures/prng.ts";
 import {
   type Figure,
