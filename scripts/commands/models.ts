@@ -4,10 +4,15 @@ import type { Command } from "../cli.ts";
 import { FETCH_USAGE, FetchModelError, fetchModelCli, KNOWN_MODELS } from "../fetch-model.ts";
 import { DEFAULT_FIXTURE_CACHE, FIXTURE_NAMES, FIXTURES, REPO_ROOT } from "../fixtures/index.ts";
 import { makeFixture, USAGE as FIXTURE_USAGE } from "../make-fixture-model.ts";
+import { quantizeCli } from "../models/quantize.ts";
+import { QuantizeRefusedError } from "../../shared/adapters/onnx-quantize.ts";
 
-const USAGE = `npm run cli -- models <fetch|fixture|list> ...
+const USAGE = `npm run cli -- models <fetch|fixture|quantize|list> ...
   models fetch <name|owner/repo> [--revision REV] [--out DIR] [--quantized] [--files a,b] [--upload s3://bucket[/prefix/]] [--force]
       download a Hugging Face model folder (needs internet; HF_ENDPOINT for a mirror) and write checksums.json
+  models quantize <folder> [--force]
+      write onnx/model_quantized.onnx (dynamic int8) next to the folder's fp32 graph; the CPU reranker
+      runs it by default (RERANKER_QUANTIZED=true)
   models fixture <${FIXTURE_NAMES.join("|")}> [--out DIR] [shape options]
       generate a fixture model with random weights (its scores mean nothing)
   models list
@@ -36,7 +41,7 @@ function listFolders(root: string): string[] {
 
 export const command: Command = {
   name: "models",
-  summary: "fetch Hugging Face models, generate fixture models, list local model folders",
+  summary: "fetch Hugging Face models, quantize them to int8, generate fixture models, list local model folders",
   usage: USAGE,
   async run(argv) {
     const [sub, ...rest] = argv;
@@ -44,6 +49,10 @@ export const command: Command = {
       if (sub === "fetch") {
         const r = await fetchModelCli(rest);
         console.log(r.dir);
+        return 0;
+      }
+      if (sub === "quantize") {
+        console.log(await quantizeCli(rest));
         return 0;
       }
       if (sub === "fixture") {
@@ -69,7 +78,11 @@ export const command: Command = {
       console.error(USAGE);
       return 2;
     } catch (e) {
-      if (e instanceof FetchModelError || (e instanceof Error && /^unknown (fixture|option)|needs a/.test(e.message))) {
+      if (
+        e instanceof FetchModelError ||
+        e instanceof QuantizeRefusedError ||
+        (e instanceof Error && /^unknown (fixture|option)|needs a|no fp32 graph|exists \(use --force/.test(e.message))
+      ) {
         console.error(e.message);
         return 2;
       }

@@ -11,6 +11,7 @@ import { padRows, runInBatches } from "../core/batching.ts";
 import type { ModelDescription, PairScoreOptions, PairScorer, PairScores } from "../core/rerank.ts";
 import {
   createOrtSession,
+  cudaUnavailableReason,
   type OrtLog,
   type OrtSession,
   type ProviderChoice,
@@ -21,7 +22,7 @@ import { loadTokenizer, type PairTokenizer } from "./hf-tokenizer.ts";
 export interface CrossEncoderOptions {
   modelDir: string;
   provider?: ProviderChoice;
-  /** Use onnx/model_quantized.onnx when the folder has it. */
+  /** Prefer a dynamic-int8 graph (QUANTIZED_GRAPH_NAMES) when the folder has one and the provider is the CPU. */
   quantized?: boolean;
   /** Pair length limit in tokens; default and ceiling: the model's own limit. */
   maxLength?: number;
@@ -51,6 +52,8 @@ export interface CrossEncoder extends PairScorer {
   readonly family: "bert" | "xlm-roberta" | string;
   /** The ONNX file in use. */
   readonly modelFile: string;
+  /** int8 when the file is a dynamic-int8 graph, else fp32. */
+  readonly precision: "int8" | "fp32";
   readonly inputNames: readonly string[];
   readonly tokenizer: PairTokenizer;
   scorePairs(query: string, documents: string[], opts?: ScorePairsOptions): Promise<PairScores>;
@@ -78,10 +81,41 @@ const loaded = new Map<string, Promise<LoadedModel>>();
 
 export const DEFAULT_BATCH_TOKENS = 8192;
 
-/** Finds the graph: onnx/model.onnx (or model_quantized.onnx when asked and present), or model.onnx at the top. */
+/**
+ * Dynamic-int8 graph names accepted, in order of preference: ours and Xenova/transformers.js
+ * (`model_quantized.onnx`), Optimum's (`model_int8.onnx`, and the per-ISA exports Hugging Face repos
+ * ship under onnx/: AVX-512 VNNI, AVX-512, AVX2, ARM64).
+ */
+export const QUANTIZED_GRAPH_NAMES = [
+  "model_quantized.onnx",
+  "model_int8.onnx",
+  "model_qint8_avx512_vnni.onnx",
+  "model_qint8_avx512.onnx",
+  "model_quint8_avx2.onnx",
+  "model_qint8_arm64.onnx",
+] as const;
+
+/** Whether a graph file is one of the accepted int8 names. */
+export function isQuantizedGraph(file: string): boolean {
+  return (QUANTIZED_GRAPH_NAMES as readonly string[]).includes(path.basename(file));
+}
+
+/**
+ * Whether the int8 graph should run: asked for (RERANKER_QUANTIZED, default true) and on the CPU. GPU
+ * providers run fp32 (int8 MatMulInteger has no fast CUDA/WebGPU kernel); with `auto` that means
+ * fp32 only where the CUDA provider can actually start.
+ */
+export function wantsInt8(quantized: boolean | undefined, provider: ProviderChoice | undefined): boolean {
+  if (!quantized) return false;
+  if (provider === "cuda" || provider === "webgpu") return false;
+  if ((provider ?? "auto") === "auto" && cudaUnavailableReason() === null) return false;
+  return true;
+}
+
+/** Finds the graph: an int8 one (QUANTIZED_GRAPH_NAMES) when asked and present, else onnx/model.onnx or model.onnx. */
 export function modelFileIn(modelDir: string, quantized = false): string {
   const candidates = [
-    ...(quantized ? ["onnx/model_quantized.onnx", "model_quantized.onnx"] : []),
+    ...(quantized ? QUANTIZED_GRAPH_NAMES.flatMap((f) => [`onnx/${f}`, f]) : []),
     "onnx/model.onnx",
     "model.onnx",
   ].map((f) => path.join(modelDir, f));
@@ -101,7 +135,7 @@ function readConfig(modelDir: string): ModelConfig {
 
 async function loadModel(opts: CrossEncoderOptions): Promise<LoadedModel> {
   const modelDir = path.resolve(opts.modelDir);
-  const modelFile = modelFileIn(modelDir, opts.quantized);
+  const modelFile = modelFileIn(modelDir, wantsInt8(opts.quantized, opts.provider));
   const key = JSON.stringify([modelFile, opts.provider ?? "auto", opts.threads ?? null]);
   let p = loaded.get(key);
   if (!p) {
@@ -236,8 +270,10 @@ export async function loadCrossEncoder(opts: CrossEncoderOptions): Promise<Cross
   };
 
   const fixture = config.fixture === true;
+  const precision = isQuantizedGraph(modelFile) ? "int8" : "fp32";
   return {
     model: modelName,
+    precision,
     provider: session.provider,
     fallbacks: session.fallbacks,
     maxLength,
@@ -248,6 +284,6 @@ export async function loadCrossEncoder(opts: CrossEncoderOptions): Promise<Cross
     inputNames: session.inputNames,
     tokenizer,
     scorePairs,
-    describe: () => ({ model: modelName, provider: session.provider, fixture }),
+    describe: () => ({ model: modelName, provider: session.provider, fixture, precision }),
   };
 }

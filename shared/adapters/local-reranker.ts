@@ -6,6 +6,7 @@
 // The model loads lazily on first use (or on warm()), from RERANKER_MODEL_DIR or from
 // RERANKER_MODEL_S3_PREFIX through the local model cache; a failed load answers 503 and is
 // retried on the next call.
+import path from "node:path";
 import type { Config } from "../core/config.ts";
 import { ConfigError, isDomainError, RerankerUnavailableError } from "../core/errors.ts";
 import type { Clock, ObjectStore, RerankCallOptions, RerankerDescription, RerankerPort } from "../core/ports.ts";
@@ -13,7 +14,7 @@ import { createLexicalScorer } from "../core/lexical-scorer.ts";
 import { type PairScorer, type RerankLimits, rerank, validateRerankRequest } from "../core/rerank.ts";
 import type { RerankRequest, RerankResponse } from "../core/types.ts";
 import { createWorkGate } from "../core/work-gate.ts";
-import { type CrossEncoder, loadCrossEncoder } from "./cross-encoder.ts";
+import { type CrossEncoder, isQuantizedGraph, loadCrossEncoder } from "./cross-encoder.ts";
 import { resolveModelDir } from "./model-source.ts";
 import type { OrtLog, ProviderFallback } from "./ort-session.ts";
 
@@ -53,6 +54,9 @@ export interface RerankerStatus {
   fallbacks?: readonly ProviderFallback[];
   fixture?: boolean;
   maxLength?: number;
+  /** The ONNX file that runs and its precision (int8 / fp32). */
+  modelFile?: string;
+  precision?: string;
   /** Why the last load failed (cleared by a successful load). */
   error?: string;
 }
@@ -127,7 +131,7 @@ export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalReranke
         include: (rel) => {
           if (!rel.endsWith(".onnx")) return true;
           const file = rel.split("/").pop();
-          return file === "model.onnx" || (quantized && file === "model_quantized.onnx");
+          return file === "model.onnx" || (quantized && isQuantizedGraph(rel));
         },
       });
       return loadCrossEncoder({
@@ -179,6 +183,8 @@ export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalReranke
         fallbacks: model?.fallbacks,
         fixture: model?.fixture,
         maxLength: model?.maxLength,
+        modelFile: model ? path.relative(path.resolve(model.modelFile, "..", ".."), model.modelFile) : undefined,
+        precision: model?.precision,
         error: lastError,
       };
     },

@@ -221,7 +221,11 @@ export const settings = {
     "auto",
     "ONNX Runtime execution provider; auto tries cuda, webgpu, then cpu.",
   ),
-  rerankerQuantized: bool("RERANKER_QUANTIZED", false, "Use onnx/model_quantized.onnx when present."),
+  rerankerQuantized: bool(
+    "RERANKER_QUANTIZED",
+    true,
+    "On the CPU, run the model folder's dynamic-int8 graph when it has one (onnx/model_quantized.onnx, model_int8.onnx, model_qint8_avx512_vnni.onnx, model_qint8_avx512.onnx, model_quint8_avx2.onnx, model_qint8_arm64.onnx; `npm run cli -- models quantize <folder>` writes one); false = always fp32. GPU providers run fp32.",
+  ),
   rerankerMaxLength: optInt("RERANKER_MAX_LENGTH", "Pair length limit in tokens (default: the model's).", 8),
   rerankerBatchTokens: int("RERANKER_BATCH_TOKENS", 8192, "Padded tokens per inference micro-batch.", 64),
   rerankerMaxDocuments: int("RERANKER_MAX_DOCUMENTS", 1000, "Most documents one rerank request may carry.", 1),

@@ -32,6 +32,8 @@ export interface ModelDescription {
   provider: string;
   /** Scores carry no meaning (generated fixture weights). */
   fixture?: boolean;
+  /** Numeric precision of the model that scored ("int8", "fp32"); absent for non-model scorers. */
+  precision?: string;
 }
 
 /** A cross-encoder as the core sees it (shared/adapters/cross-encoder.ts implements it). */
@@ -224,6 +226,7 @@ export async function rerank(
         inference_ms: round(scores.inferenceMs),
         total_ms: round(clock.now() - started),
       },
+      ...(description.precision ? { precision: description.precision } : {}),
       ...(description.fixture ? { fixture: true } : {}),
     },
   };

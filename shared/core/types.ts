@@ -89,6 +89,8 @@ export interface RerankResponse {
     timings: { tokenize_ms: number; inference_ms: number; total_ms: number };
     /** Set when the model's scores carry no meaning (generated fixture weights). */
     fixture?: boolean;
+    /** The model's numeric precision ("int8" for a dynamic-int8 graph, "fp32"). */
+    precision?: string;
   };
 }
 

@@ -23,6 +23,8 @@ export interface RerankerHealth {
   fallbacks?: ReadonlyArray<{ provider: string; reason: string }>;
   fixture?: boolean;
   maxLength?: number;
+  modelFile?: string;
+  precision?: string;
   error?: string;
 }
 
@@ -170,6 +172,8 @@ export function createRerankApp(opts: RerankAppOptions): Hono {
       fallbacks: s?.fallbacks ?? [],
       fixture: s?.fixture ?? d.fixture ?? false,
       ...(s?.maxLength ? { max_length: s.maxLength } : {}),
+      ...(s?.modelFile ? { model_file: s.modelFile } : {}),
+      ...(s?.precision ? { precision: s.precision } : {}),
       ...(s?.error ? { error: s.error } : {}),
       limits: { max_documents: limits.maxDocuments, max_body_bytes: maxBodyBytes },
     };
