@@ -63,7 +63,8 @@ describe("cross-encoder on the tiny BERT fixture", () => {
     expect(cpu.fixture).toBe(true);
     expect(cpu.maxLength).toBe(128);
     expect(cpu.inputNames).toEqual(expect.arrayContaining(["input_ids", "attention_mask", "token_type_ids"]));
-    expect(cpu.describe()).toEqual({ model: expect.any(String), provider: "cpu", fixture: true });
+    expect(cpu.describe()).toEqual({ model: expect.any(String), provider: "cpu", fixture: true, precision: "fp32" });
+    expect(cpu.precision).toBe("fp32");
   });
 
   it("matches @huggingface/transformers end to end (its tokenizer, its model) within 1e-4", async () => {

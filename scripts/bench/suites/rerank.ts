@@ -364,6 +364,62 @@ export const suite: Suite = {
       await ptRef?.dispose();
     }
 
+    // int8 (dynamic, the folder's model_quantized.onnx) against fp32 on the same pairs, interleaved.
+    ctx.log("rerank: int8 vs fp32…");
+    const int8 = await loadCrossEncoder({ modelDir: fixtureDir, provider: "cpu", quantized: true });
+    const int8Summary: Record<string, number> = {};
+    for (const [len, docs] of workloads) {
+      const f: number[] = [];
+      const q: number[] = [];
+      let lf: Float32Array = new Float32Array(0);
+      let lq: Float32Array = new Float32Array(0);
+      for (let i = 0; i < warmup + reps; i++) {
+        const t0 = performance.now();
+        lf = (await fixture.scorePairs(QUERY, docs)).logits;
+        const t1 = performance.now();
+        lq = (await int8.scorePairs(QUERY, docs)).logits;
+        const t2 = performance.now();
+        if (i >= warmup) {
+          f.push(t1 - t0);
+          q.push(t2 - t1);
+        }
+      }
+      const fs = stats(f);
+      const qs = stats(q);
+      const spread = Math.max(...lf) - Math.min(...lf);
+      const relDiff = maxAbsDiff(lf, lq) / spread;
+      const top = (x: Float32Array) => [...x.keys()].sort((i, j) => x[j] - x[i]).slice(0, 4);
+      const tf = new Set(top(lf));
+      const agree = top(lq).filter((i) => tf.has(i)).length / 4;
+      const tag = `int8 ${CANDIDATES}×~${len} tok`;
+      const vsRef = len === "200" ? qs.p50 / (main.reference?.p50 ?? Number.NaN) : Number.NaN;
+      figures.push(
+        figure(
+          `${tag}: p50 latency`,
+          qs.p50,
+          "ms",
+          undefined,
+          `p99 ${qs.p99.toFixed(1)} ms; fp32 interleaved p50 ${fs.p50.toFixed(1)} ms`,
+        ),
+        figure(`${tag}: int8 / fp32`, qs.p50 / fs.p50, "×", { text: "≤ 0.5×", met: qs.p50 / fs.p50 <= 0.5 }),
+        figure(`${tag}: max |Δlogit| / fp32 spread`, relDiff, ""),
+        figure(`${tag}: top-4 agreement with fp32`, agree, ""),
+      );
+      if (len === "200")
+        figures.push(figure(`${tag}: int8 / transformers.js fp32`, vsRef, "×", { text: "≤ 0.5×", met: vsRef <= 0.5 }));
+      int8Summary[`int8_p50_ms_${len}`] = qs.p50;
+      int8Summary[`int8_vs_fp32_${len}`] = qs.p50 / fs.p50;
+      if (len === "200") {
+        int8Summary.int8_vs_fp32 = qs.p50 / fs.p50;
+        int8Summary.int8_latency_ratio_vs_reference = vsRef;
+        int8Summary.int8_max_abs_logit_diff_over_spread = relDiff;
+        int8Summary.int8_top4_agreement = agree;
+      }
+    }
+    notes.push(
+      "int8 agreement figures use random fixture weights: they measure the quantisation error of the arithmetic on these pairs, not how a trained model's ranking would change.",
+    );
+
     // The WASM backend (onnxruntime-web) on the same ~200-token workload.
     ctx.log("rerank: WASM backend…");
     const wasm = await loadCrossEncoder({ modelDir: fixtureDir, provider: "wasm", threads });
@@ -401,6 +457,7 @@ export const suite: Suite = {
         fixture_vs_pytorch_cost_per_token: costRatio,
         wasm_latency_ratio: wasmRatio,
         wasm_max_abs_score_diff: wasmDiff,
+        ...int8Summary,
         p50_ms_200: main.ours.p50,
         p99_ms_200: main.ours.p99,
         p50_ms_60: results["60"].ours.p50,
