@@ -154,12 +154,57 @@ export interface PlanRerankInput {
   minCandidates: number;
   /** Time kept for fusion and writing the response (default 1 ms). */
   reserveMs?: number;
+  /** Parallel rerank calls allowed (RERANKER_FANOUT, default 1) and the fewest pairs per call. */
+  fanout?: number;
+  pairsPerCall?: number;
+}
+
+/** Fewest pairs worth a rerank call of their own when fanning out. */
+export const DEFAULT_PAIRS_PER_CALL = 8;
+
+/**
+ * Splits candidates (their estimated pair tokens) into at most `fanout` groups of at least
+ * `pairsPerCall` pairs, balanced by tokens: the longest candidate goes to the lightest group, so
+ * parallel calls finish at about the same time. Groups keep candidate indices in ascending order.
+ */
+export function fanoutGroups(pairTokens: readonly number[], fanout: number, pairsPerCall: number): number[][] {
+  const n = pairTokens.length;
+  const count = Math.max(1, Math.min(Math.floor(fanout), Math.floor(n / Math.max(1, pairsPerCall)) || 1, n));
+  if (count === 1) return [pairTokens.map((_, i) => i)];
+  const groups = Array.from({ length: count }, () => ({ tokens: 0, items: [] as number[] }));
+  const order = pairTokens.map((_, i) => i).sort((a, b) => pairTokens[b] - pairTokens[a] || a - b);
+  for (const i of order) {
+    let lightest = groups[0];
+    for (const g of groups)
+      if (g.tokens < lightest.tokens || (g.tokens === lightest.tokens && g.items.length < lightest.items.length))
+        lightest = g;
+    lightest.tokens += pairTokens[i];
+    lightest.items.push(i);
+  }
+  return groups.map((g) => g.items.sort((a, b) => a - b));
+}
+
+/** Predicted wall time of reranking these pairs with fan-out: the slowest group's call. */
+function predictFanoutMs(est: RerankCostEstimate, tokens: readonly number[], fanout: number, perCall: number): number {
+  if (fanout <= 1) return predictRerankMs(est, tokens);
+  let worst = 0;
+  for (const g of fanoutGroups(tokens, fanout, perCall))
+    worst = Math.max(
+      worst,
+      predictRerankMs(
+        est,
+        g.map((i) => tokens[i]),
+      ),
+    );
+  return worst;
 }
 
 /** How many of the best first-stage candidates fit in what is left of the budget. */
 export function planRerank(input: PlanRerankInput): RerankPlan {
   const total = input.candidateTokens.length;
-  const predictedAllMs = predictRerankMs(input.estimate, input.candidateTokens);
+  const fanout = input.fanout ?? 1;
+  const perCall = input.pairsPerCall ?? DEFAULT_PAIRS_PER_CALL;
+  const predictedAllMs = predictFanoutMs(input.estimate, input.candidateTokens, fanout, perCall);
   if (input.budgetMs === undefined) {
     return { count: total, reason: "no_budget", predictedAllMs, predictedMs: predictedAllMs, remainingMs: null };
   }
@@ -173,7 +218,10 @@ export function planRerank(input: PlanRerankInput): RerankPlan {
   let tokens = 0;
   for (let n = 1; n < total; n++) {
     tokens += input.candidateTokens[n - 1];
-    const p = predictFromTotals(input.estimate, n, tokens);
+    const p =
+      fanout > 1
+        ? predictFanoutMs(input.estimate, input.candidateTokens.slice(0, n), fanout, perCall)
+        : predictFromTotals(input.estimate, n, tokens);
     if (p > remainingMs) break;
     count = n;
     predictedMs = p;

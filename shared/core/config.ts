@@ -236,6 +236,14 @@ export const settings = {
     0,
   ),
   rerankerThreads: optInt("RERANKER_THREADS", "Intra-op threads (default: the cores available).", 1),
+  rerankerFanout: int(
+    "RERANKER_FANOUT",
+    1,
+    "Search function: most rerank calls one search makes at once. The candidates are split into length-balanced groups (at least RERANKER_FANOUT_PAIRS pairs each), one call per group, in parallel; a failed group keeps first-stage scores. Useful with RERANKER=lambda (each call its own instance).",
+    1,
+    64,
+  ),
+  rerankerFanoutPairs: int("RERANKER_FANOUT_PAIRS", 8, "Fewest pairs worth a rerank call of their own when fanning out.", 1),
   // search API
   defaultK: int("SEARCH_DEFAULT_K", 4, "Results returned when k is not given.", 1),
   defaultCandidates: int("SEARCH_DEFAULT_CANDIDATES", 20, "First-stage candidates when not given.", 1),

@@ -7,7 +7,15 @@
 // stage cannot work around (no embedding in dense mode, a mismatched embedder). Hybrid without
 // an embedding answers from BM25; a snapshot without a BM25 index answers dense; a failing
 // second stage degrades to first-stage results. Each says so in `warnings`.
-import { estimatePairTokens, estimateTokens, planRerank, type RerankCostTracker, type RerankPlan } from "./budget.ts";
+import {
+  DEFAULT_PAIRS_PER_CALL,
+  estimatePairTokens,
+  estimateTokens,
+  fanoutGroups,
+  planRerank,
+  type RerankCostTracker,
+  type RerankPlan,
+} from "./budget.ts";
 import { assertEmbedderMatches } from "./embedding.ts";
 import { DomainError, EmbedderMismatchError, EmbedderUnavailableError } from "./errors.ts";
 import { collapseByDocument, fuseFirstStage, fuseScores, type HybridFusionMode, rankScores } from "./fusion.ts";
@@ -96,6 +104,13 @@ export interface SearchLimits {
    * top of the list; the rest follow in first-stage order.
    */
   minRerankCandidates?: number;
+  /**
+   * RERANKER_FANOUT: most rerank calls one search makes at once (default 1). The candidates are
+   * split into length-balanced groups of at least `rerankPairsPerCall` pairs, one call each.
+   */
+  rerankFanout?: number;
+  /** RERANKER_FANOUT_PAIRS: fewest pairs worth a call of their own (default DEFAULT_PAIRS_PER_CALL). */
+  rerankPairsPerCall?: number;
 }
 
 export interface SearchDeps {
@@ -409,6 +424,8 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
       candidateTokens: pairTokens,
       estimate: deps.estimate.current(),
       minCandidates: deps.limits.minRerankCandidates ?? 2,
+      fanout: deps.limits.rerankFanout ?? 1,
+      pairsPerCall: deps.limits.rerankPairsPerCall ?? DEFAULT_PAIRS_PER_CALL,
     });
     if (plan.reason === "partial" || plan.reason === "over_budget")
       warnings.push(budgetWarning(plan, candidates.length, request.budget_ms!));
@@ -418,40 +435,65 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
         1,
         Math.floor(plan.remainingMs === null ? deps.rerankTimeoutMs : Math.min(deps.rerankTimeoutMs, plan.remainingMs)),
       );
-      const started = clock.now();
       // Corpus statistics of the query terms let a lexical reranker score BM25 exactly as the
       // sparse index does; model rerankers ignore them.
       const termStatistics = snapshot.sparse?.termStatistics(request.query);
-      try {
-        const resp = await withTimeout(timeoutMs, (signal) =>
-          reranker.rerank(
-            {
-              query: request.query,
-              documents: sent.map((c) => c.passage.text),
-              ...(termStatistics ? { term_statistics: termStatistics } : {}),
-            },
-            { signal, timeoutMs },
-          ),
+      const groups = fanoutGroups(
+        pairTokens.slice(0, sent.length),
+        deps.limits.rerankFanout ?? 1,
+        deps.limits.rerankPairsPerCall ?? DEFAULT_PAIRS_PER_CALL,
+      );
+      // One call per group, all at once; each group's answer stands on its own, so one slow or
+      // failing call leaves only its candidates with first-stage scores.
+      const outcomes = await Promise.all(
+        groups.map(async (group) => {
+          const started = clock.now();
+          try {
+            const resp = await withTimeout(timeoutMs, (signal) =>
+              reranker.rerank(
+                {
+                  query: request.query,
+                  documents: group.map((i) => sent[i].passage.text),
+                  ...(termStatistics ? { term_statistics: termStatistics } : {}),
+                },
+                { signal, timeoutMs },
+              ),
+            );
+            const scores = scoresFromRerank(resp, group.length);
+            deps.estimate.observe({
+              pairs: group.length,
+              estimatedTokens: group.reduce((a, i) => a + pairTokens[i], 0),
+              wallMs: clock.now() - started,
+              tokens: resp.meta?.tokens,
+              serverMs: resp.meta?.timings?.total_ms,
+            });
+            return { group, scores, error: null };
+          } catch (e) {
+            return { group, scores: null, error: describeFailure(e, timeoutMs) };
+          }
+        }),
+      );
+      const scored: Array<{ index: number; score: number }> = [];
+      for (const o of outcomes) if (o.scores) o.group.forEach((i, j) => scored.push({ index: i, score: o.scores![j] }));
+      const failed = outcomes.filter((o) => o.error !== null);
+      if (failed.length === outcomes.length) {
+        warnings.push(`reranker failed (${failed[0].error}); results are first-stage only`);
+      } else if (failed.length > 0) {
+        const lost = failed.reduce((a, o) => a + o.group.length, 0);
+        warnings.push(
+          `reranker failed for ${failed.length} of ${outcomes.length} parallel calls (${failed[0].error}); ${lost} of ${sent.length} candidates keep their first-stage scores`,
         );
-        const scores = scoresFromRerank(resp, sent.length);
-        const wallMs = clock.now() - started;
-        deps.estimate.observe({
-          pairs: sent.length,
-          estimatedTokens: pairTokens.slice(0, sent.length).reduce((a, b) => a + b, 0),
-          wallMs,
-          tokens: resp.meta?.tokens,
-          serverMs: resp.meta?.timings?.total_ms,
-        });
+      }
+      if (scored.length > 0) {
+        // Scores of one model are comparable across calls: rank them together.
         const ranks = rankScores(
-          scores,
-          sent.map((c) => c.retrieval.rank),
+          scored.map((x) => x.score),
+          scored.map((x) => sent[x.index].retrieval.rank),
         );
-        sent.forEach((c, i) => {
-          c.rerank = { score: scores[i], rank: ranks[i] };
+        scored.forEach((x, j) => {
+          sent[x.index].rerank = { score: x.score, rank: ranks[j] };
         });
-        rerankedCount = sent.length;
-      } catch (e) {
-        warnings.push(`reranker failed (${describeFailure(e, timeoutMs)}); results are first-stage only`);
+        rerankedCount = scored.length;
       }
     }
   }

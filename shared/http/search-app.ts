@@ -44,6 +44,8 @@ export type SearchAppConfig = Pick<
   | "corsOrigins"
   | "rerankerTimeoutMs"
   | "rerankerMaxLength"
+  | "rerankerFanout"
+  | "rerankerFanoutPairs"
   | "embedTimeoutMs"
   | "embedder"
 >;
@@ -127,6 +129,8 @@ export function createSearchApp(deps: SearchAppDeps): OpenAPIHono {
     maxCandidates: cfg.maxCandidates,
     embedTimeoutMs: cfg.embedTimeoutMs,
     maxPairTokens: cfg.rerankerMaxLength ?? 512,
+    rerankFanout: cfg.rerankerFanout,
+    rerankPairsPerCall: cfg.rerankerFanoutPairs,
   };
 
   const app = new OpenAPIHono({

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import {
   createRerankCostTracker,
+  fanoutGroups,
   DEFAULT_COST_PRIOR,
   estimatePairTokens,
   estimateTokens,
@@ -204,5 +205,42 @@ describe("planRerank", () => {
         minCandidates: 4,
       }).reason,
     ).toBe("within_budget");
+  });
+});
+
+describe("fan-out groups", () => {
+  it("balances tokens across at most `fanout` groups of at least `pairsPerCall` pairs", () => {
+    const tokens = [100, 90, 80, 70, 60, 50, 40, 30];
+    const groups = fanoutGroups(tokens, 3, 2);
+    expect(groups).toHaveLength(3);
+    expect(groups.flat().sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    const sums = groups.map((g) => g.reduce((a, i) => a + tokens[i], 0));
+    expect(Math.max(...sums) - Math.min(...sums)).toBeLessThanOrEqual(40);
+    expect(fanoutGroups(tokens, 8, 4)).toHaveLength(2);
+    expect(fanoutGroups(tokens, 1, 1)).toEqual([[0, 1, 2, 3, 4, 5, 6, 7]]);
+    expect(fanoutGroups([5], 4, 1)).toEqual([[0]]);
+  });
+
+  it("plans with the fan-out: parallel calls fit more candidates in the same budget", () => {
+    const est = { ...initialEstimate(), observations: 5, msPerPair: 10, overheadMs: 5 };
+    const tokens = Array.from({ length: 20 }, () => 100);
+    const serial = planRerank({
+      budgetMs: 120,
+      elapsedMs: 0,
+      candidateTokens: tokens,
+      estimate: est,
+      minCandidates: 2,
+    });
+    const parallel = planRerank({
+      budgetMs: 120,
+      elapsedMs: 0,
+      candidateTokens: tokens,
+      estimate: est,
+      minCandidates: 2,
+      fanout: 4,
+      pairsPerCall: 2,
+    });
+    expect(parallel.count).toBeGreaterThan(serial.count);
+    expect(parallel.predictedAllMs).toBeLessThan(serial.predictedAllMs);
   });
 });

@@ -641,3 +641,63 @@ describe("hybrid first stage", () => {
     }
   });
 });
+
+describe("rerank fan-out (RERANKER_FANOUT)", () => {
+  // Scores depend on the text only, so splitting the candidates cannot change them.
+  const lengthScore = (t: string) => (t.length % 17) + t.length / 1000;
+
+  it("splits the candidates into parallel calls and merges them into the single-call answer", async () => {
+    let inFlight = 0;
+    let most = 0;
+    const slow = portFrom(async (r) => {
+      inFlight++;
+      most = Math.max(most, inFlight);
+      await sleep(20);
+      inFlight--;
+      return rerankAnswer(r, lengthScore);
+    });
+    const single = await searchTwoStage(
+      req({ k: 12, candidates: 12 }),
+      deps({ reranker: portFrom(async (r) => rerankAnswer(r, lengthScore)) }),
+    );
+    const fanned = await searchTwoStage(
+      req({ k: 12, candidates: 12 }),
+      deps({ reranker: slow, limits: { maxCandidates: 200, rerankFanout: 3, rerankPairsPerCall: 2 } }),
+    );
+    expect(slow.calls).toHaveLength(3);
+    expect(most).toBe(3);
+    expect(slow.calls.flatMap((c) => c.documents).sort()).toEqual(single.results.map((h) => h.text).sort());
+    expect(fanned.results.map((h) => [h.id, h.rerank])).toEqual(single.results.map((h) => [h.id, h.rerank]));
+    expect(fanned.reranked_candidates).toBe(single.reranked_candidates);
+    expect(fanned.warnings).toEqual([]);
+  });
+
+  it("never makes calls smaller than RERANKER_FANOUT_PAIRS", async () => {
+    const port = portFrom(async (r) => rerankAnswer(r, lengthScore));
+    await searchTwoStage(
+      req({ k: 5, candidates: 5 }),
+      deps({ reranker: port, limits: { maxCandidates: 200, rerankFanout: 8, rerankPairsPerCall: 4 } }),
+    );
+    expect(port.calls).toHaveLength(1);
+  });
+
+  it("a failing call leaves only its candidates with first-stage scores, with a warning, never an error", async () => {
+    let call = 0;
+    const flaky = portFrom(async (r) => {
+      if (call++ === 1) throw new Error("instance crashed");
+      return rerankAnswer(r, lengthScore);
+    });
+    const res = await searchTwoStage(
+      req({ k: 12, candidates: 12 }),
+      deps({ reranker: flaky, limits: { maxCandidates: 200, rerankFanout: 3, rerankPairsPerCall: 2 } }),
+    );
+    const failedTexts = new Set(flaky.calls[1].documents as string[]);
+    expect(res.reranked).toBe(true);
+    expect(res.warnings.join(" ")).toMatch(/failed for 1 of 3 parallel calls \(instance crashed\)/);
+    for (const h of res.results) expect(h.rerank === null, h.id).toBe(failedTexts.has(h.text));
+    // Reranked candidates come first, the failed group's follow in first-stage order.
+    const firstUnranked = res.results.findIndex((h) => h.rerank === null);
+    expect(res.results.slice(firstUnranked).every((h) => h.rerank === null)).toBe(true);
+    expect(res.reranked_candidates).toBe(12 - failedTexts.size);
+  });
+});
