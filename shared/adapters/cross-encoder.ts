@@ -31,6 +31,11 @@ export interface CrossEncoderOptions {
   threads?: number;
   /** Tokens shared by neighbouring windows of the chunk strategy (default: the tokenizer's, ≤ 32). */
   chunkOverlap?: number;
+  /**
+   * Which session of this folder: loads are shared per (file, provider, threads, instance), so
+   * workers that must run at the same time ask for different instances.
+   */
+  instance?: number;
   /** Name reported in responses; default: config `_name_or_path`, else the folder name. */
   name?: string;
   log?: OrtLog;
@@ -136,7 +141,7 @@ function readConfig(modelDir: string): ModelConfig {
 async function loadModel(opts: CrossEncoderOptions): Promise<LoadedModel> {
   const modelDir = path.resolve(opts.modelDir);
   const modelFile = modelFileIn(modelDir, wantsInt8(opts.quantized, opts.provider));
-  const key = JSON.stringify([modelFile, opts.provider ?? "auto", opts.threads ?? null]);
+  const key = JSON.stringify([modelFile, opts.provider ?? "auto", opts.threads ?? null, opts.instance ?? 0]);
   let p = loaded.get(key);
   if (!p) {
     p = (async () => {

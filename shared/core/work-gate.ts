@@ -1,5 +1,5 @@
-// One inference at a time, first come first served, with a bounded queue. The ONNX session already
-// uses every core, so concurrent runs only contend; and work whose caller has gone (a search that
+// A fixed number of inference slots (by default one: the ONNX session already uses every core, so
+// concurrent runs on one session only contend), first come first served, with a bounded queue; and work whose caller has gone (a search that
 // timed out and fell back to first-stage results) is dropped before it starts instead of delaying
 // everyone queued behind it.
 import { DomainError } from "./errors.ts";
@@ -11,18 +11,24 @@ export class OverloadedError extends DomainError {
 }
 
 export interface WorkGate {
-  run<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T>;
-  /** Requests waiting (not counting the one running). */
+  /** Runs fn in a free slot (0 … concurrency − 1), queueing when every slot is busy. */
+  run<T>(fn: (slot: number) => Promise<T>, signal?: AbortSignal): Promise<T>;
+  /** Requests waiting (not counting the ones running). */
   readonly queued: number;
 }
 
-export function createWorkGate(opts: { maxQueue: number }): WorkGate {
-  let busy = false;
-  const waiting: Array<() => void> = [];
-  const release = () => {
+/**
+ * `concurrency` slots (default 1: one inference at a time); with RERANKER_WORKERS > 1 each slot
+ * is its own ONNX session with a share of the cores, so that many requests run at once.
+ */
+export function createWorkGate(opts: { maxQueue: number; concurrency?: number }): WorkGate {
+  const slots = Math.max(1, Math.floor(opts.concurrency ?? 1));
+  const free = Array.from({ length: slots }, (_, i) => slots - 1 - i);
+  const waiting: Array<(slot: number) => void> = [];
+  const release = (slot: number) => {
     const next = waiting.shift();
-    if (next) next();
-    else busy = false;
+    if (next) next(slot);
+    else free.push(slot);
   };
   return {
     get queued() {
@@ -30,17 +36,17 @@ export function createWorkGate(opts: { maxQueue: number }): WorkGate {
     },
     async run(fn, signal) {
       signal?.throwIfAborted();
-      if (busy) {
+      let slot: number;
+      if (free.length > 0) slot = free.pop()!;
+      else {
         if (waiting.length >= opts.maxQueue) throw new OverloadedError(waiting.length);
-        await new Promise<void>((resolve) => waiting.push(resolve));
-      } else {
-        busy = true;
+        slot = await new Promise<number>((resolve) => waiting.push(resolve));
       }
       try {
         signal?.throwIfAborted();
-        return await fn();
+        return await fn(slot);
       } finally {
-        release();
+        release(slot);
       }
     },
   };

@@ -59,3 +59,26 @@ describe("createWorkGate", () => {
     expect(ran).toEqual(["c"]);
   });
 });
+
+describe("work gate with several slots (RERANKER_WORKERS)", () => {
+  it("runs up to `concurrency` calls at once, each in its own slot, and queues the rest", async () => {
+    const gate = createWorkGate({ maxQueue: 10, concurrency: 2 });
+    let running = 0;
+    let most = 0;
+    const slotsSeen: number[][] = [];
+    const job = () =>
+      gate.run(async (slot) => {
+        running++;
+        most = Math.max(most, running);
+        slotsSeen.push([slot, running]);
+        await new Promise((r) => setTimeout(r, 10));
+        running--;
+        return slot;
+      });
+    const slots = await Promise.all([job(), job(), job(), job(), job()]);
+    expect(most).toBe(2);
+    expect(new Set(slots)).toEqual(new Set([0, 1]));
+    // Two calls running at the same moment never share a slot.
+    expect(slotsSeen.filter(([, r]) => r === 2).length).toBeGreaterThan(0);
+  });
+});
