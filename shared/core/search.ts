@@ -435,13 +435,15 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
         );
         const scores = scoresFromRerank(resp, sent.length);
         const wallMs = clock.now() - started;
-        deps.estimate.observe({
-          pairs: sent.length,
-          estimatedTokens: pairTokens.slice(0, sent.length).reduce((a, b) => a + b, 0),
-          wallMs,
-          tokens: resp.meta?.tokens,
-          serverMs: resp.meta?.timings?.total_ms,
-        });
+        // Answers partly from the reranker's score cache say nothing about the model's speed.
+        if (!resp.meta?.cache?.hits)
+          deps.estimate.observe({
+            pairs: sent.length,
+            estimatedTokens: pairTokens.slice(0, sent.length).reduce((a, b) => a + b, 0),
+            wallMs,
+            tokens: resp.meta?.tokens,
+            serverMs: resp.meta?.timings?.total_ms,
+          });
         const ranks = rankScores(
           scores,
           sent.map((c) => c.retrieval.rank),
