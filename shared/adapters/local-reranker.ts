@@ -6,19 +6,31 @@
 // The model loads lazily on first use (or on warm()), from RERANKER_MODEL_DIR or from
 // RERANKER_MODEL_S3_PREFIX through the local model cache; a failed load answers 503 and is
 // retried on the next call.
+// Scores are cached per instance (RERANKER_CACHE_MB, shared/core/score-cache.ts): a repeated or
+// paginated query scores only passages it has not seen with this model and these settings.
 import path from "node:path";
 import type { Config } from "../core/config.ts";
 import { ConfigError, isDomainError, RerankerUnavailableError } from "../core/errors.ts";
 import type { Clock, ObjectStore, RerankCallOptions, RerankerDescription, RerankerPort } from "../core/ports.ts";
-import { createLexicalScorer } from "../core/lexical-scorer.ts";
-import { type PairScorer, type RerankLimits, rerank, validateRerankRequest } from "../core/rerank.ts";
+import { createLexicalScorer, DEFAULT_LEXICAL_WEIGHTS } from "../core/lexical-scorer.ts";
+import {
+  type PairScorer,
+  type RerankLimits,
+  type RerankOptions,
+  rerank,
+  validateRerankRequest,
+} from "../core/rerank.ts";
+import { createScoreCache, type ScoreCacheStats } from "../core/score-cache.ts";
 import type { RerankRequest, RerankResponse } from "../core/types.ts";
 import { createWorkGate } from "../core/work-gate.ts";
 import { type CrossEncoder, isQuantizedGraph, loadCrossEncoder } from "./cross-encoder.ts";
 import { resolveModelDir } from "./model-source.ts";
 import type { OrtLog, ProviderFallback } from "./ort-session.ts";
 
-export type LocalRerankerConfig = Partial<Pick<Config, "rerankerMaxQueue" | "rerankerBackend" | "reranker">> &
+/** rerankerCacheMb unset: no score cache (loadConfig's default turns it on). */
+export type LocalRerankerConfig = Partial<
+  Pick<Config, "rerankerMaxQueue" | "rerankerBackend" | "reranker" | "rerankerCacheMb">
+> &
   Pick<
     Config,
     | "rerankerModelDir"
@@ -59,6 +71,8 @@ export interface RerankerStatus {
   precision?: string;
   /** Why the last load failed (cleared by a successful load). */
   error?: string;
+  /** The score cache's size; absent when RERANKER_CACHE_MB is 0. */
+  cache?: ScoreCacheStats;
 }
 
 /** What warm() resolves to: the loaded scorer and what /health shows of it. */
@@ -113,6 +127,7 @@ export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalReranke
   const gate = createWorkGate({ maxQueue: cfg.rerankerMaxQueue ?? 64 });
   const limits: RerankLimits = { maxDocuments: cfg.rerankerMaxDocuments, maxQueryChars: opts.maxQueryChars };
   const quantized = cfg.rerankerQuantized;
+  const cache = createScoreCache(cfg.rerankerCacheMb ?? 0);
 
   let model: CrossEncoder | null = null;
   let pending: Promise<CrossEncoder> | null = null;
@@ -186,6 +201,7 @@ export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalReranke
         modelFile: model ? path.relative(path.resolve(model.modelFile, "..", ".."), model.modelFile) : undefined,
         precision: model?.precision,
         error: lastError,
+        ...(cache ? { cache: cache.stats() } : {}),
       };
     },
     async rerank(req: RerankRequest, callOpts: RerankCallOptions = {}): Promise<RerankResponse> {
@@ -195,7 +211,8 @@ export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalReranke
       const m = await load();
       throwIfAborted(callOpts.signal);
       try {
-        return await gate.run(() => rerank(valid, m, limits, opts.clock), callOpts.signal);
+        const options: RerankOptions = cache ? { cache: { cache, scorer: crossEncoderIdentity(m) } } : {};
+        return await gate.run(() => rerank(valid, m, limits, opts.clock, options), callOpts.signal);
       } catch (e) {
         if (isDomainError(e)) throw e;
         throw new RerankerUnavailableError(`reranker inference failed: ${(e as Error).message}`, e);
@@ -209,7 +226,7 @@ export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalReranke
  * takes microseconds and never yields), the same validation and response shape.
  */
 export function createLexicalReranker(
-  cfg: Pick<LocalRerankerConfig, "rerankerMaxDocuments" | "rerankerProvider">,
+  cfg: Pick<LocalRerankerConfig, "rerankerMaxDocuments" | "rerankerProvider" | "rerankerCacheMb">,
   opts: Pick<LocalRerankerOptions, "clock" | "maxQueryChars"> = {},
   note = "weight-free lexical reranker",
 ): LocalReranker {
@@ -217,6 +234,8 @@ export function createLexicalReranker(
   const scorer = createLexicalScorer();
   const { model, provider } = scorer.describe();
   const loaded: LoadedScorer = Object.assign(scorer, { model, provider, fixture: false, fallbacks: [] as const });
+  const cache = createScoreCache(cfg.rerankerCacheMb ?? 0);
+  const identity = JSON.stringify([model, provider, DEFAULT_LEXICAL_WEIGHTS]);
   return {
     limits,
     warm: async () => loaded,
@@ -230,13 +249,22 @@ export function createLexicalReranker(
       provider,
       fallbacks: [],
       fixture: false,
+      ...(cache ? { cache: cache.stats() } : {}),
     }),
     async rerank(req: RerankRequest, callOpts: RerankCallOptions = {}): Promise<RerankResponse> {
       const valid = validateRerankRequest(req, limits);
       throwIfAborted(callOpts.signal);
-      return rerank(valid, scorer, limits, opts.clock);
+      // Without the index's term statistics a lexical score depends on the other passages sent
+      // (BM25 statistics come from the batch), so only requests carrying them are cached.
+      const options: RerankOptions = cache && valid.term_statistics ? { cache: { cache, scorer: identity } } : {};
+      return rerank(valid, scorer, limits, opts.clock, options);
     },
   };
+}
+
+/** What a cross-encoder's scores depend on besides its inputs: model, ONNX file (precision) and pair length. */
+export function crossEncoderIdentity(m: Pick<CrossEncoder, "model" | "modelFile" | "maxLength" | "provider">): string {
+  return JSON.stringify([m.model, m.modelFile, m.maxLength, m.provider]);
 }
 
 function throwIfAborted(signal: AbortSignal | undefined): void {

@@ -164,6 +164,8 @@ export function observe(c: Context, obs: RequestObservation): void {
     rerankPairs: sum(prev.rerankPairs, obs.rerankPairs),
     embeddingTokens: sum(prev.embeddingTokens, obs.embeddingTokens),
     cacheHits: sum(prev.cacheHits, obs.cacheHits),
+    rerankCacheHits: sum(prev.rerankCacheHits, obs.rerankCacheHits),
+    rerankCacheMisses: sum(prev.rerankCacheMisses, obs.rerankCacheMisses),
     degraded: obs.degraded ?? prev.degraded,
     timings: prev.timings || obs.timings ? { ...prev.timings, ...obs.timings } : undefined,
   };
@@ -189,9 +191,14 @@ export function searchObservation(
   };
 }
 
-/** What a /rerank call consumed. */
+/** What a /rerank call consumed (pairs the model scored; score-cache hits and misses when consulted). */
 export function rerankObservation(response: RerankResponse): RequestObservation {
-  return { rerankPairs: response.meta.pairs, timings: { rerank_ms: response.meta.timings.total_ms } };
+  const cache = response.meta.cache;
+  return {
+    rerankPairs: response.meta.pairs,
+    ...(cache ? { rerankCacheHits: cache.hits, rerankCacheMisses: cache.misses } : {}),
+    timings: { rerank_ms: response.meta.timings.total_ms },
+  };
 }
 
 export function getObservation(c: Context): RequestObservation | undefined {
@@ -290,6 +297,9 @@ export function requestLogging(opts: RequestLoggingOptions = {}): MiddlewareHand
       ...(obs?.rerankPairs ? { rerank_pairs: obs.rerankPairs } : {}),
       ...(obs?.embeddingTokens ? { embedding_tokens: obs.embeddingTokens } : {}),
       ...(obs?.cacheHits ? { cache_hits: obs.cacheHits } : {}),
+      ...(obs?.rerankCacheHits !== undefined || obs?.rerankCacheMisses !== undefined
+        ? { rerank_cache: { hits: obs.rerankCacheHits ?? 0, misses: obs.rerankCacheMisses ?? 0 } }
+        : {}),
       ...(obs?.degraded ? { degraded: true } : {}),
     };
     if (status >= 500) log.error("request failed", { ...line, ...(err ? { error: err } : {}) });
@@ -310,6 +320,11 @@ export function requestLogging(opts: RequestLoggingOptions = {}): MiddlewareHand
       if (obs?.rerankPairs) m.addMetric("RerankPairs", MetricUnit.Count, obs.rerankPairs);
       if (obs?.embeddingTokens) m.addMetric("EmbeddingTokens", MetricUnit.Count, obs.embeddingTokens);
       if (obs?.cacheHits) m.addMetric("CacheHits", MetricUnit.Count, obs.cacheHits);
+      // Both, zeros included, whenever the score cache was consulted: the hit rate is their ratio.
+      if (obs?.rerankCacheHits !== undefined || obs?.rerankCacheMisses !== undefined) {
+        m.addMetric("RerankCacheHits", MetricUnit.Count, obs.rerankCacheHits ?? 0);
+        m.addMetric("RerankCacheMisses", MetricUnit.Count, obs.rerankCacheMisses ?? 0);
+      }
       if (obs?.degraded) m.addMetric("DegradedResponses", MetricUnit.Count, 1);
       m.addMetadata("request_id", requestId);
       if (keyId) m.addMetadata("key_id", keyId);

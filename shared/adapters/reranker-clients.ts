@@ -28,6 +28,7 @@ const metaSchema = z.looseObject({
   tokens: z.number().optional(),
   truncated: z.number().optional(),
   fixture: z.boolean().optional(),
+  cache: z.looseObject({ hits: z.number(), misses: z.number() }).optional(),
   timings: z
     .looseObject({
       tokenize_ms: z.number().optional(),
@@ -106,6 +107,7 @@ export function normalizeRerankAnswer(
         inference_ms: timings?.inference_ms ?? 0,
         total_ms: timings?.total_ms ?? ctx.wallMs,
       },
+      ...(meta?.cache ? { cache: { hits: meta.cache.hits, misses: meta.cache.misses } } : {}),
       ...(meta?.fixture !== undefined ? { fixture: meta.fixture } : {}),
     },
   };

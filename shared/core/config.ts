@@ -243,7 +243,18 @@ export const settings = {
     1,
     64,
   ),
-  rerankerFanoutPairs: int("RERANKER_FANOUT_PAIRS", 8, "Fewest pairs worth a rerank call of their own when fanning out.", 1),
+  rerankerFanoutPairs: int(
+    "RERANKER_FANOUT_PAIRS",
+    8,
+    "Fewest pairs worth a rerank call of their own when fanning out.",
+    1,
+  ),
+  rerankerCacheMb: int(
+    "RERANKER_CACHE_MB",
+    32,
+    "In-memory LRU of reranker scores per warm instance, in MiB, keyed by model, truncation settings, query and passage text, so repeated and paginated queries skip the model; 0 = off.",
+    0,
+  ),
   // search API
   defaultK: int("SEARCH_DEFAULT_K", 4, "Results returned when k is not given.", 1),
   defaultCandidates: int("SEARCH_DEFAULT_CANDIDATES", 20, "First-stage candidates when not given.", 1),

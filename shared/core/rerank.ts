@@ -3,6 +3,7 @@
 // the model is a port, errors are DomainErrors, timings come from an injected clock.
 import { ValidationError } from "./errors.ts";
 import { type Clock, systemClock } from "./ports.ts";
+import { type ScoreCache, scoreKeys } from "./score-cache.ts";
 import type { LongDocumentStrategy, RerankRequest, RerankResponse, RerankResult, TermStatistics } from "./types.ts";
 
 export interface PairScoreOptions {
@@ -182,24 +183,40 @@ function checkTermStatistics(v: unknown): TermStatistics {
   return { documents, average_length, document_frequencies: document_frequencies as Record<string, number> };
 }
 
+/** Scores from a warm instance's cache (shared/core/score-cache.ts). */
+export interface RerankCacheOption {
+  cache: ScoreCache;
+  /**
+   * Identity of the scorer's weights and settings (model, ONNX file, pair length): part of every
+   * key, so another model or precision never reads these entries.
+   */
+  scorer: string;
+}
+
+export interface RerankOptions {
+  /** Look each (query, document) up first and score only the misses. */
+  cache?: RerankCacheOption;
+}
+
 /** Scores every document against the query and returns them best first. */
 export async function rerank(
   request: unknown,
   model: PairScorer,
   limits: RerankLimits = DEFAULT_RERANK_LIMITS,
   clock: Clock = systemClock,
+  options: RerankOptions = {},
 ): Promise<RerankResponse> {
   const started = clock.now();
   const req = validateRerankRequest(request, limits);
   const texts = req.documents.map((d) => (typeof d === "string" ? d : d.text));
-  const scores = await model.scorePairs(req.query, texts, {
+  const scoreOpts: PairScoreOptions = {
     maxTokensPerDoc: req.max_tokens_per_doc,
     strategy: req.long_document_strategy ?? "truncate",
     termStatistics: req.term_statistics,
-  });
-  if (scores.logits.length !== texts.length) {
-    throw new Error(`model returned ${scores.logits.length} scores for ${texts.length} documents`);
-  }
+  };
+  const { scores, cache } = options.cache
+    ? await scoreThroughCache(model, req.query, texts, scoreOpts, options.cache)
+    : { scores: await scoreAll(model, req.query, texts, scoreOpts), cache: undefined };
 
   const results: RerankResult[] = texts.map((_, index) => {
     const logit = scores.logits[index];
@@ -227,9 +244,62 @@ export async function rerank(
         total_ms: round(clock.now() - started),
       },
       ...(description.precision ? { precision: description.precision } : {}),
+      ...(cache ? { cache } : {}),
       ...(description.fixture ? { fixture: true } : {}),
     },
   };
+}
+
+async function scoreAll(
+  model: PairScorer,
+  query: string,
+  texts: string[],
+  opts: PairScoreOptions,
+): Promise<PairScores> {
+  const scores = await model.scorePairs(query, texts, opts);
+  if (scores.logits.length !== texts.length) {
+    throw new Error(`model returned ${scores.logits.length} scores for ${texts.length} documents`);
+  }
+  return scores;
+}
+
+/**
+ * Cached logits where the cache has them; the rest scored in one call (in input order) and stored.
+ * Pairs, tokens, truncated and the timings then describe only what the model scored.
+ */
+async function scoreThroughCache(
+  model: PairScorer,
+  query: string,
+  texts: string[],
+  opts: PairScoreOptions,
+  { cache, scorer }: RerankCacheOption,
+): Promise<{ scores: PairScores; cache: { hits: number; misses: number } }> {
+  const keys = scoreKeys({ scorer, query, options: opts }, texts);
+  const logits = new Float32Array(texts.length);
+  const missing: number[] = [];
+  keys.forEach((key, i) => {
+    const hit = cache.get(key);
+    if (hit === undefined) missing.push(i);
+    else logits[i] = hit;
+  });
+  const hits = texts.length - missing.length;
+  if (missing.length === 0) {
+    return {
+      scores: { logits, pairs: 0, tokens: 0, truncated: 0, tokenizeMs: 0, inferenceMs: 0 },
+      cache: { hits, misses: 0 },
+    };
+  }
+  const fresh = await scoreAll(
+    model,
+    query,
+    missing.map((i) => texts[i]),
+    opts,
+  );
+  missing.forEach((i, j) => {
+    logits[i] = fresh.logits[j];
+    cache.set(keys[i], fresh.logits[j]);
+  });
+  return { scores: { ...fresh, logits }, cache: { hits, misses: missing.length } };
 }
 
 const round = (ms: number) => Math.round(ms * 100) / 100;

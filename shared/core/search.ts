@@ -460,13 +460,15 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
               ),
             );
             const scores = scoresFromRerank(resp, group.length);
-            deps.estimate.observe({
-              pairs: group.length,
-              estimatedTokens: group.reduce((a, i) => a + pairTokens[i], 0),
-              wallMs: clock.now() - started,
-              tokens: resp.meta?.tokens,
-              serverMs: resp.meta?.timings?.total_ms,
-            });
+            // Answers partly from the reranker's score cache say nothing about the model's speed.
+            if (!resp.meta?.cache?.hits)
+              deps.estimate.observe({
+                pairs: group.length,
+                estimatedTokens: group.reduce((a, i) => a + pairTokens[i], 0),
+                wallMs: clock.now() - started,
+                tokens: resp.meta?.tokens,
+                serverMs: resp.meta?.timings?.total_ms,
+              });
             return { group, scores, error: null };
           } catch (e) {
             return { group, scores: null, error: describeFailure(e, timeoutMs) };

@@ -87,6 +87,12 @@ export interface RerankResponse {
     tokens: number;
     truncated: number;
     timings: { tokenize_ms: number; inference_ms: number; total_ms: number };
+    /**
+     * Score cache (RERANKER_CACHE_MB) lookups of this call, when one was consulted: documents whose
+     * score came from the cache and documents the model scored. pairs, tokens, truncated and the
+     * timings count only the misses.
+     */
+    cache?: { hits: number; misses: number };
     /** Set when the model's scores carry no meaning (generated fixture weights). */
     fixture?: boolean;
     /** The model's numeric precision ("int8" for a dynamic-int8 graph, "fp32"). */

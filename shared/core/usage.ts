@@ -44,6 +44,10 @@ export interface RequestObservation {
   degraded?: boolean;
   /** Embedding-cache hits. */
   cacheHits?: number;
+  /** Reranker score-cache hits: documents whose score came from the cache (RERANKER_CACHE_MB). */
+  rerankCacheHits?: number;
+  /** Reranker score-cache misses: documents the model scored with the cache consulted. */
+  rerankCacheMisses?: number;
   timings?: StageTimings;
 }
 

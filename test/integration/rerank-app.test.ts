@@ -97,6 +97,28 @@ describe("POST /rerank (app.request)", () => {
     expect(a.results.map((r) => [r.index, r.logit])).toEqual(b.results.map((r) => [r.index, r.logit]));
   });
 
+  it("answers a repeated query from the score cache with the same scores, and shows hits and misses in meta", async () => {
+    const query = "score cache: where is the museum";
+    const first = (await (await post({ query, documents: DOCS.slice(0, 2) })).json()) as RerankResponse;
+    expect(first.meta.cache).toEqual({ hits: 0, misses: 2 });
+    // The next page shares two documents with the first and brings two new ones.
+    const res = await post({ query, documents: DOCS });
+    const second = (await res.json()) as RerankResponse;
+    expect(second.meta.cache).toEqual({ hits: 2, misses: 2 });
+    expect(second.meta.pairs).toBe(2);
+    const repeat = (await (await post({ query, documents: DOCS })).json()) as RerankResponse;
+    expect(repeat.meta.cache).toEqual({ hits: 4, misses: 0 });
+    expect(repeat.meta.pairs).toBe(0);
+    expect(repeat.results).toEqual(second.results);
+    // The same scores as a reranker without the cache.
+    const uncached = createLocalReranker({ ...cfg, rerankerCacheMb: 0 }, { log: () => {} });
+    const plain = await uncached.rerank({ query, documents: DOCS });
+    expect(plain.meta.cache).toBeUndefined();
+    for (const r of plain.results) {
+      expect(repeat.results.find((x) => x.index === r.index)!.logit).toBeCloseTo(r.logit, 5);
+    }
+  });
+
   it("accepts TEI's field names (texts, return_text) and raw_scores", async () => {
     const res = await post({ query: "berlin", texts: DOCS, return_text: true, raw_scores: true, truncate: true });
     expect(res.status).toBe(200);

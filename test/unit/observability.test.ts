@@ -52,6 +52,12 @@ describe("observations", () => {
       timings: { tokenize_ms: 1, inference_ms: 2, total_ms: 4 },
     };
     expect(rerankObservation({ results: [], meta })).toEqual({ rerankPairs: 5, timings: { rerank_ms: 4 } });
+    expect(rerankObservation({ results: [], meta: { ...meta, cache: { hits: 7, misses: 5 } } })).toEqual({
+      rerankPairs: 5,
+      rerankCacheHits: 7,
+      rerankCacheMisses: 5,
+      timings: { rerank_ms: 4 },
+    });
   });
 
   it("adds up counts and merges timings across observe() calls in one request", async () => {

@@ -134,6 +134,8 @@ describe("HTTP requests carrying keys", () => {
         queries: 1,
         rerankPairs: 8,
         cacheHits: 2,
+        rerankCacheHits: 5,
+        rerankCacheMisses: 0,
         degraded: true,
         timings: { embed_ms: 1.5, search_ms: 0.5, rerank_ms: 3, total_ms: 5 },
       });
@@ -199,6 +201,8 @@ describe("HTTP requests carrying keys", () => {
       TotalLatency: 5,
       RerankPairs: 8,
       CacheHits: 2,
+      RerankCacheHits: 5,
+      RerankCacheMisses: 0,
       DegradedResponses: 1,
       key_id: keyId,
     });

@@ -118,6 +118,17 @@ describe("searchTwoStage: second stage", () => {
     await searchTwoStage(req(), deps({ estimate }));
     expect(estimate.current().observations).toBe(1);
   });
+
+  it("leaves answers partly from the reranker's score cache out of the cost estimate", async () => {
+    const estimate = createRerankCostTracker();
+    const cached = portFrom(async (r) => {
+      const answer = await rerankAnswer(r, overlapScore(r.query));
+      return { ...answer, meta: { ...answer.meta, cache: { hits: 1, misses: r.documents.length - 1 } } };
+    });
+    const res = await searchTwoStage(req(), deps({ estimate, reranker: cached }));
+    expect(res.reranked).toBe(true);
+    expect(estimate.current().observations).toBe(0);
+  });
 });
 
 describe("searchTwoStage: filters", () => {

@@ -233,7 +233,8 @@ export const suite: Suite = {
         );
         requests.push({ query, documents: first.results.map((h) => h.text) });
       }
-      const cfg = loadConfig({});
+      // Score cache off: perPair repeats requests and would time cache hits.
+      const cfg = loadConfig({}, { rerankerCacheMb: 0 });
       const lexical = await perPair(createLexicalReranker(cfg), requests);
       const fixtureDir = await ensureFixtureModel("minilm-l6-cross", { log: ctx.log });
       const fixture = createLocalReranker({ ...cfg, rerankerBackend: "onnx", rerankerModelDir: fixtureDir });
