@@ -25,11 +25,12 @@ import type { RerankRequest, RerankResponse } from "../core/types.ts";
 import { createWorkGate } from "../core/work-gate.ts";
 import { type CrossEncoder, isQuantizedGraph, loadCrossEncoder } from "./cross-encoder.ts";
 import { resolveModelDir } from "./model-source.ts";
+import { availableCores } from "./ort-session.ts";
 import type { OrtLog, ProviderFallback } from "./ort-session.ts";
 
 /** rerankerCacheMb unset: no score cache (loadConfig's default turns it on). */
 export type LocalRerankerConfig = Partial<
-  Pick<Config, "rerankerMaxQueue" | "rerankerBackend" | "reranker" | "rerankerCacheMb">
+  Pick<Config, "rerankerMaxQueue" | "rerankerBackend" | "reranker" | "rerankerCacheMb" | "rerankerWorkers">
 > &
   Pick<
     Config,
@@ -124,12 +125,18 @@ export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalReranke
     throw new ConfigError("RERANKER_MODEL_S3_PREFIX", "a model prefix needs an object store to read it from");
   }
   const source = cfg.rerankerModelDir ?? `store:${cfg.rerankerModelS3}`;
-  const gate = createWorkGate({ maxQueue: cfg.rerankerMaxQueue ?? 64 });
+  // RERANKER_WORKERS sessions of the same model, each with its share of the cores, so that many
+  // requests (e.g. one search's fan-out) run at once.
+  const workers = Math.max(1, cfg.rerankerWorkers ?? 1);
+  const threads =
+    cfg.rerankerThreads ?? (workers > 1 ? Math.max(1, Math.floor(availableCores() / workers)) : undefined);
+  const gate = createWorkGate({ maxQueue: cfg.rerankerMaxQueue ?? 64, concurrency: workers });
   const limits: RerankLimits = { maxDocuments: cfg.rerankerMaxDocuments, maxQueryChars: opts.maxQueryChars };
   const quantized = cfg.rerankerQuantized;
   const cache = createScoreCache(cfg.rerankerCacheMb ?? 0);
 
   let model: CrossEncoder | null = null;
+  let pool: CrossEncoder[] = [];
   let pending: Promise<CrossEncoder> | null = null;
   let lastError: string | undefined;
 
@@ -149,16 +156,22 @@ export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalReranke
           return file === "model.onnx" || (quantized && isQuantizedGraph(rel));
         },
       });
-      return loadCrossEncoder({
-        modelDir,
-        provider: cfg.rerankerProvider,
-        quantized,
-        maxLength: cfg.rerankerMaxLength,
-        batchTokens: cfg.rerankerBatchTokens,
-        threads: cfg.rerankerThreads,
-        name: cfg.rerankerModelS3 ? cfg.rerankerModelS3.split("/").filter(Boolean).pop() : undefined,
-        log: opts.log,
-      });
+      pool = await Promise.all(
+        Array.from({ length: workers }, (_, instance) =>
+          loadCrossEncoder({
+            modelDir,
+            provider: cfg.rerankerProvider,
+            quantized,
+            maxLength: cfg.rerankerMaxLength,
+            batchTokens: cfg.rerankerBatchTokens,
+            threads,
+            instance,
+            name: cfg.rerankerModelS3 ? cfg.rerankerModelS3.split("/").filter(Boolean).pop() : undefined,
+            log: opts.log,
+          }),
+        ),
+      );
+      return pool[0];
     })().then(
       (m) => {
         model = m;
@@ -212,7 +225,7 @@ export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalReranke
       throwIfAborted(callOpts.signal);
       try {
         const options: RerankOptions = cache ? { cache: { cache, scorer: crossEncoderIdentity(m) } } : {};
-        return await gate.run(() => rerank(valid, m, limits, opts.clock, options), callOpts.signal);
+        return await gate.run((slot) => rerank(valid, pool[slot] ?? m, limits, opts.clock, options), callOpts.signal);
       } catch (e) {
         if (isDomainError(e)) throw e;
         throw new RerankerUnavailableError(`reranker inference failed: ${(e as Error).message}`, e);

@@ -243,6 +243,13 @@ export const settings = {
     1,
     64,
   ),
+  rerankerWorkers: int(
+    "RERANKER_WORKERS",
+    1,
+    "Reranker: ONNX sessions of the model that run at once, each with cores ÷ workers intra-op threads (unless RERANKER_THREADS), so parallel requests (RERANKER_FANOUT) run in parallel on one host. 1 = one session using every core: the fastest single request.",
+    1,
+    64,
+  ),
   rerankerFanoutPairs: int(
     "RERANKER_FANOUT_PAIRS",
     8,

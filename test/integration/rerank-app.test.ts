@@ -420,3 +420,25 @@ describe("configuration", () => {
     expect(((await bad.json()) as { error: { message: string } }).error.message).toMatch(/term_statistics/);
   });
 });
+
+describe("RERANKER_WORKERS", () => {
+  it("with two worker sessions, parallel requests get the same scores as one session serially", async () => {
+    const one = createLocalReranker({ ...cfg, rerankerCacheMb: 0, rerankerQuantized: false }, { log: () => {} });
+    const two = createLocalReranker(
+      { ...cfg, rerankerCacheMb: 0, rerankerQuantized: false, rerankerWorkers: 2 },
+      { log: () => {} },
+    );
+    await two.warm();
+    const requests = ["where is the museum", "berlin", "opening hours", "tickets"].map((query) => ({
+      query,
+      documents: DOCS,
+    }));
+    const parallel = await Promise.all(requests.map((r) => two.rerank(r)));
+    for (const [i, r] of requests.entries()) {
+      const serial = await one.rerank(r);
+      expect(parallel[i].results.map((x) => [x.index, Math.round(x.logit * 1e4)])).toEqual(
+        serial.results.map((x) => [x.index, Math.round(x.logit * 1e4)]),
+      );
+    }
+  });
+});
