@@ -85,6 +85,10 @@ export type LoadedScorer = PairScorer & {
   readonly maxLength?: number;
 };
 
+/** A loaded model: the in-thread CrossEncoder, or one worker thread's (RERANKER_WORKERS > 1). */
+type ModelHandle = PairScorer &
+  Pick<CrossEncoder, "model" | "provider" | "fallbacks" | "maxLength" | "fixture" | "precision" | "modelFile">;
+
 export interface LocalReranker extends RerankerPort {
   /** Loads the model now (cold-start work before the first request). */
   warm(): Promise<LoadedScorer>;
@@ -135,12 +139,12 @@ export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalReranke
   const quantized = cfg.rerankerQuantized;
   const cache = createScoreCache(cfg.rerankerCacheMb ?? 0);
 
-  let model: CrossEncoder | null = null;
-  let pool: CrossEncoder[] = [];
-  let pending: Promise<CrossEncoder> | null = null;
+  let model: ModelHandle | null = null;
+  let pool: ModelHandle[] = [];
+  let pending: Promise<ModelHandle> | null = null;
   let lastError: string | undefined;
 
-  const load = (): Promise<CrossEncoder> => {
+  const load = (): Promise<ModelHandle> => {
     if (model) return Promise.resolve(model);
     pending ??= (async () => {
       const modelDir = await resolveModelDir({
@@ -156,21 +160,21 @@ export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalReranke
           return file === "model.onnx" || (quantized && isQuantizedGraph(rel));
         },
       });
-      pool = await Promise.all(
-        Array.from({ length: workers }, (_, instance) =>
-          loadCrossEncoder({
-            modelDir,
-            provider: cfg.rerankerProvider,
-            quantized,
-            maxLength: cfg.rerankerMaxLength,
-            batchTokens: cfg.rerankerBatchTokens,
-            threads,
-            instance,
-            name: cfg.rerankerModelS3 ? cfg.rerankerModelS3.split("/").filter(Boolean).pop() : undefined,
-            log: opts.log,
-          }),
-        ),
-      );
+      const options = {
+        modelDir,
+        provider: cfg.rerankerProvider,
+        quantized,
+        maxLength: cfg.rerankerMaxLength,
+        batchTokens: cfg.rerankerBatchTokens,
+        threads,
+        name: cfg.rerankerModelS3 ? cfg.rerankerModelS3.split("/").filter(Boolean).pop() : undefined,
+      };
+      if (workers === 1) pool = [await loadCrossEncoder({ ...options, log: opts.log })];
+      else {
+        // onnxruntime-node runs inference on the calling thread: parallel requests need threads.
+        const { startRerankWorker } = await import("./rerank-worker-pool.ts");
+        pool = await Promise.all(Array.from({ length: workers }, () => startRerankWorker(options)));
+      }
       return pool[0];
     })().then(
       (m) => {

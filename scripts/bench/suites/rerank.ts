@@ -6,6 +6,7 @@
 // ../shared/data holds it, an independent PyTorch export of the same shape; the same workload runs
 // on both, and their cost per token is compared. Scores of both carry no meaning.
 // Workloads: 20 candidates of ~200 and of ~60 document tokens, one query.
+import { createLocalReranker } from "../../../shared/adapters/local-reranker.ts";
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { type CrossEncoder, loadCrossEncoder, releaseCrossEncoders } from "../../../shared/adapters/cross-encoder.ts";
@@ -221,6 +222,7 @@ export const suite: Suite = {
       ["60", makeDocs(tokenizer, text, CANDIDATES, 60)],
     ];
     const docs200 = workloads[0][1];
+    const docs60 = workloads[1][1];
 
     ctx.log("rerank: ONNX Runtime fp32 MatMul rate…");
     const mm = await matmulRate(ctx.quick ? 10 : 50);
@@ -419,6 +421,112 @@ export const suite: Suite = {
     notes.push(
       "int8 agreement figures use random fixture weights: they measure the quantisation error of the arithmetic on these pairs, not how a trained model's ranking would change.",
     );
+
+    // Fan-out on one host: one call of all pairs on one session (all cores) against two parallel
+    // calls of half the pairs on two sessions of cores/2 threads (RERANKER_WORKERS=2), CPU default precision.
+    ctx.log("rerank: fan-out, 1 vs 2 workers…");
+    const base = {
+      rerankerModelDir: fixtureDir,
+      rerankerModelS3: undefined,
+      modelCacheDir: "/tmp/models",
+      rerankerProvider: "cpu" as const,
+      rerankerQuantized: true,
+      rerankerMaxLength: undefined,
+      rerankerBatchTokens: 8192,
+      rerankerMaxDocuments: 1000,
+      rerankerThreads: undefined,
+      rerankerCacheMb: 0,
+    };
+    const single = createLocalReranker({ ...base, rerankerWorkers: 1 });
+    const pair = createLocalReranker({ ...base, rerankerWorkers: 2 });
+    await Promise.all([single.warm(), pair.warm()]);
+    const halves = [docs200.slice(0, CANDIDATES / 2), docs200.slice(CANDIDATES / 2)];
+    const one: number[] = [];
+    const two: number[] = [];
+    for (let i = 0; i < warmup + reps; i++) {
+      const t0 = performance.now();
+      await single.rerank({ query: QUERY, documents: docs200 });
+      const t1 = performance.now();
+      await Promise.all(halves.map((documents) => pair.rerank({ query: QUERY, documents })));
+      const t2 = performance.now();
+      if (i >= warmup) {
+        one.push(t1 - t0);
+        two.push(t2 - t1);
+      }
+    }
+    const oneS = stats(one);
+    const twoS = stats(two);
+    const fanoutRatio = twoS.p50 / oneS.p50;
+    figures.push(
+      figure(
+        `fan-out ${CANDIDATES}×~200 tok, 1 call on 1 worker: p50`,
+        oneS.p50,
+        "ms",
+        undefined,
+        `p99 ${oneS.p99.toFixed(1)} ms`,
+      ),
+      figure(
+        `fan-out ${CANDIDATES}×~200 tok, 2 calls on 2 workers: p50`,
+        twoS.p50,
+        "ms",
+        undefined,
+        `p99 ${twoS.p99.toFixed(1)} ms`,
+      ),
+      figure("fan-out: 2 workers / 1 worker", fanoutRatio, "×", { text: "≤ 0.65×", met: fanoutRatio <= 0.65 }),
+    );
+    int8Summary.fanout2_vs_single = fanoutRatio;
+
+    // Score cache: a replayed query log with repeats (Zipf(1.0) over the queries), same 20 passages each.
+    ctx.log("rerank: score cache on a Zipf query log…");
+    const cached = createLocalReranker({ ...base, rerankerWorkers: 1, rerankerCacheMb: 32 });
+    await cached.warm();
+    const queries = Array.from({ length: ctx.quick ? 10 : 60 }, (_, i) => `${QUERY} variant ${i}`);
+    const zipf = queries.map((_, i) => 1 / (i + 1));
+    const zsum = zipf.reduce((a, b) => a + b, 0);
+    let seed = 42;
+    const rand = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32;
+    const pick = () => {
+      let u = rand() * zsum;
+      for (let i = 0; i < zipf.length; i++) if ((u -= zipf[i]) <= 0) return queries[i];
+      return queries[queries.length - 1];
+    };
+    const hitMs: number[] = [];
+    const missMs: number[] = [];
+    let hits = 0;
+    let lookups = 0;
+    const log = ctx.quick ? 30 : 200;
+    for (let i = 0; i < log; i++) {
+      const t0 = performance.now();
+      const r = await cached.rerank({ query: pick(), documents: docs60 });
+      const ms = performance.now() - t0;
+      const c = r.meta.cache ?? { hits: 0, misses: 0 };
+      hits += c.hits;
+      lookups += c.hits + c.misses;
+      (c.misses === 0 ? hitMs : missMs).push(ms);
+    }
+    const hitRate = hits / Math.max(1, lookups);
+    const hitS = stats(hitMs);
+    const missS = stats(missMs);
+    figures.push(
+      figure(`score cache: hit rate over ${log} requests (Zipf over ${queries.length} queries)`, hitRate, ""),
+      figure(
+        `score cache: all-hit request p50 (${CANDIDATES}×~60 tok)`,
+        hitS.p50,
+        "ms",
+        undefined,
+        `p99 ${hitS.p99.toFixed(2)} ms`,
+      ),
+      figure(
+        `score cache: miss request p50 (${CANDIDATES}×~60 tok)`,
+        missS.p50,
+        "ms",
+        undefined,
+        `p99 ${missS.p99.toFixed(1)} ms`,
+      ),
+    );
+    int8Summary.cache_hit_rate = hitRate;
+    int8Summary.cache_hit_p50_ms = hitS.p50;
+    int8Summary.cache_miss_p50_ms = missS.p50;
 
     // The WASM backend (onnxruntime-web) on the same ~200-token workload.
     ctx.log("rerank: WASM backend…");
