@@ -20,6 +20,8 @@ export interface StageSettings {
     timeoutS: number;
     /** 0 = none. Needs versioning; the search function then invokes the published version. */
     provisioned: number;
+    /** Parallel rerank calls per search; warm queries need this many reranker instances each. */
+    fanout: number;
     /** Prefer onnx/model_quantized.onnx (int8) on the CPU Lambda. */
     quantized: boolean;
     /** external backend only: a Cohere/TEI-compatible base URL. */
@@ -120,6 +122,8 @@ export function readStageSettings(env: Env, stage: string): StageSettings {
   const scorer = oneOf("DEPLOY_RERANKER_SCORER", ["onnx", "lexical"] as const, "onnx");
   const externalModel = raw("DEPLOY_RERANKER_MODEL");
   const provisioned = int("DEPLOY_RERANKER_PROVISIONED", 0, 0, 1000);
+  // Parallel rerank calls per search (RERANKER_FANOUT of the search function).
+  const fanout = int("DEPLOY_RERANKER_FANOUT", 1, 1, 64);
   if (provisioned > 0 && backend !== "lambda") {
     throw new StageSettingError("DEPLOY_RERANKER_PROVISIONED", "only applies to DEPLOY_RERANKER=lambda");
   }
@@ -161,6 +165,7 @@ export function readStageSettings(env: Env, stage: string): StageSettings {
       memoryMb: int("DEPLOY_RERANKER_MEMORY_MB", 3008, 512, 10240),
       timeoutS: int("DEPLOY_RERANKER_TIMEOUT_S", 30, 3, 900),
       provisioned,
+      fanout,
       // int8 on the CPU Lambda (the app falls back to the fp32 graph when no int8 one was uploaded).
       quantized: bool("DEPLOY_RERANKER_QUANTIZED", true),
       externalUrl: backend === "external" ? externalUrl : undefined,

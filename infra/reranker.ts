@@ -60,7 +60,8 @@ function createLambdaReranker(): sst.aws.Function {
     },
     copyFiles: native.copyFiles,
     nodejs: { esbuild: { external: native.external } },
-    ...(r.provisioned > 0 ? { versioning: true, concurrency: { provisioned: r.provisioned } } : {}),
+    // DEPLOY_RERANKER_PROVISIONED counts warm searches: each fans out to `fanout` instances.
+    ...(r.provisioned > 0 ? { versioning: true, concurrency: { provisioned: r.provisioned * r.fanout } } : {}),
     logging: { retention: settings.logRetention },
   });
 }
@@ -131,9 +132,11 @@ function searchPort(): SearchRerankerPort {
     const provisioned = r.provisioned > 0;
     return {
       // Provisioned concurrency lives on the published version: invoke name:version, not $LATEST.
-      environment: provisioned
-        ? { RERANKER: "lambda", RERANKER_FUNCTION_QUALIFIER: reranker.nodes.function.version }
-        : { RERANKER: "lambda" },
+      environment: {
+        RERANKER: "lambda",
+        ...(r.fanout > 1 ? { RERANKER_FANOUT: String(r.fanout) } : {}),
+        ...(provisioned ? { RERANKER_FUNCTION_QUALIFIER: reranker.nodes.function.version } : {}),
+      },
       link: [reranker],
       // The link grants InvokeFunction on the unqualified ARN only.
       permissions: provisioned

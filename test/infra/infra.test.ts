@@ -346,6 +346,19 @@ describe("reranker with provisioned concurrency", () => {
   });
 });
 
+describe("reranker fan-out (DEPLOY_RERANKER_FANOUT)", () => {
+  it("sets the search function's RERANKER_FANOUT and sizes provisioned concurrency for it", async () => {
+    const d = await deploy({ DEPLOY_RERANKER_FANOUT: "4", DEPLOY_RERANKER_PROVISIONED: "2" });
+    const search = d.rec.byId("Search");
+    expect(search.args.environment.RERANKER_FANOUT).toBe("4");
+    expect(runtimeView(search).config.rerankerFanout).toBe(4);
+    // Two warm searches, four reranker instances each.
+    expect(d.rec.byId("Reranker").args.concurrency).toEqual({ provisioned: 8 });
+    const plain = await deploy();
+    expect(plain.rec.byId("Search").args.environment.RERANKER_FANOUT).toBeUndefined();
+  });
+});
+
 describe("GPU reranker", () => {
   let d: Deployed;
   beforeAll(async () => {
