@@ -211,7 +211,7 @@ export async function fetchModel(opts: FetchOptions): Promise<FetchResult> {
     ? opts.files.map((p) => ({ path: p }))
     : [...model.files, ...(opts.quantized && model.quantized ? [model.quantized] : [])];
   if (opts.quantized && !model.quantized && !opts.files)
-    log(`${name}: no quantized graph known for this model; fetching the fp32 graph only`);
+    log(`${name}: no quantized graph known for this model; fetching the fp32 graph and quantizing it here`);
 
   const existing = path.join(dir, CHECKSUMS_FILE);
   if (!opts.force && existsSync(existing)) {
@@ -249,6 +249,12 @@ export async function fetchModel(opts: FetchOptions): Promise<FetchResult> {
       const bytes = await download(url, path.join(tmp, target), { token, idle, optional: !!f.optional });
       if (bytes === null) log(`${name}: ${f.path} not found (optional), skipped`);
       else log(`${name}: ${target} ${(bytes / 1e6).toFixed(1)} MB`);
+    }
+    // The hub had no int8 graph: write one here (models quantize), so --quantized always yields one.
+    if (opts.quantized && !opts.files && !existsSync(path.join(tmp, "onnx", "model_quantized.onnx"))) {
+      const { quantizeFolder } = await import("./models/quantize.ts");
+      const q = await quantizeFolder(tmp);
+      log(`${name}: onnx/model_quantized.onnx written here (${q.quantized} MatMuls to int8)`);
     }
     await writeChecksums(tmp, {
       source: { repo: model.repo, revision, commit, endpoint, fetched_at: new Date().toISOString() },

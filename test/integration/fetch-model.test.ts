@@ -131,7 +131,8 @@ describe("fetch-model", () => {
     ]) {
       expect(readFileSync(path.join(out, rel)).equals(hub.files.get(rel)!), rel).toBe(true);
     }
-    expect(existsSync(path.join(out, "onnx/model_quantized.onnx"))).toBe(false); // optional, absent upstream
+    // Absent upstream (optional): --quantized writes it here from the fp32 graph (models quantize).
+    expect(existsSync(path.join(out, "onnx/model_quantized.onnx"))).toBe(true);
     const checksums = JSON.parse(readFileSync(path.join(out, "checksums.json"), "utf8"));
     expect(checksums.source).toMatchObject({ repo: REPO, revision: "main", commit: COMMIT });
     expect(checksums.files["onnx/model.onnx"].bytes).toBe(hub.files.get("onnx/model.onnx")!.length);
