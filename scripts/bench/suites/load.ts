@@ -70,7 +70,13 @@ async function childMain(): Promise<void> {
       AUTH_MODE: "off",
     };
     const rerank = await startRerankServer(
-      loadConfig({ ...base, RERANKER_MODEL_DIR: process.env.LOAD_BENCH_MODEL_DIR ?? "", RERANKER_PROVIDER: "cpu" }),
+      loadConfig({
+        ...base,
+        RERANKER_MODEL_DIR: process.env.LOAD_BENCH_MODEL_DIR ?? "",
+        RERANKER_PROVIDER: "cpu",
+        RERANKER_QUANTIZED: process.env.LOAD_BENCH_QUANTIZED ?? "",
+        RERANKER_CACHE_MB: process.env.LOAD_BENCH_CACHE_MB ?? "",
+      }),
       { port: 0, hostname: "127.0.0.1", quiet: true },
     );
     let searches = 0;
@@ -160,7 +166,46 @@ function flag(args: string[], name: string): number | undefined {
   return v !== undefined && Number.isFinite(v) && v > 0 ? v : undefined;
 }
 
+interface Variant {
+  name: string;
+  quantized: boolean;
+  cacheMb: number;
+}
+
+/** The service defaults (int8 on the CPU, score cache on), and the same without them, in one run. */
+const VARIANTS: Variant[] = [
+  { name: "fp32_nocache", quantized: false, cacheMb: 0 },
+  { name: "int8_nocache", quantized: true, cacheMb: 0 },
+  { name: "int8_cache", quantized: true, cacheMb: 32 },
+];
+
 async function run(ctx: SuiteContext): Promise<SuiteResult> {
+  // --compare: the three variants back to back (fp32 → int8 → int8 + cache), else the defaults only.
+  if (!ctx.args.includes("--compare")) return soak(ctx, VARIANTS[2]);
+  const results: SuiteResult[] = [];
+  for (const v of VARIANTS) {
+    ctx.log(`load: variant ${v.name}`);
+    results.push(await soak(ctx, v));
+  }
+  const summary: SuiteResult["summary"] = {};
+  results.forEach((r, i) => {
+    for (const [k, v] of Object.entries(r.summary)) summary[`${VARIANTS[i].name}_${k}`] = v;
+  });
+  const rps = (i: number) => Number(results[i].summary.req_per_s);
+  summary.int8_vs_fp32_req_per_s = rps(1) / rps(0);
+  summary.cache_vs_nocache_req_per_s = rps(2) / rps(1);
+  return {
+    suite: "load",
+    figures: results.flatMap((r, i) => r.figures.map((f) => ({ ...f, name: `${VARIANTS[i].name}: ${f.name}` }))),
+    summary,
+    notes: [
+      ...(results[0].notes ?? []),
+      "variants run back to back in this process, same requests: the 64 search and 64 rerank bodies repeat, so the cache variant hits after the first round (an upper bound on what a cache gives).",
+    ],
+  };
+}
+
+async function soak(ctx: SuiteContext, variant: Variant): Promise<SuiteResult> {
   const durationS = flag(ctx.args, "duration") ?? (ctx.quick ? 10 : 60);
   const connections = Math.max(2, Math.round(flag(ctx.args, "connections") ?? 32));
   const rerankConnections = Math.max(1, Math.round(connections / 4));
@@ -179,6 +224,8 @@ async function run(ctx: SuiteContext): Promise<SuiteResult> {
       LOAD_BENCH_CHILD: "1",
       LOAD_BENCH_STORE_DIR: storeDir,
       LOAD_BENCH_MODEL_DIR: modelDir,
+      LOAD_BENCH_QUANTIZED: String(variant.quantized),
+      LOAD_BENCH_CACHE_MB: String(variant.cacheMb),
       LOG_LEVEL: "SILENT",
     },
     stdio: ["ignore", "ignore", "inherit", "ipc"],
@@ -317,6 +364,7 @@ async function run(ctx: SuiteContext): Promise<SuiteResult> {
         duration_s: durationS,
         connections,
         fixture,
+        variant: variant.name,
       },
       details: { statuses, rss_samples_mib: st.rss.map(([t, v]) => [Math.round(t), mb(v)]), warnings: st.warnings },
       notes: [
