@@ -476,7 +476,10 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
         }),
       );
       const scored: Array<{ index: number; score: number }> = [];
-      for (const o of outcomes) if (o.scores) o.group.forEach((i, j) => scored.push({ index: i, score: o.scores![j] }));
+      for (const o of outcomes) {
+        if (!o.scores) continue;
+        for (const [j, i] of o.group.entries()) scored.push({ index: i, score: o.scores[j] });
+      }
       const failed = outcomes.filter((o) => o.error !== null);
       if (failed.length === outcomes.length) {
         warnings.push(`reranker failed (${failed[0].error}); results are first-stage only`);
