@@ -104,6 +104,9 @@ async function childMain(): Promise<void> {
       RERANKER_MODEL_DIR: process.env.BENCH_MODEL_DIR,
       // Long enough that every "rerank on" answer is really reranked, even queued behind 31 others.
       RERANKER_TIMEOUT_MS: "60000",
+      // The service defaults unless set: BENCH_RERANKER_CACHE_MB=0 measures the model on every call.
+      RERANKER_CACHE_MB: process.env.BENCH_RERANKER_CACHE_MB ?? "",
+      RERANKER_QUANTIZED: process.env.BENCH_RERANKER_QUANTIZED ?? "",
       LOG_LEVEL: "SILENT",
     });
     let searches = 0;
