@@ -8,6 +8,7 @@
 // Workloads: 20 candidates of ~200 and of ~60 document tokens, one query.
 import { createLocalReranker } from "../../../shared/adapters/local-reranker.ts";
 import { existsSync, readFileSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { type CrossEncoder, loadCrossEncoder, releaseCrossEncoders } from "../../../shared/adapters/cross-encoder.ts";
 import { loadTokenizer, type PairTokenizer } from "../../../shared/adapters/hf-tokenizer.ts";
@@ -416,6 +417,48 @@ export const suite: Suite = {
         int8Summary.int8_latency_ratio_vs_reference = vsRef;
         int8Summary.int8_max_abs_logit_diff_over_spread = relDiff;
         int8Summary.int8_top4_agreement = agree;
+      }
+    }
+    // The independent PyTorch export, quantised here by `models quantize`, on the ~200-token pairs.
+    if (pytorchDir) {
+      ctx.log("rerank: PyTorch export, int8 (quantised here) vs fp32…");
+      const { mkdtemp, cp, rm } = await import("node:fs/promises");
+      const { quantizeFolder } = await import("../../models/quantize.ts");
+      const tmp = await mkdtemp(path.join(os.tmpdir(), "bench-pt-int8-"));
+      try {
+        const dir = path.join(tmp, "export");
+        await cp(pytorchDir, dir, { recursive: true });
+        await quantizeFolder(dir);
+        const ptF = await loadCrossEncoder({ modelDir: dir, provider: "cpu", quantized: false });
+        const ptQ = await loadCrossEncoder({ modelDir: dir, provider: "cpu", quantized: true });
+        const f: number[] = [];
+        const q: number[] = [];
+        for (let i = 0; i < warmup + reps; i++) {
+          const t0 = performance.now();
+          await ptF.scorePairs(QUERY, docs200);
+          const t1 = performance.now();
+          await ptQ.scorePairs(QUERY, docs200);
+          const t2 = performance.now();
+          if (i >= warmup) {
+            f.push(t1 - t0);
+            q.push(t2 - t1);
+          }
+        }
+        const fs = stats(f);
+        const qs = stats(q);
+        figures.push(
+          figure(
+            `PyTorch export int8 ${CANDIDATES}×~200 tok: p50 latency`,
+            qs.p50,
+            "ms",
+            undefined,
+            `p99 ${qs.p99.toFixed(1)} ms; fp32 interleaved p50 ${fs.p50.toFixed(1)} ms`,
+          ),
+          figure("PyTorch export int8 / fp32", qs.p50 / fs.p50, "×", { text: "≤ 0.5×", met: qs.p50 / fs.p50 <= 0.5 }),
+        );
+        int8Summary.pytorch_int8_vs_fp32 = qs.p50 / fs.p50;
+      } finally {
+        await rm(tmp, { recursive: true, force: true });
       }
     }
     notes.push(
