@@ -132,7 +132,7 @@ export function convertTfjsGraph(model: TfjsModelJson, weights: Map<string, Cons
 
   const constInts = (name: string, what: string): number[] => {
     const c = consts.get(name);
-    if (!c || c.dtype !== "int32") throw new Error(`${what}: operand ${name} must be an int32 constant`);
+    if (c?.dtype !== "int32") throw new Error(`${what}: operand ${name} must be an int32 constant`);
     return Array.from(c.data);
   };
   let counter = 0;
@@ -298,7 +298,7 @@ export function convertTfjsGraph(model: TfjsModelJson, weights: Map<string, Cons
       }
       case "Conv2D": {
         const k = consts.get(ins[1][0]);
-        if (!k || k.shape.length !== 4 || k.shape[0] !== 1 || k.shape[1] !== 1)
+        if (k?.shape.length !== 4 || k.shape[0] !== 1 || k.shape[1] !== 1)
           throw new Error(`Conv2D ${n.name}: only constant 1×1 kernels are supported`);
         if (intsOf(a.strides).some((s) => s !== 1)) throw new Error(`Conv2D ${n.name}: only stride 1 is supported`);
         const kernel = g.floatTensor(tmp(`${ins[1][0]}/as_matrix`), [k.shape[2], k.shape[3]], k.data as Float32Array);
