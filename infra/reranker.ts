@@ -12,7 +12,7 @@
 // variable names are the ones shared/core/config.ts reads (RERANKER, RERANKER_FUNCTION, RERANKER_URL,
 // RERANKER_TOKEN), filled from linked resources by functions/runtime/resources.ts.
 import { settings } from "./config.ts";
-import { nativePackaging } from "./native.ts";
+import { functionPackaging } from "./native.ts";
 import { rerankerToken } from "./secrets.ts";
 import { bucket } from "./storage.ts";
 
@@ -40,7 +40,7 @@ const modelEnvironment: Record<string, string> =
       };
 
 function createLambdaReranker(): sst.aws.Function {
-  const native = nativePackaging(["onnxruntime"]);
+  const native = functionPackaging("rerank", settings.runtimeEnv);
   return new sst.aws.Function("Reranker", {
     handler: RERANKER_HANDLER,
     description: "Cross-encoder reranker (ONNX Runtime, CPU); invoked directly by the search function",

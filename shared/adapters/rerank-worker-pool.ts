@@ -34,9 +34,10 @@ const here = import.meta.url;
 
 /** Starts one worker and resolves when its model is loaded. */
 export function startRerankWorker(opts: CrossEncoderOptions): Promise<WorkerScorer> {
-  const file = new URL(here.endsWith(".ts") ? "./rerank-worker.ts" : "./rerank-worker.js", here);
+  const file = new URL(here.endsWith(".ts") ? "./rerank-worker.ts" : "./rerank-worker.mjs", here);
   // Under TypeScript sources (tests, tsx) the worker registers tsx's loader before importing the
-  // entry (a loader given with --import does not reach worker threads on Node 20); a bundle ships .js.
+  // entry (a loader given with --import does not reach worker threads on Node 20); a bundle ships
+  // rerank-worker.mjs beside itself (infra/bundles.ts).
   const workerData = { ...opts, log: undefined };
   const worker = file.pathname.endsWith(".ts")
     ? new Worker(

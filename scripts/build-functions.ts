@@ -1,0 +1,100 @@
+// `npm run build:functions`: bundles each Lambda function the way `sst deploy` packages it
+// (infra/bundles.ts: esbuild ES module + source map, native addons external, assets copied), into
+// dist/functions/<name>/. The coldstart benchmark and the bundle tests start these files, so what
+// they measure is what Lambda runs, not TypeScript through tsx.
+//
+//   npm run build:functions [-- --out dir] [--only search,rerank] [--json]
+//
+// The bundles resolve their external packages from this checkout's node_modules (the deploy copies
+// the Amazon Linux builds of the same packages into the package instead: infra/native.ts).
+import { cpSync, mkdirSync, rmSync, statSync } from "node:fs";
+import { dirname, join, relative, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { build } from "esbuild";
+import { BUNDLE_ESBUILD, bundleExternals, FUNCTION_BUNDLES, type FunctionName } from "../infra/bundles.ts";
+
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+export const DEFAULT_BUNDLE_DIR = join(repoRoot, "dist", "functions");
+
+export interface BuiltFunction {
+  name: FunctionName;
+  /** The handler module: `import(handlerFile).handler`. */
+  handlerFile: string;
+  dir: string;
+  /** Bytes of the bundled JavaScript (handler + workers), source maps and assets excluded. */
+  codeBytes: number;
+  mapBytes: number;
+  external: string[];
+  ms: number;
+}
+
+export async function buildFunctions(opts: { outDir?: string; only?: FunctionName[] } = {}): Promise<BuiltFunction[]> {
+  const outDir = resolve(opts.outDir ?? DEFAULT_BUNDLE_DIR);
+  const names = opts.only ?? (Object.keys(FUNCTION_BUNDLES) as FunctionName[]);
+  const built: BuiltFunction[] = [];
+  for (const name of names) {
+    const fn = FUNCTION_BUNDLES[name];
+    if (!fn)
+      throw new Error(`unknown function "${name}" (expected one of ${Object.keys(FUNCTION_BUNDLES).join(", ")})`);
+    const dir = join(outDir, name);
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir, { recursive: true });
+    const external = bundleExternals(fn);
+    const t0 = performance.now();
+    const entryPoints: Record<string, string> = { handler: join(repoRoot, fn.entry) };
+    for (const [out, src] of Object.entries(fn.workers)) entryPoints[out] = join(repoRoot, src);
+    const result = await build({
+      ...BUNDLE_ESBUILD,
+      mainFields: [...BUNDLE_ESBUILD.mainFields],
+      entryPoints,
+      outdir: dir,
+      external,
+      metafile: true,
+      logLevel: "warning",
+    });
+    for (const a of fn.assets) cpSync(join(repoRoot, a.from), join(dir, a.to), { recursive: true });
+    let codeBytes = 0;
+    let mapBytes = 0;
+    for (const file of Object.keys(result.metafile.outputs)) {
+      const bytes = statSync(resolve(repoRoot, file)).size;
+      if (file.endsWith(".map")) mapBytes += bytes;
+      else codeBytes += bytes;
+    }
+    built.push({
+      name,
+      handlerFile: join(dir, "handler.mjs"),
+      dir,
+      codeBytes,
+      mapBytes,
+      external,
+      ms: performance.now() - t0,
+    });
+  }
+  return built;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: { out: { type: "string" }, only: { type: "string" }, json: { type: "boolean" } },
+  });
+  const only = values.only ? (values.only.split(",").map((s) => s.trim()) as FunctionName[]) : undefined;
+  const built = await buildFunctions({ outDir: values.out, only });
+  if (values.json) {
+    console.log(JSON.stringify(built, null, 2));
+    return;
+  }
+  for (const b of built) {
+    console.log(
+      `${b.name.padEnd(8)} ${relative(process.cwd(), b.handlerFile)}  ${(b.codeBytes / 1e6).toFixed(2)} MB code, ` +
+        `${(b.mapBytes / 1e6).toFixed(2)} MB source map, ${Math.round(b.ms)} ms; external: ${b.external.join(" ")}`,
+    );
+  }
+}
+
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main().catch((e) => {
+    console.error(`build:functions failed: ${(e as Error).message}`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,143 @@
+// The functions as deployed: `npm run build:functions` output (esbuild bundles, native addons
+// external, assets beside the code), started under plain Node with no TypeScript loader and fed
+// the recorded events: S3 notifications to the reindex bundle (against s3rver), API Gateway v2
+// events to the search bundle, direct invokes to the rerank bundle (tiny fixture model).
+import { execFile } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type BuiltFunction, buildFunctions } from "../../scripts/build-functions.ts";
+import { ensureFixtureModel } from "../../scripts/fixtures/index.ts";
+import { cleanEnv, repoRoot } from "../helpers/child.ts";
+import { doc, jsonl } from "../helpers/reindex.ts";
+import { type LocalS3, startLocalS3 } from "../helpers/s3rver.ts";
+
+const run = promisify(execFile);
+const work = mkdtempSync(join(tmpdir(), "bundles-"));
+const bundleDir = join(repoRoot, ".cache", `bundles-test-${process.pid}`);
+let built: Record<string, BuiltFunction>;
+let s3: LocalS3;
+
+const recordedApiEvent = JSON.parse(readFileSync(join(repoRoot, "test/fixtures/apigw-v2-event.json"), "utf8"));
+const apiEvent = (method: string, path: string, body?: unknown) => ({
+  ...recordedApiEvent,
+  rawPath: path,
+  requestContext: {
+    ...recordedApiEvent.requestContext,
+    http: { ...recordedApiEvent.requestContext.http, method, path },
+  },
+  body: body === undefined ? "" : JSON.stringify(body),
+});
+
+function s3Env(): Record<string, string> {
+  return {
+    STORE_KIND: "s3",
+    BUCKET: s3.bucket,
+    S3_ENDPOINT: s3.endpoint,
+    S3_FORCE_PATH_STYLE: "true",
+    AWS_REGION: "us-east-1",
+    AWS_ACCESS_KEY_ID: s3.credentials.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey,
+    EMBEDDER: "hashing",
+    HASHING_DIMENSIONS: "64",
+    LOG_LEVEL: "ERROR",
+    POWERTOOLS_METRICS_DISABLED: "true",
+  };
+}
+
+/** Invokes one bundle in a fresh `node` process (no --import tsx) with the events in order. */
+// biome-ignore lint/suspicious/noExplicitAny: handler results parsed from a child's output, checked by the tests
+async function invoke(fn: string, events: unknown[], env: Record<string, string>): Promise<any[]> {
+  const file = join(work, `${fn}-${Math.random().toString(36).slice(2)}.json`);
+  writeFileSync(file, JSON.stringify(events));
+  const { stdout } = await run(process.execPath, ["test/helpers/invoke-bundle.mjs", built[fn].handlerFile, file], {
+    cwd: repoRoot,
+    env: cleanEnv(env),
+    maxBuffer: 16 * 1024 * 1024,
+  });
+  return stdout
+    .split("\n")
+    .filter((l) => l.startsWith("invoke-result "))
+    .map((l) => JSON.parse(l.slice("invoke-result ".length)));
+}
+
+beforeAll(async () => {
+  // Inside the checkout, so the external packages resolve from its node_modules as they would from
+  // the package's own node_modules on Lambda.
+  const list = await buildFunctions({ outDir: bundleDir });
+  built = Object.fromEntries(list.map((b) => [b.name, b]));
+  s3 = await startLocalS3({ bucket: "bundles" });
+}, 120_000);
+
+afterAll(async () => {
+  await s3?.close();
+  rmSync(work, { recursive: true, force: true });
+  rmSync(bundleDir, { recursive: true, force: true });
+});
+
+describe("npm run build:functions", () => {
+  it("writes one ES module per function with a source map, addons left external", () => {
+    for (const name of ["search", "rerank", "reindex"]) {
+      const code = readFileSync(built[name].handlerFile, "utf8");
+      expect(code, name).toMatch(/sourceMappingURL=handler\.mjs\.map/);
+      expect(built[name].mapBytes).toBeGreaterThan(0);
+      expect(built[name].external).toContain("onnxruntime-node");
+      // External packages are imported, not inlined.
+      expect(code).not.toMatch(/class InferenceSession\b/);
+    }
+    expect(built.search.external).toEqual(expect.arrayContaining(["faiss-node", "bindings"]));
+    expect(built.rerank.external).not.toContain("faiss-node");
+  });
+});
+
+describe("bundled handlers on recorded events", () => {
+  it("reindex (S3 notification) publishes a snapshot that the search bundle serves through API Gateway events", async () => {
+    const put = (key: string, body: string) =>
+      fetch(`${s3.endpoint}/${s3.bucket}/${key}`, { method: "PUT", body }).then((r) => expect(r.status).toBe(200));
+    await put("corpus/a.jsonl", jsonl([doc("g1", "glacier"), doc("v1", "volcano"), doc("c1", "comet")]));
+    const s3Event = {
+      Records: [
+        {
+          eventVersion: "2.1",
+          eventSource: "aws:s3",
+          awsRegion: "us-east-1",
+          eventName: "ObjectCreated:Put",
+          s3: { bucket: { name: s3.bucket }, object: { key: "corpus/a.jsonl", size: 1 } },
+        },
+      ],
+    };
+    const [summary] = await invoke("reindex", [s3Event], s3Env());
+    expect(summary).toMatchObject({ status: "published" });
+    expect(summary.version).toMatch(/^\d{8}T\d{6}Z-/);
+
+    const [searchRes, healthRes, pageRes] = await invoke(
+      "search",
+      [apiEvent("POST", "/search", { query: "volcano", k: 2 }), apiEvent("GET", "/health"), apiEvent("GET", "/")],
+      { ...s3Env(), RERANKER_BACKEND: "lexical" },
+    );
+    expect(searchRes.statusCode, searchRes.body).toBe(200);
+    const body = JSON.parse(searchRes.body);
+    expect(body.results[0].doc_id).toBe("v1");
+    expect(body.reranked).toBe(true);
+    expect(JSON.parse(healthRes.body).index).toMatchObject({ version: summary.version, count: 3 });
+    // The playground page is an asset copied beside the bundle.
+    expect(pageRes.statusCode).toBe(200);
+    expect(pageRes.headers["content-type"]).toMatch(/text\/html/);
+  }, 120_000);
+
+  it("rerank (direct invoke) scores pairs with onnxruntime-node, in the handler and in bundled worker threads", async () => {
+    const modelDir = await ensureFixtureModel("tiny-cross");
+    const event = { query: "cat purrs", documents: ["A cat purrs when content.", "Bread needs yeast."] };
+    const env = { RERANKER_MODEL_DIR: modelDir, LOG_LEVEL: "ERROR", POWERTOOLS_METRICS_DISABLED: "true" };
+    const [single] = await invoke("rerank", [event, { query: "" }], env);
+    expect(single.results, JSON.stringify(single)).toHaveLength(2);
+    expect(single.meta?.precision ?? single.model?.precision).toBeDefined();
+    const [pooled, bad] = await invoke("rerank", [event, { documents: [] }], { ...env, RERANKER_WORKERS: "2" });
+    expect(bad.error.code).toBe("invalid_request");
+    const byIndex = (r: { results: { index: number; score: number }[] }) =>
+      [...r.results].sort((a, b) => a.index - b.index).map((x) => x.score);
+    expect(byIndex(pooled)).toEqual(byIndex(single));
+  }, 120_000);
+});
