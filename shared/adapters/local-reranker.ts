@@ -74,6 +74,8 @@ export interface RerankerStatus {
   error?: string;
   /** The score cache's size; absent when RERANKER_CACHE_MB is 0. */
   cache?: ScoreCacheStats;
+  /** How long the last successful model load took (files, session creation, warm-up). */
+  loadMs?: number;
 }
 
 /** What warm() resolves to: the loaded scorer and what /health shows of it. */
@@ -143,9 +145,11 @@ export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalReranke
   let pool: ModelHandle[] = [];
   let pending: Promise<ModelHandle> | null = null;
   let lastError: string | undefined;
+  let loadMs: number | undefined;
 
   const load = (): Promise<ModelHandle> => {
     if (model) return Promise.resolve(model);
+    const started = performance.now();
     pending ??= (async () => {
       const modelDir = await resolveModelDir({
         localDir: cfg.rerankerModelDir,
@@ -181,6 +185,7 @@ export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalReranke
         model = m;
         lastError = undefined;
         pending = null;
+        loadMs = Math.round(performance.now() - started);
         return m;
       },
       (e) => {
@@ -219,6 +224,7 @@ export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalReranke
         precision: model?.precision,
         error: lastError,
         ...(cache ? { cache: cache.stats() } : {}),
+        ...(loadMs !== undefined ? { loadMs } : {}),
       };
     },
     async rerank(req: RerankRequest, callOpts: RerankCallOptions = {}): Promise<RerankResponse> {

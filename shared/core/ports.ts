@@ -176,5 +176,13 @@ export interface SnapshotSource {
   /** The live snapshot; throws IndexNotReadyError when none is published or reachable yet. */
   current(): Promise<LoadedSnapshot>;
   /** Non-throwing view for /health. */
-  status(): { version: string | null; count: number; ageS: number | null; cold: boolean; lastError?: string };
+  status(): {
+    version: string | null;
+    count: number;
+    ageS: number | null;
+    cold: boolean;
+    lastError?: string;
+    /** How long loading the live version took (pointer → verified files → index), ms. */
+    loadMs?: number;
+  };
 }

@@ -338,6 +338,7 @@ export function createSnapshotLoader(opts: SnapshotLoaderOptions): SnapshotLoade
   const coldRetryMs = (opts.coldRetryS ?? 1) * 1000;
 
   let live: LoadedSnapshot | null = null;
+  let liveLoadMs: number | undefined;
   let lastCheck = 0;
   let lastError: string | undefined;
   let inflight: Promise<boolean> | null = null;
@@ -381,6 +382,7 @@ export function createSnapshotLoader(opts: SnapshotLoaderOptions): SnapshotLoade
       const { stats, ...snapshot } = loaded;
       const previous = live?.version ?? null;
       live = snapshot;
+      liveLoadMs = Math.round(stats.ms);
       rejected.delete(pointer.version);
       lastError = undefined;
       log("info", previous ? "snapshot swapped" : "snapshot loaded", {
@@ -456,6 +458,7 @@ export function createSnapshotLoader(opts: SnapshotLoaderOptions): SnapshotLoade
         ageS: live ? Math.max(0, (now() - live.loadedAt) / 1000) : null,
         cold: live === null,
         ...(lastError ? { lastError } : {}),
+        ...(live && liveLoadMs !== undefined ? { loadMs: liveLoadMs } : {}),
       };
     },
 

@@ -330,6 +330,10 @@ export const healthSchema = z
         version: z.string(),
         count: z.number().int(),
         age_s: z.number().nullable(),
+        load_ms: z
+          .number()
+          .optional()
+          .openapi({ description: "How long this instance took to load the snapshot (cold start or swap)." }),
         type: z.string().openapi({ description: "Index type (flat, hnsw, ivf, ivfpq, sq8, fp16)." }),
         params: z
           .record(z.string(), z.union([z.string(), z.number()]))

@@ -290,6 +290,7 @@ export function createSearchApp(deps: SearchAppDeps): OpenAPIHono {
               version: snapshot.version,
               count: snapshot.index.count,
               age_s: s.ageS,
+              ...(s.loadMs !== undefined ? { load_ms: s.loadMs } : {}),
               type: snapshot.manifest.index_type,
               // What the loaded index applied (INDEX_SEARCH_PARAMS included), else what the build recorded.
               params: { ...(snapshot.index.params ?? snapshot.manifest.index_params ?? {}) },

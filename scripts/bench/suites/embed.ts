@@ -91,10 +91,7 @@ export const suite: Suite = {
       figures.push(figure(`${name}: indexing`, passages.length / s, "passages/s"));
       // The hashing embedder counts no tokens (it has no tokenizer, only word features).
       if (tokens > 0) figures.push(figure(`${name}: indexing tokens`, tokens / s, "tokens/s"));
-      figures.push(
-        figure(`${name}: query p50`, lat.p50, "ms"),
-        figure(`${name}: query p99`, lat.p99, "ms"),
-      );
+      figures.push(figure(`${name}: query p50`, lat.p50, "ms"), figure(`${name}: query p99`, lat.p99, "ms"));
       summary[`${name}_passages_per_s`] = Math.round(passages.length / s);
       summary[`${name}_tokens_per_s`] = tokens > 0 ? Math.round(tokens / s) : null;
       summary[`${name}_query_p50_ms`] = Math.round(lat.p50 * 1000) / 1000;
