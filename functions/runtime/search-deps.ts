@@ -72,6 +72,8 @@ export function createSearchService(cfg: Config, overrides: SearchServiceOverrid
     // index.faiss streams into the flat index's memory (or a temp file faiss reads): peak ≈ the index.
     openIndexSink: createFaissIndexSinkFactory({ searchParams: cfg.indexSearchParams }),
     allocate: allocateSnapshotBytes,
+    passageTexts: cfg.passageTexts,
+    passageCacheBytes: cfg.passageCacheMb * 1024 * 1024,
     log: (level, msg, data) => logger[level](msg, { ...data }),
   });
   const reranker =

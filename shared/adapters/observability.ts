@@ -315,6 +315,8 @@ export function requestLogging(opts: RequestLoggingOptions = {}): MiddlewareHand
         m.addMetric("SearchLatency", MetricUnit.Milliseconds, obs.timings.search_ms);
       if (obs?.timings?.sparse_ms !== undefined)
         m.addMetric("SparseSearchLatency", MetricUnit.Milliseconds, obs.timings.sparse_ms);
+      if (obs?.timings?.texts_ms !== undefined)
+        m.addMetric("PassageTextLatency", MetricUnit.Milliseconds, obs.timings.texts_ms);
       if (obs?.timings?.rerank_ms !== undefined)
         m.addMetric("RerankLatency", MetricUnit.Milliseconds, obs.timings.rerank_ms);
       if (obs?.rerankPairs) m.addMetric("RerankPairs", MetricUnit.Count, obs.rerankPairs);

@@ -4,6 +4,7 @@
 import { ValidationError } from "./errors.ts";
 import type { SnapshotFileEntry, SnapshotManifest } from "./ports.ts";
 import {
+  describePassageStore,
   encodePassageStore,
   INDEX_FILE,
   newSnapshotVersion,
@@ -160,6 +161,7 @@ export async function buildSnapshot<I extends BuiltIndex>(input: BuildSnapshotIn
   for (const [name, bytes] of Object.entries(files)) {
     entries[name] = { key: name, bytes: bytes.byteLength, sha256: sha256Hex(bytes) };
   }
+  const passageLayout = describePassageStore(files[PASSAGES_FILE]);
   const now = input.now ?? new Date();
   const manifest: SnapshotManifest = {
     format_version: SNAPSHOT_FORMAT_VERSION,
@@ -172,6 +174,7 @@ export async function buildSnapshot<I extends BuiltIndex>(input: BuildSnapshotIn
     counts: { documents: new Set(passages.map((p) => p.docId)).size, passages: passages.length },
     files: entries,
     ...(sparseInfo ? { sparse: sparseInfo } : {}),
+    ...(passageLayout ? { passages: passageLayout } : {}),
     ...(input.corpusStats !== undefined ? { corpus_stats: input.corpusStats } : {}),
     ...(input.sources ? { sources: input.sources } : {}),
     ...(input.report ? { report: input.report } : {}),

@@ -166,6 +166,18 @@ export const settings = {
     "Search function: efSearch/nprobe that override the snapshot's recorded values, without a reindex.",
   ),
   indexRefreshS: int("INDEX_REFRESH_S", 30, "How often a warm search function rechecks the snapshot pointer.", 0),
+  passageTexts: oneOf(
+    "PASSAGE_TEXTS",
+    ["background", "lazy", "eager"] as const,
+    "background",
+    "Search function: how passage texts load. background = serve once the index and the passage store's head are in, read texts by byte range until a background download has them all; lazy = by range only, verified blocks cached (PASSAGE_CACHE_MB); eager = the whole store before serving. Snapshots published before the split store are always read whole.",
+  ),
+  passageCacheMb: int(
+    "PASSAGE_CACHE_MB",
+    64,
+    "Search function: MB of verified passage-text blocks kept by a lazily read store (PASSAGE_TEXTS=lazy, and background until its download completes).",
+    0,
+  ),
   // reranker
   reranker: oneOf(
     "RERANKER",

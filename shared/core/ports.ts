@@ -93,10 +93,23 @@ export interface VectorIndex {
   search(query: Float32Array, k: number): VectorSearchResult;
 }
 
+/** A passage without its text: what filters, collapse and ids need. */
+export type PassageInfo = Omit<Passage, "text">;
+
 export interface PassageStore {
   readonly count: number;
-  /** Random access by ordinal without parsing the whole store. */
+  /** Random access by ordinal without parsing the whole store (a lazily read store throws: use load). */
   get(ordinal: number): Passage;
+  /** Lazily read stores: the passage without its text, from memory. */
+  info?(ordinal: number): PassageInfo;
+  /**
+   * Lazily read stores: these passages with their texts (read by byte range, verified against the
+   * manifest's block digests), in the order asked. Throws StoreUnavailableError for this request
+   * when a range cannot be read or does not verify; the store keeps serving.
+   */
+  load?(ordinals: readonly number[], signal?: AbortSignal): Promise<Passage[]>;
+  /** How the texts are held, for /health (e.g. {texts: "lazy", cached_bytes}). */
+  describe?(): Record<string, unknown>;
 }
 
 // ---------- second stage ----------
@@ -156,6 +169,8 @@ export interface SnapshotManifest {
   sources?: Array<{ key: string; etag: string }>;
   /** The BM25 index over the passages (analyzer, parameters, statistics); absent in older snapshots. */
   sparse?: import("./sparse-index.ts").SparseIndexInfo;
+  /** The passage store's layout and text-block digests, for reading its texts by range (v2 stores). */
+  passages?: import("./snapshot.ts").PassageLayout;
   /** Skipped inputs (bad lines, unsupported files) with reasons. */
   report?: { skipped: Array<{ key: string; line?: number; reason: string }> };
 }

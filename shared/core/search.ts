@@ -19,10 +19,10 @@ import {
 import { assertEmbedderMatches } from "./embedding.ts";
 import { DomainError, EmbedderMismatchError, EmbedderUnavailableError } from "./errors.ts";
 import { collapseByDocument, fuseFirstStage, fuseScores, type HybridFusionMode, rankScores } from "./fusion.ts";
-import type { Clock, Embedder, LoadedSnapshot, RerankerPort } from "./ports.ts";
+import type { Clock, Embedder, LoadedSnapshot, PassageInfo, PassageStore, RerankerPort } from "./ports.ts";
 import { systemClock } from "./ports.ts";
 import type { SparseIndex } from "./sparse-index.ts";
-import type { FusionMode, Passage, RerankResponse, SearchHit, StageScore } from "./types.ts";
+import type { FusionMode, RerankResponse, SearchHit, StageScore } from "./types.ts";
 
 export type MetadataValue = string | number | boolean | null;
 
@@ -71,6 +71,8 @@ export interface SearchTimings {
   search_ms: number;
   /** Sparse (BM25) search; 0 in dense mode. */
   sparse_ms: number;
+  /** Reading the candidates' texts (ranged reads of a lazily read passage store; ~0 in memory). */
+  texts_ms: number;
   rerank_ms: number;
   total_ms: number;
 }
@@ -127,7 +129,7 @@ export interface SearchDeps {
 
 interface Candidate {
   ordinal: number;
-  passage: Passage;
+  passage: FirstStagePassage;
   /** First-stage score and rank (the fused ones in hybrid mode). */
   retrieval: StageScore;
   dense: StageScore | null;
@@ -138,7 +140,7 @@ interface Candidate {
 const round = (ms: number) => Math.round(ms * 1000) / 1000;
 
 /** Whether a passage passes the request's filter. */
-export function matchesFilter(p: Passage, filter: SearchFilter | undefined): boolean {
+export function matchesFilter(p: PassageInfo, filter: SearchFilter | undefined): boolean {
   if (!filter) return true;
   if (filter.source_prefix !== undefined && !(p.source ?? "").startsWith(filter.source_prefix)) return false;
   if (filter.metadata) {
@@ -156,21 +158,47 @@ const hasFilter = (f: SearchFilter | undefined) =>
 /** A first-stage hit of one side (dense or sparse), before fusion. */
 interface SideHit {
   key: number;
-  item: Passage;
+  item: FirstStagePassage;
   score: number;
 }
 
-/** Decoded passages of one search, so a passage both sides (or the filter) look at decodes once. */
+/**
+ * Decoded passages of one search, so a passage both sides (or the filter) look at decodes once.
+ * A lazily read store answers without the text here (id, document, source, metadata are what the
+ * first stage needs); attachTexts() brings the texts of the candidates in afterwards.
+ */
 function passageCache(snapshot: LoadedSnapshot) {
-  const cache = new Map<number, Passage>();
-  return (ordinal: number): Passage => {
+  const cache = new Map<number, FirstStagePassage>();
+  const { passages } = snapshot;
+  return (ordinal: number): FirstStagePassage => {
     let p = cache.get(ordinal);
     if (!p) {
-      p = snapshot.passages.get(ordinal);
+      p = passages.info ? passages.info(ordinal) : passages.get(ordinal);
       cache.set(ordinal, p);
     }
     return p;
   };
+}
+
+/** A passage as the first stage sees it: the text is there unless the store reads texts lazily. */
+type FirstStagePassage = PassageInfo & { text?: string };
+
+/** Gives every candidate its full passage (one ranged read per nearby group for a lazy store). */
+async function attachTexts(passages: PassageStore, candidates: Candidate[]): Promise<void> {
+  const missing = candidates.filter((c) => c.passage.text === undefined);
+  if (missing.length === 0) return;
+  if (!passages.load) {
+    for (const c of missing) c.passage = passages.get(c.ordinal);
+    return;
+  }
+  const full = await passages.load(missing.map((c) => c.ordinal));
+  for (let i = 0; i < missing.length; i++) missing[i].passage = full[i];
+}
+
+/** The text of a candidate whose passage attachTexts() completed. */
+function textOf(c: Candidate): string {
+  if (c.passage.text === undefined) throw new Error(`internal: passage ${c.passage.id} has no text loaded`);
+  return c.passage.text;
 }
 
 type PoolRequest = Pick<SearchRequest, "k" | "candidates" | "filter" | "collapse">;
@@ -197,7 +225,7 @@ function denseHits(
   vector: Float32Array,
   req: PoolRequest,
   maxCandidates: number,
-  passageOf: (ordinal: number) => Passage,
+  passageOf: (ordinal: number) => FirstStagePassage,
 ): SideHit[] {
   const { index, passages } = snapshot;
   const total = index.count;
@@ -231,7 +259,7 @@ function sparseHits(
   query: string,
   req: PoolRequest,
   maxCandidates: number,
-  passageOf: (ordinal: number) => Passage,
+  passageOf: (ordinal: number) => FirstStagePassage,
 ): SideHit[] {
   const { cap, enough } = poolRule(req, maxCandidates);
   const accept = hasFilter(req.filter) ? (ordinal: number) => matchesFilter(passageOf(ordinal), req.filter) : undefined;
@@ -408,6 +436,12 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
     );
   }
 
+  // Texts of the candidates (a lazily read store fetches them now, by range; a failure fails this
+  // request with a 503, the snapshot keeps serving).
+  const tTexts = clock.now();
+  await attachTexts(snapshot.passages, candidates);
+  const textsMs = clock.now() - tTexts;
+
   // ---- second stage ----
   let rerankedCount = 0;
   const reranker = deps.reranker && deps.reranker.describe().kind !== "none" ? deps.reranker : null;
@@ -415,9 +449,7 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
     warnings.push("reranking is not configured (RERANKER=none); results are first-stage only");
   } else if (request.rerank && reranker && candidates.length > 0) {
     const queryTokens = estimateTokens(request.query);
-    const pairTokens = candidates.map((c) =>
-      estimatePairTokens(queryTokens, c.passage.text, deps.limits.maxPairTokens),
-    );
+    const pairTokens = candidates.map((c) => estimatePairTokens(queryTokens, textOf(c), deps.limits.maxPairTokens));
     const plan = planRerank({
       budgetMs: request.budget_ms,
       elapsedMs: clock.now() - t0,
@@ -453,7 +485,7 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
               reranker.rerank(
                 {
                   query: request.query,
-                  documents: group.map((i) => sent[i].passage.text),
+                  documents: group.map((i) => textOf(sent[i])),
                   ...(termStatistics ? { term_statistics: termStatistics } : {}),
                 },
                 { signal, timeoutMs },
@@ -510,7 +542,7 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
   const results: SearchHit[] = ranked.slice(0, request.k).map((c) => ({
     id: c.passage.id,
     doc_id: c.passage.docId,
-    text: c.passage.text,
+    text: textOf(c),
     source: c.passage.source,
     metadata: c.passage.metadata,
     score: c.score,
@@ -534,7 +566,8 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
       embed_ms: embeds ? round(t1 - t0) : 0,
       search_ms: vector ? round(t2 - t1) : 0,
       sparse_ms: searchesSparse ? round(t2s - t2) : 0,
-      rerank_ms: round(t3 - t2s),
+      texts_ms: round(textsMs),
+      rerank_ms: round(t3 - t2s - textsMs),
       total_ms: round(t4 - t0),
     },
   };

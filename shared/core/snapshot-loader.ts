@@ -17,11 +17,13 @@ import type {
   SnapshotSource,
   VectorIndex,
 } from "./ports.ts";
+import { createTextBlockReader } from "./passage-texts.ts";
 import { readPointer } from "./publish.ts";
 import { analyzerFromDescription, openSparseIndex, type SparseIndex } from "./sparse-index.ts";
 import {
   createSha256,
   INDEX_FILE,
+  openLazyPassageStore,
   openPassageStore,
   PASSAGES_FILE,
   parseManifest,
@@ -57,7 +59,21 @@ export interface SnapshotFetchOptions {
    * allocateSnapshotBytes asks for huge pages: first-touch faults dominate a load on microVMs.
    */
   allocate?: (bytes: number) => Uint8Array;
+  /**
+   * How passage texts are held (PASSAGE_TEXTS), for snapshots whose manifest has a `passages`
+   * layout (older ones are always read whole):
+   * - "background" (default): serve once the index and the store's head are in; texts are read by
+   *   range until a background download has them all in memory;
+   * - "lazy": texts only by range, verified blocks kept in a cache of passageCacheBytes;
+   * - "eager": the whole store before serving, as before.
+   */
+  passageTexts?: PassageTextsMode;
+  /** Bytes of verified text blocks a lazily read store keeps (PASSAGE_CACHE_MB; default 64 MiB). */
+  passageCacheBytes?: number;
+  log?: LogFn;
 }
+
+export type PassageTextsMode = "background" | "lazy" | "eager";
 
 export interface SnapshotLoaderOptions extends SnapshotFetchOptions {
   store: ObjectStore;
@@ -191,7 +207,7 @@ export async function loadSnapshot(
   indexPrefix: string,
   pointer: SnapshotPointer,
   opts: SnapshotFetchOptions & Pick<SnapshotLoaderOptions, "decodeIndex" | "openIndexSink" | "now">,
-): Promise<LoadedSnapshot & { stats: LoadStats }> {
+): Promise<LoadedSnapshot & { stats: LoadStats; afterLive?: (signal: AbortSignal) => void }> {
   const now = opts.now ?? Date.now;
   const t0 = now();
   const manifestObj = await store.get(pointer.manifest_key, { signal: opts.signal });
@@ -297,11 +313,38 @@ export async function loadSnapshot(
     }
   };
 
-  const [index, passages, sparse] = await Promise.all([
-    fetchIndex(),
-    fetchToMemory(PASSAGES_FILE).then((b): PassageStore => openPassageStore(b)),
-    openSparse(),
-  ]);
+  const textsMode = opts.passageTexts ?? "background";
+  let afterLive: ((signal: AbortSignal) => void) | undefined;
+  const openPassages = async (): Promise<PassageStore> => {
+    const layout = manifest.passages;
+    if (!layout || textsMode === "eager") return openPassageStore(await fetchToMemory(PASSAGES_FILE));
+    // Only the head (offset tables and passage info) before serving; texts by range.
+    const key = prefix + manifest.files[PASSAGES_FILE].key;
+    const got = await run(() => store.get(key, { range: [0, layout.head_bytes - 1], signal: opts.signal }));
+    if (!got) throw new SnapshotInvalidError(`snapshot ${manifest.version}: ${PASSAGES_FILE} is missing (${key})`);
+    const h = createSha256();
+    h.update(got.body);
+    if (got.body.byteLength !== layout.head_bytes || h.digest() !== layout.head_sha256) {
+      throw new SnapshotInvalidError(
+        `snapshot ${manifest.version}: the head of ${PASSAGES_FILE} (${got.body.byteLength} bytes) does not match the manifest`,
+      );
+    }
+    const reader = createTextBlockReader({
+      store,
+      key,
+      layout,
+      etag: got.etag,
+      version: manifest.version,
+      cacheBytes: opts.passageCacheBytes,
+      allocate: opts.allocate,
+      log: opts.log,
+      now: opts.now,
+    });
+    if (textsMode === "background") afterLive = (signal) => void reader.fill(signal);
+    return openLazyPassageStore(got.body.slice(), layout, reader.read, reader.stats);
+  };
+
+  const [index, passages, sparse] = await Promise.all([fetchIndex(), openPassages(), openSparse()]);
   if (index.count !== manifest.counts.passages || passages.count !== manifest.counts.passages) {
     throw new SnapshotInvalidError(
       `snapshot ${manifest.version}: index has ${index.count} vectors, passage store ${passages.count}, manifest says ${manifest.counts.passages}`,
@@ -322,6 +365,7 @@ export async function loadSnapshot(
     sparse,
     loadedAt,
     stats: { bytes, ms: loadedAt - t0 },
+    afterLive,
   };
 }
 
@@ -350,6 +394,7 @@ export function createSnapshotLoader(opts: SnapshotLoaderOptions): SnapshotLoade
   /** One pointer check (+ load when it names a new version). Returns whether a new version went live. */
   async function check(): Promise<boolean> {
     lastCheck = now();
+    const started = now();
     const signal = controller.signal;
     const state = await readPointer(opts.store, opts.indexPrefix, signal);
     if (!state) {
@@ -375,14 +420,18 @@ export function createSnapshotLoader(opts: SnapshotLoaderOptions): SnapshotLoade
         partBytes: opts.partBytes,
         concurrency: opts.concurrency,
         allocate: opts.allocate,
+        passageTexts: opts.passageTexts,
+        passageCacheBytes: opts.passageCacheBytes,
+        log,
         signal,
         now,
       });
       if (closed) return false;
-      const { stats, ...snapshot } = loaded;
+      const { stats, afterLive, ...snapshot } = loaded;
       const previous = live?.version ?? null;
       live = snapshot;
-      liveLoadMs = Math.round(stats.ms);
+      liveLoadMs = Math.round(now() - started);
+      afterLive?.(signal);
       rejected.delete(pointer.version);
       lastError = undefined;
       log("info", previous ? "snapshot swapped" : "snapshot loaded", {

@@ -4,7 +4,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { z } from "zod";
 import { SnapshotInvalidError, ValidationError } from "./errors.ts";
-import type { PassageStore, SnapshotManifest } from "./ports.ts";
+import type { PassageInfo, PassageStore, SnapshotManifest } from "./ports.ts";
 import type { Passage } from "./types.ts";
 
 export const SNAPSHOT_FORMAT_VERSION = 1;
@@ -116,6 +116,16 @@ export const manifestSchema = z.looseObject({
       bytes: z.number().int().nonnegative(),
     })
     .optional(),
+  passages: z
+    .object({
+      format: z.literal("tsps-v2"),
+      head_bytes: z.number().int().positive(),
+      head_sha256: z.string().regex(/^[0-9a-f]{64}$/),
+      text_bytes: z.number().int().nonnegative(),
+      block_bytes: z.number().int().positive(),
+      blocks: z.array(z.string().regex(/^[0-9a-f]{64}$/)),
+    })
+    .optional(),
   report: z
     .object({
       skipped: z.array(z.object({ key: z.string(), line: z.number().int().optional(), reason: z.string() })),
@@ -154,6 +164,15 @@ export function parseManifest(input: Uint8Array | string | unknown): SnapshotMan
   }
   if (m.sparse && !m.files[m.sparse.file]) {
     throw new SnapshotInvalidError(`manifest.json describes a sparse index in ${m.sparse.file} but lists no such file`);
+  }
+  if (m.passages) {
+    const { head_bytes, text_bytes, block_bytes, blocks } = m.passages;
+    if (
+      head_bytes + text_bytes !== m.files[PASSAGES_FILE].bytes ||
+      blocks.length !== Math.ceil(text_bytes / block_bytes)
+    ) {
+      throw new SnapshotInvalidError(`manifest.json: the passages layout does not match ${PASSAGES_FILE}`);
+    }
   }
   if (m.embedder.dimensions <= 0) throw new SnapshotInvalidError("manifest.json: embedder.dimensions must be positive");
   return m;
@@ -211,23 +230,45 @@ export function parsePointer(input: Uint8Array | string): SnapshotPointer {
 
 // ---------- passage store ----------
 //
-// Layout (little-endian):
+// Layout v2 (written since the lazily read store; little-endian):
 //   0  magic "TSPS" (4 bytes)
-//   4  u32 format version (1)
+//   4  u32 format version (2)
 //   8  u32 record count N
 //   12 u32 reserved (0)
-//   16 (N+1) × u64 byte offsets of each record, relative to the start of the records section
-//   16 + 8(N+1)  records: UTF-8 JSON objects, one per passage, in ordinal order
-// get(i) reads two offsets and decodes one record; nothing else is parsed.
+//   16 (N+1) × u64 offsets of the info records, relative to the info section
+//   16 + 8(N+1)  (N+1) × u64 offsets of the texts, relative to the text section
+//   16 + 16(N+1) info section: UTF-8 JSON objects without the text (id, document, source,
+//                metadata, offsets), one per passage, in ordinal order
+//   head_bytes   text section: the UTF-8 texts, in ordinal order
+// Everything up to head_bytes is what filters and collapse need; the texts are only needed for
+// the passages a query reranks or returns, so a lazily read store fetches the head at load and
+// the texts by byte range (per-block digests in the manifest: `passages`).
+// Layout v1 (older snapshots): the same header, one offset table, and JSON records with the text
+// inside; it is always read whole.
 
 const MAGIC = [0x54, 0x53, 0x50, 0x53]; // "TSPS"
-const STORE_VERSION = 1;
+const STORE_VERSION_V1 = 1;
+const STORE_VERSION = 2;
 const HEADER = 16;
+/** Text bytes covered by one digest in the manifest: the unit of a ranged text read. */
+export const PASSAGE_TEXT_BLOCK_BYTES = 64 * 1024;
+
+/** Where a v2 store's texts start and the digests a ranged read verifies (manifest `passages`). */
+export interface PassageLayout {
+  format: "tsps-v2";
+  /** Bytes before the text section: header, both offset tables and the info records. */
+  head_bytes: number;
+  head_sha256: string;
+  text_bytes: number;
+  block_bytes: number;
+  /** sha256 of each block_bytes slice of the text section (the last one shorter). */
+  blocks: string[];
+}
 
 interface StoredPassage {
   id: string;
   docId: string;
-  text: string;
+  text?: string;
   source?: string;
   metadata?: Record<string, unknown>;
   start: number;
@@ -236,71 +277,224 @@ interface StoredPassage {
 
 export function encodePassageStore(passages: readonly Passage[]): Uint8Array {
   const enc = new TextEncoder();
-  const records: Uint8Array[] = new Array(passages.length);
-  let total = 0;
+  const infos: Uint8Array[] = new Array(passages.length);
+  const texts: Uint8Array[] = new Array(passages.length);
+  let infoBytes = 0;
+  let textBytes = 0;
   for (let i = 0; i < passages.length; i++) {
     const p = passages[i];
-    const rec: StoredPassage = { id: p.id, docId: p.docId, text: p.text, start: p.start, end: p.end };
+    const rec: StoredPassage = { id: p.id, docId: p.docId, start: p.start, end: p.end };
     if (p.source !== undefined) rec.source = p.source;
     if (p.metadata !== undefined) rec.metadata = p.metadata;
-    records[i] = enc.encode(JSON.stringify(rec));
-    total += records[i].byteLength;
+    infos[i] = enc.encode(JSON.stringify(rec));
+    texts[i] = enc.encode(p.text);
+    infoBytes += infos[i].byteLength;
+    textBytes += texts[i].byteLength;
   }
-  const tableBytes = 8 * (passages.length + 1);
-  const out = new Uint8Array(HEADER + tableBytes + total);
+  const n = passages.length;
+  const infoStart = HEADER + 16 * (n + 1);
+  const textStart = infoStart + infoBytes;
+  const out = new Uint8Array(textStart + textBytes);
   const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
   out.set(MAGIC, 0);
   view.setUint32(4, STORE_VERSION, true);
-  view.setUint32(8, passages.length, true);
+  view.setUint32(8, n, true);
   view.setUint32(12, 0, true);
-  let offset = 0;
-  let pos = HEADER + tableBytes;
-  for (let i = 0; i < records.length; i++) {
-    view.setBigUint64(HEADER + 8 * i, BigInt(offset), true);
-    out.set(records[i], pos);
-    pos += records[i].byteLength;
-    offset += records[i].byteLength;
+  let infoOff = 0;
+  let textOff = 0;
+  for (let i = 0; i <= n; i++) {
+    view.setBigUint64(HEADER + 8 * i, BigInt(infoOff), true);
+    view.setBigUint64(HEADER + 8 * (n + 1) + 8 * i, BigInt(textOff), true);
+    if (i === n) break;
+    out.set(infos[i], infoStart + infoOff);
+    out.set(texts[i], textStart + textOff);
+    infoOff += infos[i].byteLength;
+    textOff += texts[i].byteLength;
   }
-  view.setBigUint64(HEADER + 8 * records.length, BigInt(offset), true);
   return out;
 }
 
-export function openPassageStore(bytes: Uint8Array): PassageStore {
-  const bad = (why: string) => new SnapshotInvalidError(`passage store is invalid: ${why}`);
-  if (bytes.byteLength < HEADER) throw bad(`only ${bytes.byteLength} bytes`);
-  for (let i = 0; i < 4; i++) if (bytes[i] !== MAGIC[i]) throw bad("bad magic (not a passage store)");
+/** The manifest's `passages` entry of a v2 store (null for v1 bytes). */
+export function describePassageStore(bytes: Uint8Array, blockBytes = PASSAGE_TEXT_BLOCK_BYTES): PassageLayout | null {
+  const head = parseHead(bytes);
+  if (head.version !== STORE_VERSION) return null;
+  const blocks: string[] = [];
+  for (let at = head.textStart; at < bytes.byteLength; at += blockBytes) {
+    blocks.push(sha256Hex(bytes.subarray(at, Math.min(bytes.byteLength, at + blockBytes))));
+  }
+  return {
+    format: "tsps-v2",
+    head_bytes: head.textStart,
+    head_sha256: sha256Hex(bytes.subarray(0, head.textStart)),
+    text_bytes: bytes.byteLength - head.textStart,
+    block_bytes: blockBytes,
+    blocks,
+  };
+}
+
+const badStore = (why: string) => new SnapshotInvalidError(`passage store is invalid: ${why}`);
+
+interface StoreHead {
+  version: number;
+  count: number;
+  view: DataView;
+  bytes: Uint8Array;
+  /** v1: records section start; v2: info section start. */
+  infoStart: number;
+  /** v2: text section start (= head_bytes); v1: -1. */
+  textStart: number;
+  infoOffset(i: number): number;
+  textOffset(i: number): number;
+}
+
+/** Header and offset tables; `bytes` may be the head alone (v2) or the whole store. */
+function parseHead(bytes: Uint8Array): StoreHead {
+  if (bytes.byteLength < HEADER) throw badStore(`only ${bytes.byteLength} bytes`);
+  for (let i = 0; i < 4; i++) if (bytes[i] !== MAGIC[i]) throw badStore("bad magic (not a passage store)");
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const version = view.getUint32(4, true);
-  if (version !== STORE_VERSION) throw bad(`unsupported store version ${version}`);
+  if (version !== STORE_VERSION && version !== STORE_VERSION_V1) throw badStore(`unsupported store version ${version}`);
   const count = view.getUint32(8, true);
-  const recordsStart = HEADER + 8 * (count + 1);
-  if (recordsStart > bytes.byteLength)
-    throw bad(`offset table for ${count} records overruns ${bytes.byteLength} bytes`);
-  const recordsBytes = bytes.byteLength - recordsStart;
-  const offsetAt = (i: number) => Number(view.getBigUint64(HEADER + 8 * i, true));
-  if (offsetAt(0) !== 0 || offsetAt(count) !== recordsBytes)
-    throw bad("offset table does not span the records section");
-  const decoder = new TextDecoder("utf-8", { fatal: true });
+  const tables = version === STORE_VERSION ? 2 : 1;
+  const infoStart = HEADER + 8 * tables * (count + 1);
+  if (infoStart > bytes.byteLength)
+    throw badStore(`offset table for ${count} records overruns ${bytes.byteLength} bytes`);
+  const infoOffset = (i: number) => Number(view.getBigUint64(HEADER + 8 * i, true));
+  const textOffset = (i: number) => Number(view.getBigUint64(HEADER + 8 * (count + 1) + 8 * i, true));
+  if (infoOffset(0) !== 0) throw badStore("offset table does not start at 0");
+  const textStart = version === STORE_VERSION ? infoStart + infoOffset(count) : -1;
+  if (version === STORE_VERSION && (textOffset(0) !== 0 || textStart > bytes.byteLength)) {
+    throw badStore("offset tables do not fit the store");
+  }
+  return { version, count, view, bytes, infoStart, textStart, infoOffset, textOffset };
+}
 
+function decodeInfo(head: StoreHead, ordinal: number, decoder: TextDecoder): StoredPassage {
+  const start = head.infoOffset(ordinal);
+  const end = head.infoOffset(ordinal + 1);
+  const limit = (head.version === STORE_VERSION ? head.textStart : head.bytes.byteLength) - head.infoStart;
+  if (end < start || end > limit) throw badStore(`record ${ordinal} has offsets [${start}, ${end})`);
+  try {
+    return JSON.parse(decoder.decode(head.bytes.subarray(head.infoStart + start, head.infoStart + end)));
+  } catch (e) {
+    throw badStore(`record ${ordinal} does not decode: ${(e as Error).message}`);
+  }
+}
+
+function toPassage(rec: StoredPassage, text: string): Passage {
+  const p: Passage = { id: rec.id, docId: rec.docId, text, start: rec.start, end: rec.end };
+  if (rec.source !== undefined) p.source = rec.source;
+  if (rec.metadata !== undefined) p.metadata = rec.metadata;
+  return p;
+}
+
+function checkOrdinal(ordinal: number, count: number): void {
+  if (!Number.isInteger(ordinal) || ordinal < 0 || ordinal >= count) {
+    throw new ValidationError(`passage ordinal ${ordinal} is out of range [0, ${count})`);
+  }
+}
+
+/** A store held whole in memory (v1 or v2). */
+export function openPassageStore(bytes: Uint8Array): PassageStore {
+  const head = parseHead(bytes);
+  const { count } = head;
+  if (head.version === STORE_VERSION_V1) {
+    if (head.infoOffset(count) !== bytes.byteLength - head.infoStart)
+      throw badStore("offset table does not span the records section");
+  } else if (head.textOffset(count) !== bytes.byteLength - head.textStart) {
+    throw badStore("text offsets do not span the text section");
+  }
+  const decoder = new TextDecoder("utf-8", { fatal: true });
+  const textOf = (ordinal: number): string => {
+    const start = head.textOffset(ordinal);
+    const end = head.textOffset(ordinal + 1);
+    if (end < start || head.textStart + end > bytes.byteLength)
+      throw badStore(`text ${ordinal} has offsets [${start}, ${end})`);
+    try {
+      return decoder.decode(bytes.subarray(head.textStart + start, head.textStart + end));
+    } catch (e) {
+      throw badStore(`text ${ordinal} does not decode: ${(e as Error).message}`);
+    }
+  };
   return {
     count,
     get(ordinal: number): Passage {
-      if (!Number.isInteger(ordinal) || ordinal < 0 || ordinal >= count) {
-        throw new ValidationError(`passage ordinal ${ordinal} is out of range [0, ${count})`);
-      }
-      const start = offsetAt(ordinal);
-      const end = offsetAt(ordinal + 1);
-      if (end < start || end > recordsBytes) throw bad(`record ${ordinal} has offsets [${start}, ${end})`);
-      let rec: StoredPassage;
-      try {
-        rec = JSON.parse(decoder.decode(bytes.subarray(recordsStart + start, recordsStart + end)));
-      } catch (e) {
-        throw bad(`record ${ordinal} does not decode: ${(e as Error).message}`);
-      }
-      const p: Passage = { id: rec.id, docId: rec.docId, text: rec.text, start: rec.start, end: rec.end };
-      if (rec.source !== undefined) p.source = rec.source;
-      if (rec.metadata !== undefined) p.metadata = rec.metadata;
-      return p;
+      checkOrdinal(ordinal, count);
+      const rec = decodeInfo(head, ordinal, decoder);
+      return toPassage(rec, head.version === STORE_VERSION_V1 ? (rec.text ?? "") : textOf(ordinal));
     },
   };
+}
+
+/** Reads text bytes [start, end) of the text section (verified), for a lazily read store. */
+export type TextRangeReader = (start: number, end: number, signal?: AbortSignal) => Promise<Uint8Array>;
+
+/**
+ * A v2 store of which only the head is in memory: info() answers at once; load() reads the texts
+ * of the passages a request needs through `readText` (which verifies and caches blocks). A failed
+ * read fails that load(), never the store.
+ */
+export function openLazyPassageStore(
+  headBytes: Uint8Array,
+  layout: PassageLayout,
+  readText: TextRangeReader,
+  describe: () => Record<string, unknown> = () => ({}),
+): PassageStore {
+  const head = parseHead(headBytes);
+  if (head.version !== STORE_VERSION || head.textStart !== layout.head_bytes) {
+    throw badStore("the head does not match the manifest's passages layout");
+  }
+  if (head.textOffset(head.count) !== layout.text_bytes) throw badStore("text offsets do not span the text section");
+  const { count } = head;
+  const decoder = new TextDecoder("utf-8", { fatal: true });
+  const info = (ordinal: number): PassageInfo => {
+    checkOrdinal(ordinal, count);
+    const { text: _text, ...rec } = decodeInfo(head, ordinal, decoder);
+    return rec;
+  };
+  return {
+    count,
+    info,
+    get(ordinal: number): Passage {
+      checkOrdinal(ordinal, count);
+      throw new Error(`passage ${ordinal}: this store reads texts lazily; use load()`);
+    },
+    async load(ordinals: readonly number[], signal?: AbortSignal): Promise<Passage[]> {
+      const wanted = [...new Set(ordinals)].sort((a, b) => a - b);
+      for (const o of wanted) checkOrdinal(o, count);
+      // Neighbouring texts are read as one range when they are at most a block apart.
+      const ranges: Array<{ start: number; end: number; ordinals: number[] }> = [];
+      for (const o of wanted) {
+        const start = head.textOffset(o);
+        const end = head.textOffset(o + 1);
+        const last = ranges[ranges.length - 1];
+        if (last && start - last.end <= layout.block_bytes) {
+          last.end = Math.max(last.end, end);
+          last.ordinals.push(o);
+        } else ranges.push({ start, end, ordinals: [o] });
+      }
+      const texts = new Map<number, string>();
+      await Promise.all(
+        ranges.map(async (r) => {
+          const bytes = await readText(r.start, r.end, signal);
+          for (const o of r.ordinals) {
+            const a = head.textOffset(o) - r.start;
+            const b = head.textOffset(o + 1) - r.start;
+            try {
+              texts.set(o, decoder.decode(bytes.subarray(a, b)));
+            } catch (e) {
+              throw badStore(`text ${o} does not decode: ${(e as Error).message}`);
+            }
+          }
+        }),
+      );
+      return ordinals.map((o) => toPassage(decodeInfo(head, o, decoder), texts.get(o) ?? ""));
+    },
+    describe,
+  };
+}
+
+/** Passages with their texts from any store: load() where the store reads texts lazily, else get(). */
+export async function readPassages(store: PassageStore, ordinals: readonly number[]): Promise<Passage[]> {
+  return store.load ? store.load(ordinals) : ordinals.map((o) => store.get(o));
 }

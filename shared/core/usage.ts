@@ -28,6 +28,7 @@ export interface StageTimings {
   embed_ms?: number;
   search_ms?: number;
   sparse_ms?: number;
+  texts_ms?: number;
   rerank_ms?: number;
   total_ms?: number;
 }

@@ -288,6 +288,9 @@ export const timingsSchema = z
     embed_ms: z.number(),
     search_ms: z.number().openapi({ description: "Dense (vector index) search." }),
     sparse_ms: z.number().openapi({ description: "Sparse (BM25) search; 0 when it did not run." }),
+    texts_ms: z
+      .number()
+      .openapi({ description: "Reading the candidates' passage texts (by byte range until they are all in memory)." }),
     rerank_ms: z.number(),
     total_ms: z.number(),
   })
@@ -334,6 +337,10 @@ export const healthSchema = z
           .number()
           .optional()
           .openapi({ description: "How long this instance took to load the snapshot (cold start or swap)." }),
+        passages: z.record(z.string(), z.unknown()).openapi({
+          description:
+            "How passage texts are held (PASSAGE_TEXTS): texts = memory | lazy | filling, cached_bytes, block_reads, block_hits, failed_reads.",
+        }),
         type: z.string().openapi({ description: "Index type (flat, hnsw, ivf, ivfpq, sq8, fp16)." }),
         params: z
           .record(z.string(), z.union([z.string(), z.number()]))

@@ -118,7 +118,7 @@ export function describeIssues(issues: readonly z.core.$ZodIssue[]): string {
 }
 
 function serverTiming(t: SearchResponse["timings"]): string {
-  return `embed;dur=${t.embed_ms}, search;dur=${t.search_ms}, sparse;dur=${t.sparse_ms}, rerank;dur=${t.rerank_ms}, total;dur=${t.total_ms}`;
+  return `embed;dur=${t.embed_ms}, search;dur=${t.search_ms}, sparse;dur=${t.sparse_ms}, texts;dur=${t.texts_ms}, rerank;dur=${t.rerank_ms}, total;dur=${t.total_ms}`;
 }
 
 export function createSearchApp(deps: SearchAppDeps): OpenAPIHono {
@@ -291,6 +291,8 @@ export function createSearchApp(deps: SearchAppDeps): OpenAPIHono {
               count: snapshot.index.count,
               age_s: s.ageS,
               ...(s.loadMs !== undefined ? { load_ms: s.loadMs } : {}),
+              // Lazily read passage texts: "lazy" | "filling" | "memory", cached bytes, block reads.
+              passages: { texts: "memory", ...(snapshot.passages.describe?.() ?? {}) },
               type: snapshot.manifest.index_type,
               // What the loaded index applied (INDEX_SEARCH_PARAMS included), else what the build recorded.
               params: { ...(snapshot.index.params ?? snapshot.manifest.index_params ?? {}) },

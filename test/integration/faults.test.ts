@@ -168,6 +168,41 @@ describe("object store faults", () => {
     expect(health.json.index.version).toBe(before.json.index.version);
   });
 
+  it("a passage-text block that does not verify fails only the searches that need it, with a clear 503", async () => {
+    const s3 = await startLocalS3();
+    cleanups.push(() => s3.close());
+    const cfg = loadConfig({ ...s3Env(s3), ...hashingEnv, INDEX_REFRESH_S: "3600", PASSAGE_TEXTS: "lazy" });
+    const store: ObjectStore = createStore(cfg);
+    // Long texts, so the store has several 64 KiB blocks; the last document sits in the last one.
+    const filler = "lorem ipsum dolor sit amet ".repeat(400);
+    const docs = Array.from({ length: 40 }, (_, i) => ({
+      id: `doc${i}`,
+      source: `kb/${i}.md`,
+      metadata: {},
+      passages: [i === 39 ? `zebra quagga okapi ${filler}` : `${["river", "canyon", "glacier"][i % 3]} ${i} ${filler}`],
+    }));
+    const { version } = await publishPassages(store, corpusPassages(docs));
+    const key = snapshotFileKey(cfg.indexPrefix, version, PASSAGES_FILE);
+    const body = Uint8Array.from((await store.get(key))!.body);
+    body[body.length - 3] ^= 0x20;
+    await store.put(key, body);
+    const svc = createSearchService(cfg, { quiet: true });
+    services.push(svc);
+
+    const bad = await call(svc, searchReq("zebra quagga okapi", { k: 1, candidates: 1, retrieval: "sparse" }));
+    expect(bad.status).toBe(503);
+    expect(bad.headers.get("retry-after")).toBe("5");
+    expect(bad.json.error.code).toBe("store_unavailable");
+    expect(bad.json.error.message).toMatch(/passage texts .* could not be read: block \d+ does not match its digest/);
+    const good = await call(svc, searchReq("glacier", { k: 2, candidates: 2, retrieval: "sparse" }));
+    expect(good.status).toBe(200);
+    expect(good.json.results[0].text).toMatch(/^glacier/);
+    const health = await call(svc, new Request("http://local/health"));
+    expect(health.status).toBe(200);
+    expect(health.json.index.passages).toMatchObject({ texts: "lazy" });
+    expect(health.json.index.passages.failed_reads).toBeGreaterThan(0);
+  });
+
   it("a corrupt or partial new snapshot is rejected and the previous one keeps serving", async () => {
     const s3 = await startLocalS3();
     cleanups.push(() => s3.close());

@@ -182,7 +182,7 @@ describe("with a published snapshot", () => {
         expect(a.headers["content-type"]).toMatch(/application\/json/);
         if (a.status === 200 && call.path.startsWith("/search")) {
           expect(a.headers["server-timing"]).toMatch(
-            /^embed;dur=[\d.]+, search;dur=[\d.]+, sparse;dur=[\d.]+, rerank;dur=[\d.]+, total;dur=[\d.]+$/,
+            /^embed;dur=[\d.]+, search;dur=[\d.]+, sparse;dur=[\d.]+, texts;dur=[\d.]+, rerank;dur=[\d.]+, total;dur=[\d.]+$/,
           );
         }
       }
@@ -205,7 +205,14 @@ describe("with a published snapshot", () => {
       expect(h.retrieval.rank).toBeGreaterThanOrEqual(1);
     }
     expect(body.retrieval).toBe("hybrid");
-    expect(Object.keys(body.timings)).toEqual(["embed_ms", "search_ms", "sparse_ms", "rerank_ms", "total_ms"]);
+    expect(Object.keys(body.timings)).toEqual([
+      "embed_ms",
+      "search_ms",
+      "sparse_ms",
+      "texts_ms",
+      "rerank_ms",
+      "total_ms",
+    ]);
   });
 
   it("applies filters and collapse", async () => {
@@ -399,7 +406,7 @@ describe("first-stage retrieval", () => {
     const r = await viaApp(app())(post({ query: "cats", retrieval: "sparse" }));
     const timing = r.headers["server-timing"];
     expect(timing).toMatch(
-      /^embed;dur=[\d.]+, search;dur=[\d.]+, sparse;dur=[\d.]+, rerank;dur=[\d.]+, total;dur=[\d.]+$/,
+      /^embed;dur=[\d.]+, search;dur=[\d.]+, sparse;dur=[\d.]+, texts;dur=[\d.]+, rerank;dur=[\d.]+, total;dur=[\d.]+$/,
     );
     expect(timing).toContain(`sparse;dur=${r.json.timings.sparse_ms},`);
   });

@@ -3,15 +3,15 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { createFaissIndexSinkFactory, decodeFaissSnapshotIndex } from "../../shared/adapters/faiss-index.ts";
 import { createFsStore } from "../../shared/adapters/fs-store.ts";
 import { createS3Store } from "../../shared/adapters/s3-store.ts";
 import { IndexNotReadyError, PreconditionFailedError, StoreUnavailableError } from "../../shared/core/errors.ts";
 import type { ObjectStore, VectorSearchResult } from "../../shared/core/ports.ts";
 import { publishSnapshot, readPointer } from "../../shared/core/publish.ts";
-import { createSnapshotLoader, type LogFn } from "../../shared/core/snapshot-loader.ts";
-import { INDEX_FILE, PASSAGES_FILE, SPARSE_FILE, snapshotFileKey } from "../../shared/core/snapshot.ts";
+import { createSnapshotLoader, type LogFn, type PassageTextsMode } from "../../shared/core/snapshot-loader.ts";
+import { INDEX_FILE, PASSAGES_FILE, readPassages, SPARSE_FILE, snapshotFileKey } from "../../shared/core/snapshot.ts";
 import { type LocalS3, startLocalS3 } from "../helpers/s3rver.ts";
 import { buildCorpusSnapshot, makeCorpus, publishCorpus, queryVectors } from "../helpers/snapshots.ts";
 
@@ -44,7 +44,13 @@ function capture(): { log: LogFn; entries: Array<{ level: string; msg: string; d
 function loaderFor(
   store: ObjectStore,
   indexPrefix: string,
-  extra: { streaming?: boolean; log?: LogFn; refreshS?: number } = {},
+  extra: {
+    streaming?: boolean;
+    log?: LogFn;
+    refreshS?: number;
+    passageTexts?: PassageTextsMode;
+    passageCacheBytes?: number;
+  } = {},
 ) {
   return createSnapshotLoader({
     store,
@@ -56,6 +62,8 @@ function loaderFor(
     partBytes: 64 * 1024,
     concurrency: 4,
     log: extra.log,
+    passageTexts: extra.passageTexts,
+    passageCacheBytes: extra.passageCacheBytes,
   });
 }
 
@@ -102,7 +110,7 @@ describe.each([
       expect(snap.index.count).toBe(3000);
       expect(searchAll(snap.index)).toEqual(searchAll(built.index));
       const top = snap.index.search(queries[0], 3).ordinals;
-      for (const o of top) expect(snap.passages.get(o)).toEqual(corpus.passages[o]);
+      expect(await readPassages(snap.passages, top)).toEqual(top.map((o) => corpus.passages[o]));
       expect(loader.status()).toMatchObject({ version: published.version, count: 3000, cold: false });
       loader.close();
     },
@@ -196,7 +204,9 @@ describe("snapshot loader against s3rver", () => {
           const r = snap.index.search(queries[q++ % queries.length], 5);
           // Results and passages always come from the same snapshot.
           expect(
-            snap.passages.get(r.ordinals[0]).docId.startsWith(`${snap.version === p1.version ? "v1" : "v2"}-`),
+            (await readPassages(snap.passages, [r.ordinals[0]]))[0].docId.startsWith(
+              `${snap.version === p1.version ? "v1" : "v2"}-`,
+            ),
           ).toBe(true);
           seen.push(snap.version);
         } catch {
@@ -303,16 +313,76 @@ describe("snapshot loader against s3rver", () => {
 
   it("a cold start on a corrupt version fails with snapshot_invalid rather than serving it", async () => {
     const prefix = "cold-corrupt/";
-    const { published } = await publishCorpus(s3Store, prefix, makeCorpus({ n: 300, d, seed: 50, label: "c" }));
+    const { built, published } = await publishCorpus(s3Store, prefix, makeCorpus({ n: 300, d, seed: 50, label: "c" }));
     const key = snapshotFileKey(prefix, published.version, PASSAGES_FILE);
-    const body = Uint8Array.from((await s3Store.get(key))!.body);
-    body[body.length - 2] ^= 0xff;
-    await s3Store.put(key, body);
-    const err = await loaderFor(s3Store, prefix)
+    const original = Uint8Array.from((await s3Store.get(key))!.body);
+    // A flipped byte in the head (offset tables, passage info): nothing can be served.
+    const head = Uint8Array.from(original);
+    head[built.manifest.passages!.head_bytes - 2] ^= 0xff;
+    await s3Store.put(key, head);
+    const headErr = await loaderFor(s3Store, prefix)
       .current()
       .catch((e) => e);
-    expect(err.code).toBe("snapshot_invalid");
-    expect(err.message).toMatch(/passages\.bin sha256/);
+    expect(headErr.code).toBe("snapshot_invalid");
+    expect(headErr.message).toMatch(/head of passages\.bin .* does not match the manifest/);
+    // In the texts: read whole before serving (PASSAGE_TEXTS=eager), the whole-file digest catches it.
+    const tail = Uint8Array.from(original);
+    tail[tail.length - 2] ^= 0xff;
+    await s3Store.put(key, tail);
+    const eagerErr = await loaderFor(s3Store, prefix, { passageTexts: "eager" })
+      .current()
+      .catch((e) => e);
+    expect(eagerErr.code).toBe("snapshot_invalid");
+    expect(eagerErr.message).toMatch(/passages\.bin sha256/);
+  });
+
+  it("lazily read texts: a corrupt or unreadable block fails only the requests that need it", async () => {
+    const prefix = "lazy-texts/";
+    const corpus = makeCorpus({ n: 12_000, d, seed: 52, label: "z" });
+    const { built, published } = await publishCorpus(s3Store, prefix, corpus);
+    const layout = built.manifest.passages!;
+    expect(layout.blocks.length).toBeGreaterThan(2);
+    const key = snapshotFileKey(prefix, published.version, PASSAGES_FILE);
+    const body = Uint8Array.from((await s3Store.get(key))!.body);
+    body[body.length - 2] ^= 0xff; // inside the last text block
+    await s3Store.put(key, body);
+    const loader = loaderFor(s3Store, prefix, { passageTexts: "lazy" });
+    const snap = await loader.current();
+    expect(snap.passages.describe?.()).toMatchObject({ texts: "lazy" });
+    // The first passages sit in the first block: fine.
+    expect(await readPassages(snap.passages, [0, 1, 2])).toEqual(corpus.passages.slice(0, 3));
+    // The last one is in the corrupt block: that request fails with a retryable 503, clearly.
+    const err = await readPassages(snap.passages, [0, corpus.passages.length - 1]).catch((e) => e);
+    expect(err.code).toBe("store_unavailable");
+    expect(err.status).toBe(503);
+    expect(err.message).toMatch(/block \d+ does not match its digest in the manifest/);
+    // ...and the snapshot keeps serving everything else.
+    expect(await readPassages(snap.passages, [5])).toEqual([corpus.passages[5]]);
+    expect(loader.status()).toMatchObject({ version: published.version, cold: false });
+    loader.close();
+  });
+
+  it("lazily read texts match the eager store, from cache on repeats; background fill ends in memory", async () => {
+    const prefix = "lazy-fill/";
+    const corpus = makeCorpus({ n: 12_000, d, seed: 53, label: "f" });
+    await publishCorpus(s3Store, prefix, corpus);
+    const lazy = loaderFor(s3Store, prefix, { passageTexts: "lazy" });
+    const snap = await lazy.current();
+    const pick = [11_999, 3, 6000, 3, 47];
+    expect(await readPassages(snap.passages, pick)).toEqual(pick.map((o) => corpus.passages[o]));
+    const before = snap.passages.describe?.() as { block_reads: number; block_hits: number };
+    expect(await readPassages(snap.passages, pick)).toEqual(pick.map((o) => corpus.passages[o]));
+    const after = snap.passages.describe?.() as { block_reads: number; block_hits: number };
+    expect(after.block_reads).toBe(before.block_reads);
+    expect(after.block_hits).toBeGreaterThan(before.block_hits);
+    lazy.close();
+
+    const bg = loaderFor(s3Store, prefix, { passageTexts: "background" });
+    const s = await bg.current();
+    await vi.waitFor(() => expect(s.passages.describe?.()).toMatchObject({ texts: "memory" }), { timeout: 10_000 });
+    const all = Array.from({ length: corpus.passages.length }, (_, i) => i);
+    expect(await readPassages(s.passages, all)).toEqual(corpus.passages);
+    bg.close();
   });
 
   it("sparse index: round trip through s3rver, searched like the built one, hot-swapped with its version", async () => {
@@ -328,7 +398,7 @@ describe("snapshot loader against s3rver", () => {
     const s1 = await loader.current();
     expect(s1.sparse?.count).toBe(400);
     const hit = s1.sparse!.search("one passage 123", 3);
-    expect(s1.passages.get(hit.ordinals[0]).text).toMatch(/^one passage 123:/);
+    expect((await readPassages(s1.passages, [hit.ordinals[0]]))[0].text).toMatch(/^one passage 123:/);
 
     const { published: p2 } = await publishCorpus(s3Store, prefix, makeCorpus({ n: 250, d, seed: 61, label: "two" }));
     expect(await loader.refresh()).toBe(true);
@@ -337,7 +407,9 @@ describe("snapshot loader against s3rver", () => {
     // The sparse index swapped with the rest of the snapshot: it knows only the new passages.
     expect(s2.sparse?.count).toBe(250);
     expect(s2.sparse!.search("one", 5).ordinals).toEqual([]);
-    expect(s2.passages.get(s2.sparse!.search("two passage 7", 1).ordinals[0]).text).toMatch(/^two passage 7:/);
+    expect((await readPassages(s2.passages, [s2.sparse!.search("two passage 7", 1).ordinals[0]]))[0].text).toMatch(
+      /^two passage 7:/,
+    );
     expect(p1.version).not.toBe(p2.version);
     loader.close();
   });

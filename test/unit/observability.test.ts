@@ -21,7 +21,7 @@ const response = (reranked: boolean): SearchResponse => ({
   fusion: "rerank",
   warnings: reranked ? [] : ["reranker failed (timeout); results are first-stage only"],
   retrieval: "hybrid",
-  timings: { embed_ms: 1, search_ms: 2, sparse_ms: 0.5, rerank_ms: 3, total_ms: 7 },
+  timings: { embed_ms: 1, search_ms: 2, sparse_ms: 0.5, texts_ms: 0.25, rerank_ms: 3, total_ms: 7 },
 });
 
 describe("observations", () => {
@@ -32,7 +32,7 @@ describe("observations", () => {
       embeddingTokens: 9,
       cacheHits: undefined,
       degraded: false,
-      timings: { embed_ms: 1, search_ms: 2, sparse_ms: 0.5, rerank_ms: 3, total_ms: 7 },
+      timings: { embed_ms: 1, search_ms: 2, sparse_ms: 0.5, texts_ms: 0.25, rerank_ms: 3, total_ms: 7 },
     });
     expect(searchObservation(response(false), { rerankerConfigured: true })).toMatchObject({
       rerankPairs: 0,

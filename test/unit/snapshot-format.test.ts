@@ -5,6 +5,7 @@ import { SnapshotInvalidError, ValidationError } from "../../shared/core/errors.
 import type { SnapshotManifest } from "../../shared/core/ports.ts";
 import {
   compareVersionsDesc,
+  describePassageStore,
   encodePassageStore,
   INDEX_FILE,
   isSnapshotVersion,
@@ -80,9 +81,10 @@ describe("passage store", () => {
     const ps = Array.from({ length: 1000 }, (_, i) => passage(i));
     const bytes = encodePassageStore(ps);
     const store = openPassageStore(bytes);
-    // Corrupt record 10's JSON: record 500 still decodes, record 10 reports itself.
+    // Corrupt record 10's JSON (the info section follows both offset tables): record 500 still
+    // decodes, record 10 reports itself.
     const view = new DataView(bytes.buffer, bytes.byteOffset);
-    const recordsStart = 16 + 8 * 1001;
+    const recordsStart = 16 + 16 * 1001;
     const off10 = Number(view.getBigUint64(16 + 8 * 10, true));
     bytes[recordsStart + off10] = 0x7b + 1; // "{" → "|"
     expect(store.get(500)).toEqual(ps[500]);
@@ -104,7 +106,38 @@ describe("passage store", () => {
     expect(() => openPassageStore(new Uint8Array(3))).toThrow(SnapshotInvalidError);
     expect(() => openPassageStore(new TextEncoder().encode('{"not": "a store"}'))).toThrow(/bad magic/);
     expect(() => openPassageStore(bytes.subarray(0, 20))).toThrow(/overruns/);
-    expect(() => openPassageStore(bytes.subarray(0, bytes.length - 1))).toThrow(/does not span/);
+    expect(() => openPassageStore(bytes.subarray(0, bytes.length - 1))).toThrow(/do not span/);
+  });
+
+  it("reads stores in the v1 layout (one table, texts inside the records) of older snapshots", () => {
+    const ps = [passage(0), passage(1), passage(2)];
+    const enc = new TextEncoder();
+    const records = ps.map((p) => enc.encode(JSON.stringify(p)));
+    const total = records.reduce((a, r) => a + r.byteLength, 0);
+    const out = new Uint8Array(16 + 8 * 4 + total);
+    const view = new DataView(out.buffer);
+    out.set([0x54, 0x53, 0x50, 0x53]);
+    view.setUint32(4, 1, true);
+    view.setUint32(8, 3, true);
+    let off = 0;
+    for (let i = 0; i < 3; i++) {
+      view.setBigUint64(16 + 8 * i, BigInt(off), true);
+      out.set(records[i], 16 + 32 + off);
+      off += records[i].byteLength;
+    }
+    view.setBigUint64(16 + 24, BigInt(off), true);
+    const store = openPassageStore(out);
+    expect([0, 1, 2].map((i) => store.get(i))).toEqual(ps);
+    expect(describePassageStore(out)).toBeNull();
+  });
+
+  it("describes a v2 store's head and text blocks for the manifest", () => {
+    const ps = Array.from({ length: 400 }, (_, i) => passage(i));
+    const bytes = encodePassageStore(ps);
+    const layout = describePassageStore(bytes, 1024)!;
+    expect(layout.head_bytes + layout.text_bytes).toBe(bytes.byteLength);
+    expect(layout.blocks).toHaveLength(Math.ceil(layout.text_bytes / 1024));
+    expect(layout.blocks[0]).toBe(sha256Hex(bytes.subarray(layout.head_bytes, layout.head_bytes + 1024)));
   });
 });
 

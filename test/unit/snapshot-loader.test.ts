@@ -229,6 +229,7 @@ describe("snapshot loader", () => {
     const loader = loaderOf(
       options(base, {
         partBytes: 4096, // ranged parts land in the allocated memory too
+        passageTexts: "eager", // the whole passage store before serving, in one allocation
         allocate: (bytes) => {
           sizes.push(bytes);
           return allocateSnapshotBytes(bytes);

@@ -244,7 +244,7 @@ export const suite: Suite = {
         figures,
         summary: {
           s3_vs_raw_throughput: Number(s3Ratio.toFixed(3)),
-          s3_vs_raw_kept_throughput: Number((s3Load / s3KeptRaw).toFixed(3)),
+          s3_vs_kept_throughput: Number((s3Load / s3KeptRaw).toFixed(3)),
           s3_no_huge_pages_vs_raw_throughput: Number((s3LoadSmall / s3Raw).toFixed(3)),
           first_touch_mb_per_s: Math.round(touchMBps),
           fs_vs_raw_throughput: Number(fsRatio.toFixed(3)),
