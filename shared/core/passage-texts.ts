@@ -36,8 +36,11 @@ export interface TextBlockReaderOptions {
 
 export interface TextBlockReader {
   read: TextRangeReader;
-  /** Downloads the whole text section in the background; resolves when it is in memory (or failed). */
-  fill(signal?: AbortSignal): Promise<void>;
+  /**
+   * Downloads the whole text section in the background; resolves when it is in memory (or failed).
+   * With afterFirstRead the download waits until a read was served (at most maxWaitMs, default 1 s).
+   */
+  fill(signal?: AbortSignal, when?: { afterFirstRead?: boolean; maxWaitMs?: number }): Promise<void>;
   stats(): {
     texts: "lazy" | "filling" | "memory";
     cached_bytes: number;
@@ -68,6 +71,8 @@ export function createTextBlockReader(opts: TextBlockReaderOptions): TextBlockRe
   let blockHits = 0;
   let failedReads = 0;
   let fillWanted = false;
+  /** A fill deferred until the first read is served (see fill's `afterFirstRead`). */
+  let onFirstRead: (() => void) | undefined;
   let fillSignal: AbortSignal | undefined;
 
   const blockRange = (b: number): [number, number] => {
@@ -186,6 +191,7 @@ export function createTextBlockReader(opts: TextBlockReaderOptions): TextBlockRe
     const first = Math.floor(start / blockBytes);
     const last = Math.floor((end - 1) / blockBytes);
     const parts = await blocks(first, last, signal);
+    onFirstRead?.();
     if (parts.length === 1) {
       const base = first * blockBytes;
       return parts[0].subarray(start - base, end - base);
@@ -239,12 +245,27 @@ export function createTextBlockReader(opts: TextBlockReaderOptions): TextBlockRe
 
   return {
     read,
-    fill(signal?: AbortSignal): Promise<void> {
+    fill(signal?: AbortSignal, when: { afterFirstRead?: boolean; maxWaitMs?: number } = {}): Promise<void> {
       fillWanted = true;
       fillSignal = signal;
-      if (full) return Promise.resolve();
-      if (!filling) startFill();
-      return filling ?? Promise.resolve();
+      if (full || filling) return filling ?? Promise.resolve();
+      if (!when.afterFirstRead) {
+        startFill();
+        return filling ?? Promise.resolve();
+      }
+      // The first query's own reads go first; the download starts when they are served (or after
+      // maxWaitMs without a query), so it does not compete with the first answer.
+      return new Promise<void>((resolve) => {
+        const go = () => {
+          clearTimeout(timer);
+          onFirstRead = undefined;
+          if (!filling && !full) startFill();
+          (filling ?? Promise.resolve()).then(resolve);
+        };
+        const timer = setTimeout(go, when.maxWaitMs ?? 1000);
+        timer.unref?.();
+        onFirstRead = go;
+      });
     },
     stats: () => ({
       texts: full ? "memory" : filling ? "filling" : "lazy",

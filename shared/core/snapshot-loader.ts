@@ -340,7 +340,8 @@ export async function loadSnapshot(
       log: opts.log,
       now: opts.now,
     });
-    if (textsMode === "background") afterLive = (signal) => void reader.fill(signal);
+    // After the first query's texts were read, so the download does not slow the first answer.
+    if (textsMode === "background") afterLive = (signal) => void reader.fill(signal, { afterFirstRead: true });
     return openLazyPassageStore(got.body.slice(), layout, reader.read, reader.stats);
   };
 

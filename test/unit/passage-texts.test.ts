@@ -104,6 +104,18 @@ describe("lazily read passage store", () => {
     expect(ranges.length).toBe(n);
   });
 
+  it("a fill deferred to the first read starts only once a read was served", async () => {
+    const { store, ranges } = memoryStore();
+    const { passages: lazy, reader } = lazyStore(store);
+    const filled = reader.fill(undefined, { afterFirstRead: true, maxWaitMs: 60_000 });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(ranges).toEqual([]);
+    expect(reader.stats().texts).toBe("lazy");
+    await lazy.load?.([7]);
+    await filled;
+    expect(reader.stats().texts).toBe("memory");
+  });
+
   it("a fill that fails leaves range reads working", async () => {
     const { store } = memoryStore({ failFirst: 2 });
     const { passages: lazy, reader } = lazyStore(store);

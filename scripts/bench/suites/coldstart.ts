@@ -63,7 +63,7 @@ export const suite: Suite = {
   async run(ctx): Promise<SuiteResult> {
     const n = ctx.quick ? 10_000 : 100_000;
     const d = 384;
-    const reps = ctx.quick ? 1 : 3;
+    const reps = ctx.quick ? 1 : 5;
     const work = mkdtempSync(join(tmpdir(), "bench-coldstart-"));
     const bucket = "bench";
     let s3child: ChildProcess | undefined;
