@@ -35,6 +35,8 @@ export interface LoadJob {
   concurrency?: number;
   /** Ask for huge pages for the index and passage memory (default true, as the search function does). */
   hugePages?: boolean;
+  /** PASSAGE_TEXTS of the loader (default eager: the throughput comparisons fetch every byte). */
+  passageTexts?: "background" | "lazy" | "eager";
 }
 
 export interface LoadResult {
@@ -157,6 +159,7 @@ async function main(): Promise<void> {
       allocate: job.hugePages === false ? undefined : allocateSnapshotBytes,
       partBytes: job.partBytes,
       concurrency: job.concurrency,
+      passageTexts: job.passageTexts ?? "eager",
     });
     // Warm the store client (SDK modules, GetObject's code path, first connection) with one GET of
     // the pointer before the baseline: that cost belongs to the function's init, not to the load.

@@ -168,14 +168,14 @@ export const settings = {
   indexRefreshS: int("INDEX_REFRESH_S", 30, "How often a warm search function rechecks the snapshot pointer.", 0),
   passageTexts: oneOf(
     "PASSAGE_TEXTS",
-    ["background", "lazy", "eager"] as const,
-    "background",
-    "Search function: how passage texts load. background = serve once the index and the passage store's head are in, read texts by byte range until a background download has them all; lazy = by range only, verified blocks cached (PASSAGE_CACHE_MB); eager = the whole store before serving. Snapshots published before the split store are always read whole.",
+    ["lazy", "background", "eager"] as const,
+    "lazy",
+    "Search function: how passage texts load. lazy = serve once the index and the passage store's head are in, read each query's texts by byte range (verified 64 KiB blocks, cached: PASSAGE_CACHE_MB); background = the same, and all texts download behind the first query; eager = the whole store before serving. Chosen by `npm run bench -- coldstart` (BENCHMARKS.md). Snapshots published before the split store are always read whole.",
   ),
   passageCacheMb: int(
     "PASSAGE_CACHE_MB",
     64,
-    "Search function: MB of verified passage-text blocks kept by a lazily read store (PASSAGE_TEXTS=lazy, and background until its download completes).",
+    "Search function: MB of verified passage-text blocks kept in memory with PASSAGE_TEXTS=lazy (and with background until its download completes). A corpus whose texts fit is read from S3 once per block.",
     0,
   ),
   // reranker

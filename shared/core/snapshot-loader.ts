@@ -62,9 +62,10 @@ export interface SnapshotFetchOptions {
   /**
    * How passage texts are held (PASSAGE_TEXTS), for snapshots whose manifest has a `passages`
    * layout (older ones are always read whole):
-   * - "background" (default): serve once the index and the store's head are in; texts are read by
-   *   range until a background download has them all in memory;
-   * - "lazy": texts only by range, verified blocks kept in a cache of passageCacheBytes;
+   * - "lazy" (default): serve once the index and the store's head are in; texts are read by range,
+   *   verified blocks kept in a cache of passageCacheBytes;
+   * - "background": as lazy, and a background download brings all texts into memory after the
+   *   first query's reads;
    * - "eager": the whole store before serving, as before.
    */
   passageTexts?: PassageTextsMode;
@@ -73,7 +74,7 @@ export interface SnapshotFetchOptions {
   log?: LogFn;
 }
 
-export type PassageTextsMode = "background" | "lazy" | "eager";
+export type PassageTextsMode = "lazy" | "background" | "eager";
 
 export interface SnapshotLoaderOptions extends SnapshotFetchOptions {
   store: ObjectStore;
@@ -313,7 +314,7 @@ export async function loadSnapshot(
     }
   };
 
-  const textsMode = opts.passageTexts ?? "background";
+  const textsMode = opts.passageTexts ?? "lazy";
   let afterLive: ((signal: AbortSignal) => void) | undefined;
   const openPassages = async (): Promise<PassageStore> => {
     const layout = manifest.passages;
