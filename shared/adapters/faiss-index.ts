@@ -25,6 +25,7 @@ import {
   SimdFlatIndex,
   simdFlatAvailable,
 } from "./simd-flat.ts";
+import { createSqDecoder, parseSqHeader, type SqHeader } from "./sq-decode.ts";
 
 const require = createRequire(import.meta.url);
 
@@ -72,22 +73,34 @@ export const INDEX_TYPES: readonly ConcreteIndexType[] = ["flat", "hnsw", "ivf",
 
 /** Flat scans up to this many floats per query (80 MB: 52K×384, 13K×1536) before "auto" goes approximate. */
 export const FLAT_MAX_FLOATS = 20_000_000;
+/**
+ * Above this many floats (16 MB of float32: 10.4K×384) "auto" stores the exact index as fp16: half
+ * the snapshot bytes to publish, download and verify; the search function decodes it into the same
+ * SIMD flat scan, so it costs nothing at query time, and recall@20 against float32 was 0.999 in
+ * `npm run bench -- faiss`. Below it the saving is under 8 MB and not worth the rounding.
+ */
+export const FP16_FROM_FLOATS = 4_194_304;
 
 /**
  * Default index type by corpus size (INDEX_TYPE overrides it):
- * - up to FLAT_MAX_FLOATS floats (count × dimensions; 52K vectors at 384-d, 13K at 1536-d) → "flat":
- *   exact. A flat query reads every vector once (our SIMD scan: ~2.7 ms for 50K×384).
+ * - up to FP16_FROM_FLOATS floats (10.4K×384) → "flat": exact. A flat query reads every vector
+ *   once (our SIMD scan: ~2.7 ms for 50K×384).
+ * - up to FLAT_MAX_FLOATS floats (count × dimensions; 52K vectors at 384-d, 13K at 1536-d) →
+ *   "fp16": the same exact scan over vectors stored (and shipped) as fp16, decoded at load.
  * - up to 5,000,000 vectors → "ivf" (IVF-Flat, nprobe from the count): in `npm run bench -- faiss`
  *   at 200K×384 it kept recall@20 = 1.000 at 8–33× Flat's speed, while HNSW's recall swung between
  *   builds with faiss's default efConstruction (40; we now build with 80). "hnsw" remains
  *   available through INDEX_TYPE.
  * - beyond → "ivfpq": compressed codes (d/8 bytes per vector) so the index still fits a function's
  *   memory (Lambda tops out at 10 GB), at a recall cost.
- * "sq8"/"fp16" only save memory: with that same scalar build they scan slower than "flat".
+ * "sq8" (INDEX_TYPE) stores a quarter of the bytes (recall@20 0.970); like "fp16" the search function
+ * decodes it into the flat scan, so neither saves memory there, only snapshot bytes. (faiss's own SQ
+ * scan, used where WebAssembly SIMD is missing, is 7–8× slower than Flat.)
  */
 export function chooseIndexType(count: number, override: IndexType = "auto", dimensions = 384): ConcreteIndexType {
   if (override !== "auto") return override;
-  if (count * dimensions <= FLAT_MAX_FLOATS) return "flat";
+  if (count * dimensions <= FP16_FROM_FLOATS) return "flat";
+  if (count * dimensions <= FLAT_MAX_FLOATS) return "fp16";
   if (count <= 5_000_000) return "ivf";
   return "ivfpq";
 }
@@ -351,9 +364,15 @@ class FaissIndex implements FaissVectorIndex {
 
 /** A "flat" index searched by our SIMD scan (native or WebAssembly); same file format as faiss's IndexFlatIP. */
 class SimdFlat implements FaissVectorIndex {
-  readonly type = "flat" as const;
-  readonly params: IndexParamsRecord = { factory: "Flat" };
-  constructor(readonly flat: SimdFlatIndex) {}
+  /**
+   * "flat", or "fp16"/"sq8" for a scalar-quantized snapshot decoded into this memory (exact scan
+   * of the decoded vectors; toBuffer() then writes a Flat file of them).
+   */
+  constructor(
+    readonly flat: SimdFlatIndex,
+    readonly type: "flat" | "fp16" | "sq8" = "flat",
+    readonly params: IndexParamsRecord = { factory: "Flat" },
+  ) {}
   get dimensions(): number {
     return this.flat.dimensions;
   }
@@ -638,8 +657,72 @@ export function createFaissIndexSinkFactory(
   const toFile = tempFileSink(opts);
   const newFlat = (d: number, rows: number) => newFlatIndex(d, rows, opts.flatKernel, opts.hugePages ?? true);
   return async (manifest) => {
-    if (manifest.index_type !== "flat" || !useSimd(opts.flatKernel, false)) return toFile(manifest);
-    return simdFlatSink(manifest, newFlat, () => toFile(manifest));
+    if (!useSimd(opts.flatKernel, false)) return toFile(manifest);
+    if (manifest.index_type === "flat") return simdFlatSink(manifest, newFlat, () => toFile(manifest));
+    if (manifest.index_type === "fp16" || manifest.index_type === "sq8")
+      return scalarQuantizedSink(manifest, newFlat, () => toFile(manifest));
+    return toFile(manifest);
+  };
+}
+
+/**
+ * Streams an SQfp16/SQ8 file and decodes its codes into the memory of a SIMD flat index as they
+ * arrive (shared/adapters/sq-decode.ts): the snapshot is 1/2 or 1/4 the bytes of a flat one, the
+ * search is the flat scan (faiss's own SQ scan in our build is 7–8× slower than Flat). A file that
+ * is not what the manifest says goes to `fallback` (faiss reads it).
+ */
+function scalarQuantizedSink(
+  manifest: SnapshotManifest,
+  newFlat: (d: number, rows: number) => SimdFlatIndex,
+  fallback: () => Promise<IndexSink>,
+): IndexSink {
+  let head = new Uint8Array(0);
+  let decoder: ReturnType<typeof createSqDecoder> | undefined;
+  let flat: SimdFlatIndex | undefined;
+  let header: SqHeader | undefined;
+  let other: IndexSink | undefined;
+  return {
+    async write(chunk) {
+      if (other) return other.write(chunk);
+      if (decoder) return decoder.push(chunk);
+      const joined = new Uint8Array(head.byteLength + chunk.byteLength);
+      joined.set(head);
+      joined.set(chunk, head.byteLength);
+      const parsed = parseSqHeader(joined);
+      if (typeof parsed === "number") {
+        head = joined;
+        return;
+      }
+      const expected = manifest.index_type === "fp16" ? "fp16" : "sq8";
+      if (
+        !parsed ||
+        parsed.qtype !== expected ||
+        parsed.dimensions !== manifest.embedder.dimensions ||
+        parsed.count !== manifest.counts.passages
+      ) {
+        other = await fallback();
+        return other.write(joined);
+      }
+      header = parsed;
+      flat = newFlat(parsed.dimensions, parsed.count);
+      decoder = createSqDecoder(parsed, flat.rowsView(parsed.count));
+      head = new Uint8Array(0);
+      decoder.push(joined.subarray(parsed.headerBytes));
+    },
+    async finish() {
+      if (other) return other.finish();
+      if (!flat || !header || !decoder?.done())
+        throw new ValidationError(`${manifest.index_type} index file is shorter than its header says`);
+      return new SimdFlat(flat, header.qtype, {
+        factory: header.qtype === "fp16" ? "SQfp16" : "SQ8",
+        scan: "decoded to float32, SIMD flat",
+      });
+    },
+    async abort() {
+      if (other) await other.abort();
+      flat = undefined;
+      decoder = undefined;
+    },
   };
 }
 

@@ -351,6 +351,16 @@ export class SimdFlatIndex {
   }
 
   /**
+   * Room for `count` rows, returned as the floats themselves, for loaders that decode another
+   * storage format (fp16, SQ8) into this memory.
+   */
+  rowsView(count: number): Float32Array {
+    this.ensure(count);
+    this.n = count;
+    return new Float32Array(this.memory.buffer, ROWS_OFFSET, count * this.dimensions);
+  }
+
+  /**
    * A view of memory where bytes [offset, offset + length) of the file given to fileView() go,
    * reaching past the file's end into scratch space (for a reader's "is there more?" probe byte).
    */

@@ -146,6 +146,10 @@ async function fetchVerified(
   opts: Required<Pick<SnapshotFetchOptions, "partBytes" | "concurrency">> & {
     signal?: AbortSignal;
     run: ReturnType<typeof limiter>;
+    /** The entry describes the first `bytes` bytes of a longer object (the passage store's head). */
+    prefix?: boolean;
+    /** Receives the object's ETag (the same for every part). */
+    onEtag?: (etag: string) => void;
   },
 ): Promise<void> {
   const entry = manifest.files[name];
@@ -153,10 +157,12 @@ async function fetchVerified(
   const hash = createSha256();
   const missing = () => new SnapshotInvalidError(`snapshot ${manifest.version}: ${name} is missing (${key})`);
   if (size <= opts.partBytes) {
-    const got = await opts.run(() => store.get(key, { signal: opts.signal }));
+    const range: [number, number] | undefined = opts.prefix ? [0, size - 1] : undefined;
+    const got = await opts.run(() => store.get(key, { signal: opts.signal, range }));
     if (!got) throw missing();
     hash.update(got.body);
     verifyDigest(name, got.body.byteLength, hash.digest(), manifest);
+    opts.onEtag?.(got.etag);
     await target.onChunk(got.body, 0);
     return;
   }
@@ -167,7 +173,7 @@ async function fetchVerified(
   const launch = (i: number) => {
     const start = i * opts.partBytes;
     // The last part asks for one byte more than the manifest says: a longer object shows up here.
-    const end = i === parts - 1 ? size : Math.min(size, start + opts.partBytes) - 1;
+    const end = i === parts - 1 && !opts.prefix ? size : Math.min(size, start + opts.partBytes) - 1;
     const into = target.bufferFor(start, end - start + 1, i % opts.concurrency);
     const p = opts.run(() => store.get(key, { range: [start, end], signal: opts.signal, into }));
     p.catch(() => {}); // awaited in order below; this only silences early rejections
@@ -200,6 +206,7 @@ async function fetchVerified(
     for (const p of pending) p?.catch(() => {});
   }
   verifyDigest(name, size, hash.digest(), manifest);
+  if (etag !== undefined) opts.onEtag?.(etag);
 }
 
 /** Loads and verifies the snapshot a pointer names. Throws SnapshotInvalidError / StoreUnavailableError. */
@@ -319,22 +326,35 @@ export async function loadSnapshot(
   const openPassages = async (): Promise<PassageStore> => {
     const layout = manifest.passages;
     if (!layout || textsMode === "eager") return openPassageStore(await fetchToMemory(PASSAGES_FILE));
-    // Only the head (offset tables and passage info) before serving; texts by range.
+    // Only the head (offset tables and passage info) before serving, in parallel parts like any
+    // file, verified against its own digest; texts by range later.
     const key = prefix + manifest.files[PASSAGES_FILE].key;
-    const got = await run(() => store.get(key, { range: [0, layout.head_bytes - 1], signal: opts.signal }));
-    if (!got) throw new SnapshotInvalidError(`snapshot ${manifest.version}: ${PASSAGES_FILE} is missing (${key})`);
-    const h = createSha256();
-    h.update(got.body);
-    if (got.body.byteLength !== layout.head_bytes || h.digest() !== layout.head_sha256) {
-      throw new SnapshotInvalidError(
-        `snapshot ${manifest.version}: the head of ${PASSAGES_FILE} (${got.body.byteLength} bytes) does not match the manifest`,
-      );
-    }
+    const headName = `${PASSAGES_FILE} (head)`;
+    const headManifest = {
+      ...manifest,
+      files: { ...manifest.files, [headName]: { key, bytes: layout.head_bytes, sha256: layout.head_sha256 } },
+    };
+    const headBytes = opts.allocate ? opts.allocate(layout.head_bytes) : new Uint8Array(layout.head_bytes);
+    let etag: string | undefined;
+    await fetchVerified(
+      store,
+      key,
+      headName,
+      headManifest,
+      {
+        bufferFor: (offset, length) => headBytes.subarray(offset, offset + length),
+        onChunk: (chunk, offset) => {
+          if (chunk.buffer !== headBytes.buffer || chunk.byteOffset !== headBytes.byteOffset + offset)
+            headBytes.set(chunk, offset);
+        },
+      },
+      { ...fetchOpts, prefix: true, onEtag: (e: string) => (etag = e) },
+    );
     const reader = createTextBlockReader({
       store,
       key,
       layout,
-      etag: got.etag,
+      etag: etag ?? "",
       version: manifest.version,
       cacheBytes: opts.passageCacheBytes,
       allocate: opts.allocate,
@@ -343,7 +363,7 @@ export async function loadSnapshot(
     });
     // After the first query's texts were read, so the download does not slow the first answer.
     if (textsMode === "background") afterLive = (signal) => void reader.fill(signal, { afterFirstRead: true });
-    return openLazyPassageStore(got.body.slice(), layout, reader.read, reader.stats);
+    return openLazyPassageStore(headBytes, layout, reader.read, reader.stats);
   };
 
   const [index, passages, sparse] = await Promise.all([fetchIndex(), openPassages(), openSparse()]);

@@ -205,7 +205,9 @@ describe("faiss index adapter", () => {
 
   it("chooses the default type by corpus size, INDEX_TYPE overrides", () => {
     expect(chooseIndexType(0)).toBe("flat");
-    expect(chooseIndexType(52_083, "auto", 384)).toBe("flat");
+    expect(chooseIndexType(10_922, "auto", 384)).toBe("flat");
+    expect(chooseIndexType(10_923, "auto", 384)).toBe("fp16");
+    expect(chooseIndexType(52_083, "auto", 384)).toBe("fp16");
     expect(chooseIndexType(52_084, "auto", 384)).toBe("ivf");
     expect(chooseIndexType(20_000, "auto", 1536)).toBe("ivf");
     expect(chooseIndexType(5_000_000)).toBe("ivf");
