@@ -10,7 +10,7 @@ import type { Passage } from "../../shared/core/types.ts";
 export async function publishHashingSnapshot(
   store: ObjectStore,
   passages: Passage[],
-  opts: { dimensions: number; indexPrefix?: string },
+  opts: { dimensions: number; indexPrefix?: string; indexType?: string },
 ): Promise<{ version: string; bytes: number }> {
   const embedder = createHashingEmbedder({ dimensions: opts.dimensions });
   const built = await buildSnapshot({
@@ -21,7 +21,7 @@ export async function publishHashingSnapshot(
       passages.map((p) => p.text),
       opts.dimensions,
     ),
-    indexType: "flat",
+    indexType: opts.indexType ?? "flat",
     indexBuilder: faissIndexBuilder,
   });
   await publishSnapshot(store, {

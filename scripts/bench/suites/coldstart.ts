@@ -74,6 +74,12 @@ export const suite: Suite = {
       s3child = s3.child;
       const store = s3rverStore(s3.endpoint, bucket);
       const { bytes } = await publishHashingSnapshot(store, passages, { dimensions: d });
+      // The same corpus with the vectors stored as fp16 (decoded into the flat scan at load).
+      const fp16 = await publishHashingSnapshot(store, passages, {
+        dimensions: d,
+        indexPrefix: "fp16/",
+        indexType: "fp16",
+      });
       const modelDir = await ensureFixtureModel(ctx.quick ? "tiny-cross" : "minilm-l6-cross");
       const env = {
         STORE_KIND: "s3",
@@ -97,6 +103,7 @@ export const suite: Suite = {
       await runChild(env);
       await runChild(env, bundle.handlerFile);
       const tsxRuns: ColdRun[] = [];
+      const fp16Runs: ColdRun[] = [];
       // PASSAGE_TEXTS modes of the bundle; the first is the default the other figures describe.
       const modes = ["lazy", "background", "eager"] as const;
       const modeRuns: Record<(typeof modes)[number], ColdRun[]> = { background: [], lazy: [], eager: [] };
@@ -107,6 +114,8 @@ export const suite: Suite = {
           ctx.log(`cold start ${r + 1}/${reps}: bundle, PASSAGE_TEXTS=${mode}`);
           modeRuns[mode].push(await runChild({ ...env, PASSAGE_TEXTS: mode }, bundle.handlerFile));
         }
+        ctx.log(`cold start ${r + 1}/${reps}: bundle, fp16 vectors`);
+        fp16Runs.push(await runChild({ ...env, INDEX_PREFIX: "fp16/" }, bundle.handlerFile));
         ctx.log(`cold start ${r + 1}/${reps}: tsx`);
         tsxRuns.push(await runChild(env));
       }
@@ -127,7 +136,7 @@ export const suite: Suite = {
         figure(`PASSAGE_TEXTS=${m}: first query`, med(modeRuns[m], "first_query_ms"), "ms"),
         figure(`PASSAGE_TEXTS=${m}: 100th query`, med(modeRuns[m], "query_100_ms"), "ms"),
       ]);
-      const everyRun = [...Object.values(modeRuns).flat(), ...tsxRuns];
+      const everyRun = [...Object.values(modeRuns).flat(), ...fp16Runs, ...tsxRuns];
       const ok = everyRun.every((x) => x.status === 200 && x.results > 0);
       return {
         suite: "coldstart",
@@ -151,6 +160,17 @@ export const suite: Suite = {
           figure("tsx: first query", t("first_query_ms"), "ms"),
           figure("tsx: process start → first answer", t("total_ms"), "ms"),
           ...modeFigures,
+          figure("fp16 snapshot", fp16.bytes / 1e6, "MB", undefined, "same corpus, vectors stored as fp16"),
+          figure("fp16 vectors: process start → first answer", med(fp16Runs, "total_ms"), "ms"),
+          figure(
+            "fp16 vectors: snapshot load",
+            med(fp16Runs, "snapshot_load_ms"),
+            "ms",
+            undefined,
+            "decoded to float32",
+          ),
+          figure("fp16 vectors: first query", med(fp16Runs, "first_query_ms"), "ms"),
+          figure("fp16 vectors: 100th query", med(fp16Runs, "query_100_ms"), "ms"),
         ],
         summary: {
           cold_start_ms: Math.round(b("total_ms")),
@@ -166,8 +186,12 @@ export const suite: Suite = {
           all_answered: ok,
           reranked: everyRun.every((x) => x.reranked),
           ...byMode,
+          fp16_snapshot_bytes: fp16.bytes,
+          fp16_cold_start_ms: Math.round(med(fp16Runs, "total_ms")),
+          fp16_snapshot_load_ms: Math.round(med(fp16Runs, "snapshot_load_ms")),
+          fp16_vs_fp32_cold_start: Number((med(fp16Runs, "total_ms") / b("total_ms")).toFixed(3)),
         },
-        details: { modeRuns, tsxRuns },
+        details: { modeRuns, fp16Runs, tsxRuns },
         notes: [
           `Median of ${reps} fresh processes per form, interleaved, after one unmeasured warm-up run of each (page cache, tsx compile cache).`,
           "Bundle: dist/functions/search/handler.mjs from `npm run build:functions` under plain node, fed a recorded API Gateway v2 event, as Lambda runs it; its phase split comes from /health (index.load_ms, reranker.loadMs).",
