@@ -169,6 +169,33 @@ export const suite: Suite = {
         raw.fs.push(rfs.bytes / MB / (rfs.ms / 1000));
         loads.fs.push(await runChild<LoadResult>(["load", JSON.stringify(fsJob)]));
       }
+      // --snapshot-sweep (experiments): loader part size × concurrency against the kept baseline.
+      const sweep: Array<{ partMB: number; concurrency: number; vs_kept: number; ms: number }> = [];
+      if (ctx.args.includes("--snapshot-sweep")) {
+        for (const partMB of [4, 8, 16, 32]) {
+          for (const concurrency of [2, 4, 8]) {
+            const ratios: number[] = [];
+            const times: number[] = [];
+            for (let r = 0; r < reps; r++) {
+              const kept = await runChild<{ bytes: number; ms: number }>([
+                "raw-s3",
+                JSON.stringify({ endpoint: s3.endpoint, bucket, keys, keep: true }),
+              ]);
+              const job = { ...s3Job, partBytes: partMB * MB, concurrency };
+              const l = await runChild<LoadResult>(["load", JSON.stringify(job)]);
+              ratios.push(l.bytes / l.ms / (kept.bytes / kept.ms));
+              times.push(l.ms);
+            }
+            sweep.push({
+              partMB,
+              concurrency,
+              vs_kept: Number(median(ratios).toFixed(3)),
+              ms: Math.round(median(times)),
+            });
+            ctx.log(`sweep ${partMB} MB × ${concurrency}: ${JSON.stringify(sweep[sweep.length - 1])}`);
+          }
+        }
+      }
       const touch = await runChild<{ bytes: number; ms: number; againMs: number }>([
         "first-touch",
         String(snapshotBytes),
@@ -269,7 +296,7 @@ export const suite: Suite = {
           s3_load_ms: Math.round(median(loads.s3.map((l) => l.ms))),
           fs_load_ms: Math.round(median(loads.fs.map((l) => l.ms))),
         },
-        details: { raw, loads, firstTouch: touch },
+        details: { raw, loads, firstTouch: touch, ...(sweep.length ? { sweep } : {}) },
         notes: [
           `Medians of ${reps} rounds; each measurement is a fresh child process, raw and loader alternating.`,
           "Loader = createSnapshotLoader as the search function runs it: pointer + manifest GETs, parallel ranged GETs (8 MiB parts, 4 in flight), incremental sha256 of every file; a flat index.faiss lands part by part in the WebAssembly memory it is searched in (other types stream into a temp file faiss reads); the passage store is kept in memory as downloaded. Both memories are advised to use transparent huge pages (madvise, through our faiss-node build) before the bytes land; the 'without huge-page advice' run skips that.",
