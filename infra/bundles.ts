@@ -79,8 +79,11 @@ export const FUNCTION_BUNDLES: Record<FunctionName, FunctionBundle> = {
 };
 
 /**
- * esbuild settings of a Lambda bundle, as SST's Node.js builder applies them: one ES module with
- * a source map, Node 20 target, and a `require` for the CommonJS packages bundled into it.
+ * esbuild settings of a Lambda bundle, close to what SST's Node.js builder applies: one ES module,
+ * names kept, `require` / `__filename` / `__dirname` for the CommonJS packages bundled into it.
+ * One difference: this build always writes a source map beside the bundle (for readable stack traces
+ * in tests and benchmarks), while SST ships one only when a function sets `nodejs.sourcemap`, which
+ * this stack leaves off because it grows the package.
  */
 export const BUNDLE_ESBUILD = {
   bundle: true,
@@ -89,8 +92,16 @@ export const BUNDLE_ESBUILD = {
   format: "esm",
   sourcemap: true,
   mainFields: ["module", "main"],
+  keepNames: true,
+  // CommonJS code bundled into an ES module still finds require, __filename and __dirname.
   banner: {
-    js: 'import { createRequire as __bundleCreateRequire } from "node:module"; const require = __bundleCreateRequire(import.meta.url);',
+    js: [
+      'import { createRequire as __bundleCreateRequire } from "node:module";',
+      'import { fileURLToPath as __bundleFileURLToPath } from "node:url";',
+      "const require = __bundleCreateRequire(import.meta.url);",
+      "const __filename = __bundleFileURLToPath(import.meta.url);",
+      'const __dirname = __bundleFileURLToPath(new URL(".", import.meta.url));',
+    ].join(" "),
   },
   outExtension: { ".js": ".mjs" },
 } as const;

@@ -57,7 +57,8 @@ export async function buildFunctions(opts: { outDir?: string; only?: FunctionNam
     let codeBytes = 0;
     let mapBytes = 0;
     for (const file of Object.keys(result.metafile.outputs)) {
-      const bytes = statSync(resolve(repoRoot, file)).size;
+      // esbuild names outputs relative to its working directory (this process's cwd).
+      const bytes = statSync(resolve(file)).size;
       if (file.endsWith(".map")) mapBytes += bytes;
       else codeBytes += bytes;
     }

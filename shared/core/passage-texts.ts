@@ -186,7 +186,8 @@ export function createTextBlockReader(opts: TextBlockReaderOptions): TextBlockRe
 
   const read: TextRangeReader = async (start, end, signal) => {
     if (full) return full.subarray(start, end);
-    if (!filling && now() - fillFailedAt >= FILL_RETRY_MS && fillWanted) startFill();
+    // Only a fill that failed is restarted here (after a pause); a first fill starts from fill().
+    if (fillWanted && !filling && fillFailedAt > -Infinity && now() - fillFailedAt >= FILL_RETRY_MS) startFill();
     if (end <= start) return new Uint8Array(0);
     const first = Math.floor(start / blockBytes);
     const last = Math.floor((end - 1) / blockBytes);
@@ -210,10 +211,17 @@ export function createTextBlockReader(opts: TextBlockReaderOptions): TextBlockRe
 
   async function runFill(signal?: AbortSignal): Promise<void> {
     const partBlocks = Math.max(1, Math.floor((opts.fillPartBytes ?? 8 * 1024 * 1024) / blockBytes));
+    if (signal?.aborted) {
+      fillWanted = false;
+      return;
+    }
     const buf = opts.allocate ? opts.allocate(layout.text_bytes) : new Uint8Array(layout.text_bytes);
     const total = layout.blocks.length;
     for (let b = 0; b < total; b += partBlocks) {
-      if (signal?.aborted) return;
+      if (signal?.aborted) {
+        fillWanted = false; // the snapshot was swapped out or the loader closed: never again
+        return;
+      }
       const last = Math.min(total - 1, b + partBlocks - 1);
       const parts = await fetchBlocks(b, last, signal);
       for (let i = 0; i < parts.length; i++) buf.set(parts[i], blockRange(b + i)[0]);

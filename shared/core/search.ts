@@ -184,7 +184,10 @@ function passageCache(snapshot: LoadedSnapshot) {
 type FirstStagePassage = PassageInfo & { text?: string };
 
 /** Gives every candidate its full passage (one ranged read per nearby group for a lazy store). */
-async function attachTexts(passages: PassageStore, candidates: Candidate[]): Promise<void> {
+async function attachTexts(
+  passages: PassageStore,
+  candidates: ReadonlyArray<{ ordinal: number; passage: FirstStagePassage }>,
+): Promise<void> {
   const missing = candidates.filter((c) => c.passage.text === undefined);
   if (missing.length === 0) return;
   if (!passages.load) {
@@ -196,7 +199,7 @@ async function attachTexts(passages: PassageStore, candidates: Candidate[]): Pro
 }
 
 /** The text of a candidate whose passage attachTexts() completed. */
-function textOf(c: Candidate): string {
+function textOf(c: { passage: FirstStagePassage }): string {
   if (c.passage.text === undefined) throw new Error(`internal: passage ${c.passage.id} has no text loaded`);
   return c.passage.text;
 }
@@ -436,15 +439,19 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
     );
   }
 
-  // Texts of the candidates (a lazily read store fetches them now, by range; a failure fails this
-  // request with a 503, the snapshot keeps serving).
-  const tTexts = clock.now();
-  await attachTexts(snapshot.passages, candidates);
-  const textsMs = clock.now() - tTexts;
-
   // ---- second stage ----
   let rerankedCount = 0;
   const reranker = deps.reranker && deps.reranker.describe().kind !== "none" ? deps.reranker : null;
+  // Texts: a reranked search needs every candidate's, otherwise only the returned hits' (below). A
+  // lazily read store fetches them now, by range; a failure fails this request with a 503, the
+  // snapshot keeps serving.
+  let textsMs = 0;
+  if (request.rerank && reranker && candidates.length > 0) {
+    const tTexts = clock.now();
+    await attachTexts(snapshot.passages, candidates);
+    textsMs += clock.now() - tTexts;
+  }
+  const textsBeforeRerankMs = textsMs;
   if (request.rerank && !reranker) {
     warnings.push("reranking is not configured (RERANKER=none); results are first-stage only");
   } else if (request.rerank && reranker && candidates.length > 0) {
@@ -539,7 +546,11 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
   // ---- fuse, collapse, cut ----
   let ranked = fuseScores(candidates, { mode: request.fusion, alpha: request.alpha });
   if (request.collapse) ranked = collapseByDocument(ranked, (c) => c.passage.docId);
-  const results: SearchHit[] = ranked.slice(0, request.k).map((c) => ({
+  const top = ranked.slice(0, request.k);
+  const tTexts = clock.now();
+  await attachTexts(snapshot.passages, top);
+  textsMs += clock.now() - tTexts;
+  const results: SearchHit[] = top.map((c) => ({
     id: c.passage.id,
     doc_id: c.passage.docId,
     text: textOf(c),
@@ -567,7 +578,7 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
       search_ms: vector ? round(t2 - t1) : 0,
       sparse_ms: searchesSparse ? round(t2s - t2) : 0,
       texts_ms: round(textsMs),
-      rerank_ms: round(t3 - t2s - textsMs),
+      rerank_ms: round(t3 - t2s - textsBeforeRerankMs),
       total_ms: round(t4 - t0),
     },
   };

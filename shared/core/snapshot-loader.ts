@@ -377,7 +377,10 @@ export async function loadSnapshot(
       `snapshot ${manifest.version}: index has ${index.dimensions} dimensions, the embedder ${manifest.embedder.dimensions}`,
     );
   }
-  const bytes = Object.values(manifest.files).reduce((a, f) => a + f.bytes, 0) + manifestObj.body.byteLength;
+  // Bytes fetched before serving: a lazily read store leaves its texts in the store.
+  const lazyTexts = manifest.passages && textsMode !== "eager" ? manifest.passages.text_bytes : 0;
+  const bytes =
+    Object.values(manifest.files).reduce((a, f) => a + f.bytes, 0) + manifestObj.body.byteLength - lazyTexts;
   const loadedAt = now();
   return {
     version: manifest.version,
@@ -405,6 +408,7 @@ export function createSnapshotLoader(opts: SnapshotLoaderOptions): SnapshotLoade
 
   let live: LoadedSnapshot | null = null;
   let liveLoadMs: number | undefined;
+  let liveFill: AbortController | undefined;
   let lastCheck = 0;
   let lastError: string | undefined;
   let inflight: Promise<boolean> | null = null;
@@ -453,7 +457,11 @@ export function createSnapshotLoader(opts: SnapshotLoaderOptions): SnapshotLoade
       const previous = live?.version ?? null;
       live = snapshot;
       liveLoadMs = Math.round(now() - started);
-      afterLive?.(signal);
+      // The background text download belongs to this version: a swap or close() stops it.
+      liveFill?.abort();
+      liveFill = new AbortController();
+      const fillSignal = AbortSignal.any([signal, liveFill.signal]);
+      afterLive?.(fillSignal);
       rejected.delete(pointer.version);
       lastError = undefined;
       log("info", previous ? "snapshot swapped" : "snapshot loaded", {

@@ -7,7 +7,12 @@ import { SnapshotInvalidError, ValidationError } from "./errors.ts";
 import type { PassageInfo, PassageStore, SnapshotManifest } from "./ports.ts";
 import type { Passage } from "./types.ts";
 
-export const SNAPSHOT_FORMAT_VERSION = 1;
+/**
+ * 2: the passage store in layout v2 with its `passages` manifest entry (texts read by range). A
+ * search function of format 1 refuses these manifests with a clear message and keeps serving the
+ * snapshot it has (rollbacks stay safe); this build reads 1 and 2.
+ */
+export const SNAPSHOT_FORMAT_VERSION = 2;
 export const INDEX_FILE = "index.faiss";
 export const PASSAGES_FILE = "passages.bin";
 export const MANIFEST_FILE = "manifest.json";

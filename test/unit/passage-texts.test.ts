@@ -112,8 +112,24 @@ describe("lazily read passage store", () => {
     expect(ranges).toEqual([]);
     expect(reader.stats().texts).toBe("lazy");
     await lazy.load?.([7]);
+    // The first GET was the query's own block, not a part of the download.
+    expect(ranges[0][1] - ranges[0][0] + 1).toBeLessThanOrEqual(layout.block_bytes);
     await filled;
     expect(reader.stats().texts).toBe("memory");
+    expect(ranges.length).toBeGreaterThan(1);
+  });
+
+  it("an aborted fill stops and is not restarted by later reads", async () => {
+    const { store, ranges } = memoryStore();
+    const { passages: lazy, reader } = lazyStore(store, 0);
+    const ac = new AbortController();
+    ac.abort();
+    await reader.fill(ac.signal);
+    expect(ranges).toEqual([]);
+    await lazy.load?.([1]);
+    await lazy.load?.([2]);
+    expect(reader.stats().texts).toBe("lazy");
+    expect(ranges.length).toBe(2); // just the two reads
   });
 
   it("a fill that fails leaves range reads working", async () => {

@@ -712,3 +712,50 @@ describe("rerank fan-out (RERANKER_FANOUT)", () => {
     expect(res.reranked_candidates).toBe(12 - failedTexts.size);
   });
 });
+
+describe("searchTwoStage: passage texts from a lazily read store", () => {
+  /** A store that answers info() without texts and records every load(). */
+  function lazyPassages(passages: Passage[]) {
+    const loads: number[][] = [];
+    return {
+      loads,
+      store: {
+        count: passages.length,
+        get: () => {
+          throw new Error("lazy store: use load()");
+        },
+        info: (o: number) => {
+          const { text: _t, ...info } = passages[o];
+          return info;
+        },
+        load: async (ordinals: readonly number[]) => {
+          loads.push([...ordinals]);
+          return ordinals.map((o) => passages[o]);
+        },
+      },
+    };
+  }
+
+  it("reads texts for every candidate when reranking, and only the returned hits' otherwise", async () => {
+    const passages = corpusPassages();
+    const eager = await searchTwoStage(req({ k: 2, candidates: 8 }), deps());
+    const lazy = lazyPassages(passages);
+    const snapshot = { ...jsSnapshot(passages), passages: lazy.store };
+    const reranked = await searchTwoStage(req({ k: 2, candidates: 8 }), deps({ snapshot }));
+    expect(reranked.results).toEqual(eager.results);
+    expect(lazy.loads.flat().length).toBe(8); // every candidate, once
+    lazy.loads.length = 0;
+    const plain = await searchTwoStage(req({ k: 2, candidates: 8, rerank: false }), deps({ snapshot }));
+    expect(lazy.loads).toEqual([plain.results.map((h) => passages.findIndex((p) => p.id === h.id))]);
+    expect(plain.results.every((h) => h.text.length > 0)).toBe(true);
+  });
+
+  it("a failed text read fails the search with the store's error", async () => {
+    const lazy = lazyPassages(corpusPassages());
+    lazy.store.load = async () => {
+      throw new (await import("../../shared/core/errors.ts")).StoreUnavailableError("texts could not be read");
+    };
+    const snapshot = { ...jsSnapshot(), passages: lazy.store };
+    await expect(searchTwoStage(req(), deps({ snapshot }))).rejects.toMatchObject({ code: "store_unavailable" });
+  });
+});

@@ -48,7 +48,7 @@ describe("buildSnapshot", () => {
     });
     expect(parseManifest(JSON.stringify(manifest))).toEqual(manifest);
     expect(manifest).toMatchObject({
-      format_version: 1,
+      format_version: 2,
       created_at: "2026-11-25T19:00:00.000Z",
       embedder: corpus.identity,
       metric: "inner_product",
