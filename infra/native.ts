@@ -95,13 +95,35 @@ export function joinPackaging(...parts: NativePackaging[]): NativePackaging {
 export function functionPackaging(
   name: FunctionName,
   runtimeEnv: Record<string, string>,
-  opts: { root?: string; dev?: boolean } = {},
+  opts: { root?: string; dev?: boolean; bundleDir?: string } = {},
 ): NativePackaging {
   const fn = FUNCTION_BUNDLES[name];
   const parts = [nativePackaging(fn.native, opts)];
   if (fn.optional.length) parts.push(embedderPackaging(runtimeEnv, opts));
   const joined = joinPackaging(...parts);
   const dev = opts.dev ?? $dev;
-  const assets = dev ? [] : fn.assets;
+  const assets = dev ? [] : [...fn.assets, ...workerFiles(name, runtimeEnv, opts.bundleDir)];
   return { copyFiles: [...assets, ...joined.copyFiles], external: bundleExternals(fn, joined.external) };
+}
+
+/**
+ * SST bundles only the handler. With RERANKER_WORKERS > 1 in DEPLOY_RUNTIME_ENV, the reranker also
+ * needs its worker-thread entry beside the handler: the one `npm run build:functions` wrote.
+ */
+function workerFiles(
+  name: FunctionName,
+  runtimeEnv: Record<string, string>,
+  bundleDir = "dist/functions",
+): { from: string; to: string }[] {
+  const workers = Object.keys(FUNCTION_BUNDLES[name].workers);
+  if (workers.length === 0 || !(Number(runtimeEnv.RERANKER_WORKERS ?? 1) > 1)) return [];
+  return workers.map((w) => {
+    const from = posix.join(bundleDir, name, `${w}.mjs`);
+    if (!existsSync(resolve(from))) {
+      throw new Error(
+        `RERANKER_WORKERS > 1 needs ${from} in the ${name} package: run \`npm run build:functions\` before \`sst deploy\`.`,
+      );
+    }
+    return { from, to: `${w}.mjs` };
+  });
 }

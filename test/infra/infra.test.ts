@@ -304,6 +304,31 @@ describe("default stage: Lambda reranker", () => {
   });
 });
 
+describe("reranker worker threads (DEPLOY_RUNTIME_ENV RERANKER_WORKERS > 1)", () => {
+  it("ships the worker entry `npm run build:functions` wrote beside the handler, or says to build it", async () => {
+    await deploy();
+    const { functionPackaging } = await import("../../infra/native.ts");
+    const bundleDir = mkdtempSync(join(tmpdir(), "bundles-"));
+    try {
+      const opts = { dev: false, root: nativeRoot, bundleDir };
+      expect(functionPackaging("rerank", {}, opts).copyFiles.map((c) => c.to)).not.toContain("rerank-worker.mjs");
+      expect(() => functionPackaging("rerank", { RERANKER_WORKERS: "2" }, opts)).toThrow(
+        /RERANKER_WORKERS > 1 needs .*rerank-worker\.mjs .* run `npm run build:functions` before `sst deploy`/,
+      );
+      mkdirSync(join(bundleDir, "rerank"));
+      writeFileSync(join(bundleDir, "rerank", "rerank-worker.mjs"), "// worker");
+      expect(functionPackaging("rerank", { RERANKER_WORKERS: "2" }, opts).copyFiles).toContainEqual({
+        from: `${bundleDir}/rerank/rerank-worker.mjs`,
+        to: "rerank-worker.mjs",
+      });
+      // Only the reranker has workers.
+      expect(() => functionPackaging("search", { RERANKER_WORKERS: "2" }, opts)).not.toThrow();
+    } finally {
+      rmSync(bundleDir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("USE-lite embedder (DEPLOY_RUNTIME_ENV EMBEDDER=use-lite)", () => {
   it("ships the USE-lite packages with the search and reindex functions, kept out of esbuild", async () => {
     const d = await deploy({ DEPLOY_RUNTIME_ENV: JSON.stringify({ EMBEDDER: "use-lite" }) });
