@@ -43,3 +43,16 @@ export async function startLocalS3(
     },
   };
 }
+
+/** Environment that points the service's configuration (shared/core/config.ts) at this s3rver. */
+export function localS3Env(s3: Pick<LocalS3, "bucket" | "endpoint" | "credentials">): Record<string, string> {
+  return {
+    STORE_KIND: "s3",
+    BUCKET: s3.bucket,
+    S3_ENDPOINT: s3.endpoint,
+    S3_FORCE_PATH_STYLE: "true",
+    AWS_REGION: "us-east-1",
+    AWS_ACCESS_KEY_ID: s3.credentials.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey,
+  };
+}

@@ -12,7 +12,7 @@ import { type BuiltFunction, buildFunctions } from "../../scripts/build-function
 import { ensureFixtureModel } from "../../scripts/fixtures/index.ts";
 import { cleanEnv, repoRoot } from "../helpers/child.ts";
 import { doc, jsonl } from "../helpers/reindex.ts";
-import { type LocalS3, startLocalS3 } from "../helpers/s3rver.ts";
+import { type LocalS3, localS3Env, startLocalS3 } from "../helpers/s3rver.ts";
 
 const run = promisify(execFile);
 const work = mkdtempSync(join(tmpdir(), "bundles-"));
@@ -33,13 +33,7 @@ const apiEvent = (method: string, path: string, body?: unknown) => ({
 
 function s3Env(): Record<string, string> {
   return {
-    STORE_KIND: "s3",
-    BUCKET: s3.bucket,
-    S3_ENDPOINT: s3.endpoint,
-    S3_FORCE_PATH_STYLE: "true",
-    AWS_REGION: "us-east-1",
-    AWS_ACCESS_KEY_ID: s3.credentials.accessKeyId,
-    AWS_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey,
+    ...localS3Env(s3),
     EMBEDDER: "hashing",
     HASHING_DIMENSIONS: "64",
     LOG_LEVEL: "ERROR",

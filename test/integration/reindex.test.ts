@@ -26,7 +26,7 @@ import {
   type ReindexSummary,
 } from "../../functions/runtime/reindex-deps.ts";
 import { createSearchService, type SearchService } from "../../functions/runtime/search-deps.ts";
-import { type LocalS3, startLocalS3 } from "../helpers/s3rver.ts";
+import { type LocalS3, localS3Env, startLocalS3 } from "../helpers/s3rver.ts";
 import { captureLog, type CountingEmbedder, countingEmbedder, doc, jsonl, liveSnapshot } from "../helpers/reindex.ts";
 
 interface Recorded {
@@ -334,13 +334,7 @@ describe("the deployed handler module on the local event path", () => {
   it("functions/reindex/handler.ts, configured from the environment, reindexes s3rver uploads", async () => {
     // Exactly what the local stack does: environment → loadFunctionConfig → createStore/createEmbedder.
     const env: Record<string, string> = {
-      STORE_KIND: "s3",
-      BUCKET: s3.bucket,
-      S3_ENDPOINT: s3.endpoint,
-      S3_FORCE_PATH_STYLE: "true",
-      AWS_REGION: "us-east-1",
-      AWS_ACCESS_KEY_ID: s3.credentials.accessKeyId,
-      AWS_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey,
+      ...localS3Env(s3),
       CORPUS_PREFIX: "real/corpus/",
       INDEX_PREFIX: "real/index/",
       EMBED_CACHE_PREFIX: "real/cache/",
