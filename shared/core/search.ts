@@ -21,6 +21,7 @@ import { DomainError, EmbedderMismatchError, EmbedderUnavailableError } from "./
 import { collapseByDocument, fuseFirstStage, fuseScores, type HybridFusionMode, rankScores } from "./fusion.ts";
 import type { Clock, Embedder, LoadedSnapshot, PassageInfo, PassageStore, RerankerPort } from "./ports.ts";
 import { systemClock } from "./ports.ts";
+import { readPassages } from "./snapshot.ts";
 import type { SparseIndex } from "./sparse-index.ts";
 import type { FusionMode, RerankResponse, SearchHit, StageScore } from "./types.ts";
 
@@ -190,11 +191,10 @@ async function attachTexts(
 ): Promise<void> {
   const missing = candidates.filter((c) => c.passage.text === undefined);
   if (missing.length === 0) return;
-  if (!passages.load) {
-    for (const c of missing) c.passage = passages.get(c.ordinal);
-    return;
-  }
-  const full = await passages.load(missing.map((c) => c.ordinal));
+  const full = await readPassages(
+    passages,
+    missing.map((c) => c.ordinal),
+  );
   for (let i = 0; i < missing.length; i++) missing[i].passage = full[i];
 }
 
