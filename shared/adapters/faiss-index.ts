@@ -676,7 +676,7 @@ function scalarQuantizedSink(
   newFlat: (d: number, rows: number) => SimdFlatIndex,
   fallback: () => Promise<IndexSink>,
 ): IndexSink {
-  let head = new Uint8Array(0);
+  let head: Uint8Array = new Uint8Array(0);
   let decoder: ReturnType<typeof createSqDecoder> | undefined;
   let flat: SimdFlatIndex | undefined;
   let header: SqHeader | undefined;
@@ -685,12 +685,16 @@ function scalarQuantizedSink(
     async write(chunk) {
       if (other) return other.write(chunk);
       if (decoder) return decoder.push(chunk);
-      const joined = new Uint8Array(head.byteLength + chunk.byteLength);
-      joined.set(head);
-      joined.set(chunk, head.byteLength);
+      // Usually the first part holds the whole header: parse it in place, without a copy.
+      let joined: Uint8Array = chunk;
+      if (head.byteLength > 0) {
+        joined = new Uint8Array(head.byteLength + chunk.byteLength);
+        joined.set(head);
+        joined.set(chunk, head.byteLength);
+      }
       const parsed = parseSqHeader(joined);
       if (typeof parsed === "number") {
-        head = joined;
+        head = joined === chunk ? chunk.slice() : joined; // part buffers are reused: keep a copy
         return;
       }
       const expected = manifest.index_type === "fp16" ? "fp16" : "sq8";
