@@ -224,35 +224,20 @@ function sameParams(a: Record<string, number> | undefined, b: Record<string, num
   return JSON.stringify(x) === JSON.stringify(y);
 }
 
-function message(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
-}
-
-/** The error and its causes, for logs ("embedder down" is often two levels deep). */
-function causeChain(e: unknown): string[] {
-  const out: string[] = [];
-  let cur: unknown = e;
-  for (let i = 0; cur !== undefined && cur !== null && i < 5; i++) {
-    out.push(cur instanceof Error ? `${cur.name}: ${cur.message}` : String(cur));
-    cur = cur instanceof Error ? cur.cause : undefined;
-  }
-  return out;
-}
-
-interface LiveSnapshot {
+export interface LiveSnapshot {
   etag: string;
   version: string;
   manifest: ReindexManifest | null;
 }
 
-interface ParsedDoc {
+export interface ParsedDoc {
   id: string;
   passages: Passage[];
   hashes: string[];
 }
 
 /** One corpus object as read at `listedEtag`; reused by later attempts of the same run while unchanged. */
-interface ParsedObject {
+export interface ParsedObject {
   key: string;
   listedEtag: string;
   /** ETag of the bytes actually read. */
@@ -306,6 +291,320 @@ interface PlannedObject {
   parsed: ParsedObject;
   texts: string[];
   hashes: string[];
+}
+
+// ---------- steps shared by the single run and the sharded build (sharded-reindex.ts) ----------
+
+/** The live pointer and manifest (null manifest: unreadable, so the next build replaces it). */
+export async function readLiveSnapshot(
+  store: ObjectStore,
+  indexPrefix: string,
+  log: LogFn,
+): Promise<LiveSnapshot | null> {
+  const state = await readPointer(store, indexPrefix);
+  if (!state) return null;
+  let manifest: ReindexManifest | null = null;
+  try {
+    const got = await store.get(state.pointer.manifest_key);
+    if (got) manifest = parseManifest(got.body) as ReindexManifest;
+  } catch (e) {
+    log("warn", "the live snapshot's manifest is unreadable; rebuilding", {
+      version: state.pointer.version,
+      error: message(e),
+    });
+  }
+  return { etag: state.etag, version: state.pointer.version, manifest };
+}
+
+/** Every corpus object in key order; folder markers and the reindex's own outputs are never corpus. */
+export async function listCorpusObjects(
+  store: ObjectStore,
+  corpusPrefix: string,
+  ignorePrefixes: readonly string[],
+): Promise<ObjectInfo[]> {
+  const out: ObjectInfo[] = [];
+  for await (const o of store.list(corpusPrefix)) {
+    if (o.key.endsWith("/") || ignorePrefixes.some((p) => p !== "" && o.key.startsWith(p))) continue;
+    out.push(o);
+  }
+  out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  return out;
+}
+
+/** What a build of the corpus depends on besides the corpus itself: a change rebuilds. */
+export interface BuildSetting {
+  identity: EmbedderIdentity;
+  chunking: { max_tokens: number; overlap: number };
+  indexType: string;
+  indexParams?: Record<string, number>;
+  sparseIndex: boolean;
+}
+
+/** The live snapshot was built from exactly this listing with these settings. */
+export function isUpToDate(live: LiveSnapshot, listing: readonly ObjectInfo[], setting: BuildSetting): boolean {
+  const m = live.manifest;
+  if (!m) return false;
+  return (
+    sameSources(
+      m.sources,
+      listing.map((o) => ({ key: o.key, etag: o.etag })),
+    ) &&
+    sameIdentity(m.embedder, setting.identity) &&
+    m.build?.chunking?.max_tokens === setting.chunking.max_tokens &&
+    m.build?.chunking?.overlap === setting.chunking.overlap &&
+    (setting.indexType === "auto" || m.index_type === setting.indexType) &&
+    sameParams(m.build?.index_params, setting.indexParams) &&
+    // A snapshot without the sparse index (or with one nobody asked for) is rebuilt.
+    (m.sparse !== undefined) === setting.sparseIndex
+  );
+}
+
+export interface ObjectReadContext {
+  store: ObjectStore;
+  corpusPrefix: string;
+  chunking: ChunkOptions;
+  maxObjectBytes: number;
+  log: LogFn;
+  sleep: (ms: number) => Promise<void>;
+  random: () => number;
+}
+
+/** Reads, parses and chunks one corpus object (streamed); a failed read is retried once, then reported. */
+export async function readCorpusObject(ctx: ObjectReadContext, info: ObjectInfo): Promise<ParsedObject> {
+  const { store, log, maxObjectBytes } = ctx;
+  const base = {
+    key: info.key,
+    listedEtag: info.etag,
+    etag: info.etag,
+    unreadable: false,
+    vanished: false,
+    skips: [] as SkippedInput[],
+    docs: [] as ParsedDoc[],
+  };
+  if (corpusFormat(info.key) === null) {
+    // parseCorpusObject words the "unsupported file type" report without needing the body.
+    await parseCorpusObject(info.key, "", { onSkip: (s) => base.skips.push(s) }).next();
+    return base;
+  }
+  if (info.size > maxObjectBytes) {
+    base.skips.push({ key: info.key, reason: `object is ${info.size} bytes; the limit is ${maxObjectBytes}` });
+    return base;
+  }
+  for (let attempt = 1; ; attempt++) {
+    const skips: SkippedInput[] = [];
+    const docs: ParsedDoc[] = [];
+    try {
+      const got = await store.getStream(info.key);
+      if (!got) return { ...base, vanished: true };
+      // Streamed: JSONL is split into lines as bytes arrive, never decoded as one string.
+      for await (const doc of parseCorpusObject(info.key, got.body, {
+        onSkip: (s) => skips.push(s),
+        corpusPrefix: ctx.corpusPrefix,
+      })) {
+        const passages = chunkDocument(doc, ctx.chunking);
+        if (passages.length === 0) {
+          skips.push({ key: info.key, reason: `document "${doc.id}" has no indexable text` });
+          continue;
+        }
+        docs.push({ id: doc.id, passages, hashes: passages.map((p) => textSha256(p.text)) });
+      }
+      return { ...base, etag: got.etag || info.etag, skips, docs };
+    } catch (e) {
+      if (attempt < 2) {
+        log("warn", "reading a corpus object failed; retrying", { key: info.key, error: message(e) });
+        await ctx.sleep(100 + ctx.random() * 200);
+        continue;
+      }
+      log("error", "corpus object unreadable; skipped", { key: info.key, error: message(e) });
+      return { ...base, unreadable: true, skips: [{ key: info.key, reason: `unreadable: ${message(e)}` }] };
+    }
+  }
+}
+
+/** One corpus object as the assembly needs it (a parsed object, or its record in a shard's output). */
+export interface ObjectRecord {
+  key: string;
+  etag: string;
+  unreadable: boolean;
+  vanished: boolean;
+  skips: SkippedInput[];
+  docs: Array<{ id: string; passages: Passage[]; hashes: string[] }>;
+}
+
+/**
+ * The snapshot's passages, sources and skip report, assembled object by object in key order: the
+ * first object that defines a document id wins, later ones are reported. The single run and the
+ * sharded merge both go through this, so both resolve duplicates and order passages the same way.
+ */
+export class CorpusAssembly {
+  readonly passages: Passage[] = [];
+  readonly hashes: string[] = [];
+  readonly sources: Array<{ key: string; etag: string }> = [];
+  readonly skipped: SkippedInput[] = [];
+  unreadable = 0;
+  private readonly owner = new Map<string, string>();
+
+  /** Adds one object; returns the indexes (into record.docs) of the documents it contributes. */
+  add(record: ObjectRecord, log: LogFn): number[] {
+    if (record.vanished) {
+      log("info", "corpus object deleted while reindexing; its delete event triggers the next run", {
+        key: record.key,
+      });
+      return [];
+    }
+    if (record.unreadable) this.unreadable++;
+    else this.sources.push({ key: record.key, etag: record.etag });
+    this.skipped.push(...record.skips);
+    const accepted: number[] = [];
+    for (const [d, doc] of record.docs.entries()) {
+      const first = this.owner.get(doc.id);
+      if (first !== undefined) {
+        this.skipped.push({ key: record.key, reason: `duplicate id "${doc.id}": already defined in ${first}` });
+        continue;
+      }
+      this.owner.set(doc.id, record.key);
+      accepted.push(d);
+      this.passages.push(...doc.passages);
+      this.hashes.push(...doc.hashes);
+    }
+    return accepted;
+  }
+
+  get documents(): number {
+    return this.owner.size;
+  }
+
+  /** Most objects failing to read is a store outage, not bad input: publishing would drop them all. */
+  checkReadable(listing: readonly ObjectInfo[]): void {
+    const readable = listing.filter((o) => corpusFormat(o.key) !== null).length;
+    if (this.unreadable > 0 && this.unreadable * 2 > readable) {
+      throw new StoreUnavailableError(
+        `${this.unreadable} of ${readable} corpus objects could not be read; not publishing a snapshot without them`,
+      );
+    }
+  }
+}
+
+export interface PublishBuildInput {
+  store: ObjectStore;
+  indexPrefix: string;
+  built: { manifest: SnapshotManifest; files: Record<string, Uint8Array> };
+  build: ReindexBuildInfo;
+  /** The pointer ETag the build started from (null: none was published). */
+  expectedEtag: string | null;
+}
+
+/** Uploads a built snapshot and flips the pointer (throws PreconditionFailedError when it lost a race). */
+export async function publishBuild(input: PublishBuildInput): Promise<{ version: string; manifest: ReindexManifest }> {
+  const manifest: ReindexManifest = { ...input.built.manifest, build: input.build };
+  const pub = await publishSnapshot(input.store, {
+    indexPrefix: input.indexPrefix,
+    manifest,
+    files: input.built.files,
+    expectedPointerEtag: input.expectedEtag,
+  });
+  return { version: pub.version, manifest };
+}
+
+/** The "snapshot published" log line, then the first skipped inputs (all are in the manifest's report). */
+export function logPublished(log: LogFn, result: ReindexResult, indexPrefix: string): void {
+  log("info", "snapshot published", {
+    version: result.version,
+    previous: result.previousVersion,
+    ...result.counts,
+    ...result.embedding,
+    duration_ms: Math.round(result.durationMs),
+  });
+  // A broken export can skip millions of lines: the logs name the first ones.
+  for (const s of result.skipped.slice(0, MAX_LOGGED_SKIPS)) log("warn", "input skipped", { ...s });
+  if (result.skipped.length > MAX_LOGGED_SKIPS) {
+    log("warn", "more inputs skipped; all are listed in the manifest report", {
+      more: result.skipped.length - MAX_LOGGED_SKIPS,
+      manifest: `${indexPrefix}v/${result.version}/manifest.json`,
+    });
+  }
+}
+
+/**
+ * Corpus statistics, the index and the passage store of an assembled corpus. `vectorAt(i)` gives
+ * passage i's vector (from memory, the embedding cache or a shard's output), asked in passage order.
+ */
+export async function buildAssembledSnapshot(
+  opts: Pick<ReindexOptions, "corpusStats" | "indexType" | "indexParams" | "sparseIndex" | "indexBuilder">,
+  assembly: CorpusAssembly,
+  io: {
+    identity: EmbedderIdentity;
+    checkDeadline: () => void;
+    vectorAt: (passage: number) => Promise<Float32Array | undefined>;
+  },
+) {
+  const { passages } = assembly;
+  const stats = opts.corpusStats?.(io.identity) ?? null;
+  if (stats) for (const p of passages) stats.add(p.text);
+  let cursor = 0;
+  return buildSnapshot<BuiltIndex>({
+    passages,
+    embed: async (texts) => {
+      io.checkDeadline();
+      const out: Float32Array[] = [];
+      for (let j = 0; j < texts.length; j++) {
+        const i = cursor + j;
+        if (passages[i]?.text !== texts[j]) throw new Error("internal: index build out of step with the passages");
+        const v = await io.vectorAt(i);
+        if (!v) throw new Error(`internal: no vector for passage ${passages[i].id}`);
+        out.push(v);
+      }
+      cursor += texts.length;
+      return out;
+    },
+    embedBatchSize: 2048,
+    embedder: io.identity,
+    corpusStats: stats?.finish(),
+    indexType: opts.indexType,
+    indexParams: opts.indexParams,
+    sparse: opts.sparseIndex !== false,
+    sources: assembly.sources,
+    report: { skipped: assembly.skipped },
+    indexBuilder: opts.indexBuilder,
+  });
+}
+
+/** Housekeeping after a publish: old snapshot versions and cache bundles of removed objects. Never throws. */
+export async function tidyAfterPublish(opts: {
+  store: ObjectStore;
+  indexPrefix: string;
+  keepSnapshots: number;
+  cache: EmbeddingCache | null;
+  listing: readonly ObjectInfo[];
+  log: LogFn;
+}): Promise<void> {
+  const { log } = opts;
+  if (opts.keepSnapshots > 0) {
+    await pruneSnapshots(opts.store, opts.indexPrefix, opts.keepSnapshots)
+      .then((gone) => gone.length && log("info", "old snapshots pruned", { versions: gone }))
+      .catch((e) => log("warn", "pruning old snapshots failed", { error: message(e) }));
+  }
+  if (opts.cache) {
+    await opts.cache
+      .prune(opts.listing.map((o) => o.key))
+      .then((gone) => gone.length && log("info", "cache bundles of removed objects pruned", { count: gone.length }))
+      .catch((e) => log("warn", "pruning the embedding cache failed", { error: message(e) }));
+  }
+}
+
+/** The error and its causes, for logs ("embedder down" is often two levels deep). */
+export function causeChain(e: unknown): string[] {
+  const out: string[] = [];
+  let cur: unknown = e;
+  for (let i = 0; cur !== undefined && cur !== null && i < 5; i++) {
+    out.push(cur instanceof Error ? `${cur.name}: ${cur.message}` : String(cur));
+    cur = cur instanceof Error ? cur.cause : undefined;
+  }
+  return out;
+}
+
+export function message(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
 }
 
 // ---------- the run ----------
@@ -388,108 +687,22 @@ export async function reindexCorpus(opts: ReindexOptions): Promise<ReindexResult
     };
   };
 
-  async function readLive(): Promise<LiveSnapshot | null> {
-    const state = await readPointer(store, indexPrefix);
-    if (!state) return null;
-    let manifest: ReindexManifest | null = null;
-    try {
-      const got = await store.get(state.pointer.manifest_key);
-      if (got) manifest = parseManifest(got.body) as ReindexManifest;
-    } catch (e) {
-      log("warn", "the live snapshot's manifest is unreadable; rebuilding", {
-        version: state.pointer.version,
-        error: message(e),
-      });
-    }
-    return { etag: state.etag, version: state.pointer.version, manifest };
-  }
-
-  async function listCorpus(): Promise<ObjectInfo[]> {
-    const out: ObjectInfo[] = [];
-    for await (const o of store.list(corpusPrefix)) {
-      // Folder markers are not documents; the reindex's own outputs are never corpus.
-      if (o.key.endsWith("/") || ignorePrefixes.some((p) => p !== "" && o.key.startsWith(p))) continue;
-      out.push(o);
-    }
-    out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-    return out;
-  }
-
-  function upToDate(live: LiveSnapshot, listing: ObjectInfo[]): boolean {
-    const m = live.manifest;
-    if (!m) return false;
-    return (
-      sameSources(
-        m.sources,
-        listing.map((o) => ({ key: o.key, etag: o.etag })),
-      ) &&
-      sameIdentity(m.embedder, identity) &&
-      m.build?.chunking?.max_tokens === chunkingInfo.max_tokens &&
-      m.build?.chunking?.overlap === chunkingInfo.overlap &&
-      (opts.indexType === "auto" || m.index_type === opts.indexType) &&
-      sameParams(m.build?.index_params, opts.indexParams) &&
-      // A snapshot without the sparse index (or with one nobody asked for) is rebuilt.
-      (m.sparse !== undefined) === (opts.sparseIndex !== false)
-    );
-  }
-
-  async function readObject(info: ObjectInfo): Promise<ParsedObject> {
-    const base = {
-      key: info.key,
-      listedEtag: info.etag,
-      etag: info.etag,
-      unreadable: false,
-      vanished: false,
-      skips: [] as SkippedInput[],
-      docs: [] as ParsedDoc[],
-    };
-    if (corpusFormat(info.key) === null) {
-      // parseCorpusObject words the "unsupported file type" report without needing the body.
-      await parseCorpusObject(info.key, "", { onSkip: (s) => base.skips.push(s) }).next();
-      return base;
-    }
-    if (info.size > maxObjectBytes) {
-      base.skips.push({ key: info.key, reason: `object is ${info.size} bytes; the limit is ${maxObjectBytes}` });
-      return base;
-    }
-    for (let attempt = 1; ; attempt++) {
-      const skips: SkippedInput[] = [];
-      const docs: ParsedDoc[] = [];
-      try {
-        const got = await store.getStream(info.key);
-        if (!got) return { ...base, vanished: true };
-        // Streamed: JSONL is split into lines as bytes arrive, never decoded as one string.
-        for await (const doc of parseCorpusObject(info.key, got.body, {
-          onSkip: (s) => skips.push(s),
-          corpusPrefix,
-        })) {
-          const passages = chunkDocument(doc, chunking);
-          if (passages.length === 0) {
-            skips.push({ key: info.key, reason: `document "${doc.id}" has no indexable text` });
-            continue;
-          }
-          docs.push({ id: doc.id, passages, hashes: passages.map((p) => textSha256(p.text)) });
-        }
-        return { ...base, etag: got.etag || info.etag, skips, docs };
-      } catch (e) {
-        if (attempt < 2) {
-          log("warn", "reading a corpus object failed; retrying", { key: info.key, error: message(e) });
-          await sleep(100 + random() * 200);
-          continue;
-        }
-        log("error", "corpus object unreadable; skipped", { key: info.key, error: message(e) });
-        return { ...base, unreadable: true, skips: [{ key: info.key, reason: `unreadable: ${message(e)}` }] };
-      }
-    }
-  }
+  const setting: BuildSetting = {
+    identity,
+    chunking: chunkingInfo,
+    indexType: opts.indexType,
+    indexParams: opts.indexParams,
+    sparseIndex: opts.sparseIndex !== false,
+  };
+  const readCtx: ObjectReadContext = { store, corpusPrefix, chunking, maxObjectBytes, log, sleep, random };
 
   async function attempt(n: number): Promise<ReindexResult> {
     stage = "reading the live pointer";
     checkDeadline(stage);
     // Pointer first, listing second: any snapshot published after this read makes our flip fail.
-    const live = await readLive();
+    const live = await readLiveSnapshot(store, indexPrefix, log);
     stage = "listing the corpus";
-    const listing = await listCorpus();
+    const listing = await listCorpusObjects(store, corpusPrefix, ignorePrefixes);
     if (readCache) {
       const listed = new Set(listing.map((o) => o.key));
       for (const [key, e] of readCache.entries) {
@@ -504,7 +717,7 @@ export async function reindexCorpus(opts: ReindexOptions): Promise<ReindexResult
       counts: { objects: listing.length, documents: 0, passages: 0, skipped: 0 },
       skipped: [] as SkippedInput[],
     };
-    if (live && upToDate(live, listing)) {
+    if (live && isUpToDate(live, listing, setting)) {
       const status: ReindexStatus = n === 1 ? "unchanged" : "superseded";
       log(
         "info",
@@ -543,14 +756,10 @@ export async function reindexCorpus(opts: ReindexOptions): Promise<ReindexResult
 
     // Phase 1: read, parse, chunk and embed (through the cache) object by object.
     stage = "reading and embedding the corpus";
-    const passages: Passage[] = [];
+    const assembly = new CorpusAssembly();
+    const { passages } = assembly;
     const passageObject: number[] = [];
-    const passageHashes: string[] = [];
     const planned: PlannedObject[] = [];
-    const sources: Array<{ key: string; etag: string }> = [];
-    const skipped: SkippedInput[] = [];
-    const owner = new Map<string, string>(); // doc id → key of the object that defined it
-    let unreadable = 0;
     let heldBytes = 0;
     let lastProgress = clock.now();
     for (const [i, info] of listing.entries()) {
@@ -559,34 +768,21 @@ export async function reindexCorpus(opts: ReindexOptions): Promise<ReindexResult
       if (!parsed || parsed.listedEtag !== info.etag) {
         parsed = fromReadCache(info);
         if (!parsed) {
-          parsed = await readObject(info);
+          parsed = await readCorpusObject(readCtx, info);
           keepRead(parsed);
         }
         memo.set(info.key, parsed);
       }
       if (parsed.vanished) {
-        log("info", "corpus object deleted while reindexing; its delete event triggers the next run", {
-          key: info.key,
-        });
+        assembly.add(parsed, log);
         continue;
       }
-      if (parsed.unreadable) unreadable++;
-      else sources.push({ key: info.key, etag: parsed.etag });
-      skipped.push(...parsed.skips);
-
       const texts: string[] = [];
       const hashes: string[] = [];
-      for (const doc of parsed.docs) {
-        const first = owner.get(doc.id);
-        if (first !== undefined) {
-          skipped.push({ key: info.key, reason: `duplicate id "${doc.id}": already defined in ${first}` });
-          continue;
-        }
-        owner.set(doc.id, info.key);
+      for (const d of assembly.add(parsed, log)) {
+        const doc = parsed.docs[d];
         for (const [j, p] of doc.passages.entries()) {
-          passages.push(p);
           passageObject.push(planned.length);
-          passageHashes.push(doc.hashes[j]);
           texts.push(p.text);
           hashes.push(doc.hashes[j]);
         }
@@ -637,27 +833,12 @@ export async function reindexCorpus(opts: ReindexOptions): Promise<ReindexResult
         });
       }
     }
-    const readable = listing.filter((o) => corpusFormat(o.key) !== null).length;
-    if (unreadable > 0 && unreadable * 2 > readable) {
-      // Most objects failing to read is a store outage, not bad input: publishing would drop them all.
-      throw new StoreUnavailableError(
-        `${unreadable} of ${readable} corpus objects could not be read; not publishing a snapshot without them`,
-      );
-    }
-    const documents = owner.size;
-    if (passages.length === 0) {
-      log("warn", "the corpus holds no indexable passages; publishing an empty snapshot", {
-        objects: listing.length,
-        skipped: skipped.length,
-      });
-    }
+    assembly.checkReadable(listing);
+    const { skipped } = assembly;
 
     // Phase 2: corpus statistics and the index (vectors from memory or the cache, in passage order).
     stage = "building the index";
     checkDeadline(stage);
-    const stats = opts.corpusStats?.(identity) ?? null;
-    if (stats) for (const p of passages) stats.add(p.text);
-    let cursor = 0;
     let reloaded: { object: number; vectors: Map<string, Float32Array> } | null = null;
     const vectorsOf = async (object: number): Promise<Map<string, Float32Array>> => {
       const po = planned[object];
@@ -679,36 +860,19 @@ export async function reindexCorpus(opts: ReindexOptions): Promise<ReindexResult
       }
       return reloaded!.vectors;
     };
-    const built = await buildSnapshot<BuiltIndex>({
-      passages,
-      embed: async (texts) => {
-        checkDeadline(stage);
-        const out: Float32Array[] = [];
-        for (let j = 0; j < texts.length; j++) {
-          const i = cursor + j;
-          if (passages[i]?.text !== texts[j]) throw new Error("internal: index build out of step with the passages");
-          const v = (await vectorsOf(passageObject[i])).get(passageHashes[i]);
-          if (!v) throw new Error(`internal: no vector for passage ${passages[i].id}`);
-          out.push(v);
-        }
-        cursor += texts.length;
-        return out;
-      },
-      embedBatchSize: 2048,
-      embedder: identity,
-      corpusStats: stats?.finish(),
-      indexType: opts.indexType,
-      indexParams: opts.indexParams,
-      sparse: opts.sparseIndex !== false,
-      sources,
-      report: { skipped },
-      indexBuilder: opts.indexBuilder,
+    const built = await buildAssembledSnapshot(opts, assembly, {
+      identity,
+      checkDeadline: () => checkDeadline(stage),
+      vectorAt: async (i) => (await vectorsOf(passageObject[i])).get(assembly.hashes[i]),
     });
 
     stage = "publishing the snapshot";
     checkDeadline(stage);
-    const manifest: ReindexManifest = {
-      ...built.manifest,
+    const pub = await publishBuild({
+      store,
+      indexPrefix,
+      built,
+      expectedEtag: live?.etag ?? null,
       build: {
         builder: "reindex",
         chunking: chunkingInfo,
@@ -718,52 +882,34 @@ export async function reindexCorpus(opts: ReindexOptions): Promise<ReindexResult
         duration_ms: Math.round(clock.now() - t0),
         attempt: n,
       },
-    };
-    const pub = await publishSnapshot(store, {
-      indexPrefix,
-      manifest,
-      files: built.files,
-      expectedPointerEtag: live?.etag ?? null,
     });
     const result: ReindexResult = {
       status: "published",
       version: pub.version,
       previousVersion: live?.version ?? null,
       attempts: n,
-      counts: { objects: listing.length, documents, passages: passages.length, skipped: skipped.length },
+      counts: {
+        objects: listing.length,
+        documents: assembly.documents,
+        passages: passages.length,
+        skipped: skipped.length,
+      },
       embedding: embedding(),
       skipped,
       durationMs: clock.now() - t0,
     };
-    log("info", "snapshot published", {
-      version: pub.version,
-      previous: result.previousVersion,
-      ...result.counts,
-      ...result.embedding,
-      duration_ms: Math.round(result.durationMs),
-    });
-    // Every skip is in manifest.report; the logs name the first ones (a broken export can skip millions of lines).
-    for (const s of skipped.slice(0, MAX_LOGGED_SKIPS)) log("warn", "input skipped", { ...s });
-    if (skipped.length > MAX_LOGGED_SKIPS) {
-      log("warn", "more inputs skipped; all are listed in the manifest report", {
-        more: skipped.length - MAX_LOGGED_SKIPS,
-        manifest: `${indexPrefix}v/${pub.version}/manifest.json`,
-      });
-    }
+    logPublished(log, result, indexPrefix);
 
     // Housekeeping never fails a published run.
     stage = "cleaning up";
-    if ((opts.keepSnapshots ?? 3) > 0) {
-      await pruneSnapshots(store, indexPrefix, opts.keepSnapshots ?? 3)
-        .then((gone) => gone.length && log("info", "old snapshots pruned", { versions: gone }))
-        .catch((e) => log("warn", "pruning old snapshots failed", { error: message(e) }));
-    }
-    if (opts.pruneCache ?? true) {
-      await cache
-        .prune(listing.map((o) => o.key))
-        .then((gone) => gone.length && log("info", "cache bundles of removed objects pruned", { count: gone.length }))
-        .catch((e) => log("warn", "pruning the embedding cache failed", { error: message(e) }));
-    }
+    await tidyAfterPublish({
+      store,
+      indexPrefix,
+      keepSnapshots: opts.keepSnapshots ?? 3,
+      cache: (opts.pruneCache ?? true) ? cache : null,
+      listing,
+      log,
+    });
     return result;
   }
 
