@@ -62,6 +62,8 @@ export interface ReindexBuildInfo {
   duration_ms: number;
   /** Build attempts in this run (more than 1 after a lost pointer flip). */
   attempt: number;
+  /** A sharded build (sharded-reindex.ts): its id, shards, and how many were reused unchanged. */
+  sharded?: { build_id: string; shards: number; reused: number };
 }
 
 /** A snapshot manifest as written by the reindex (manifest.json keeps unknown top-level fields). */
@@ -428,7 +430,8 @@ export interface ObjectRecord {
   unreadable: boolean;
   vanished: boolean;
   skips: SkippedInput[];
-  docs: Array<{ id: string; passages: Passage[]; hashes: string[] }>;
+  /** hashes: textSha256 of each passage, where the caller looks vectors up by text (the single run). */
+  docs: Array<{ id: string; passages: Passage[]; hashes?: string[] }>;
 }
 
 /**
@@ -465,7 +468,7 @@ export class CorpusAssembly {
       this.owner.set(doc.id, record.key);
       accepted.push(d);
       this.passages.push(...doc.passages);
-      this.hashes.push(...doc.hashes);
+      if (doc.hashes) this.hashes.push(...doc.hashes);
     }
     return accepted;
   }
