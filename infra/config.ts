@@ -45,7 +45,17 @@ export interface StageSettings {
     port: number;
   };
   search: { memoryMb: number; timeoutS: number };
-  reindex: { memoryMb: number; timeoutS: number; storageMb: number; reservedConcurrency: number | "off" };
+  reindex: {
+    memoryMb: number;
+    timeoutS: number;
+    storageMb: number;
+    reservedConcurrency: number | "off";
+    /** sharded: the coordinator starts a Step Functions workflow of shard workers and a merge. */
+    mode: "single" | "sharded";
+    shardConcurrency: number;
+    shardAttempts: number;
+    mergeMemoryMb: number;
+  };
   api: { rateLimit: number; burstLimit: number; corsOrigins: string[]; authMode: "off" | "required" };
   /** Runtime variables passed to every function (non-secret), from DEPLOY_RUNTIME_ENV (JSON object). */
   runtimeEnv: Record<string, string>;
@@ -194,6 +204,11 @@ export function readStageSettings(env: Env, stage: string): StageSettings {
       timeoutS: int("DEPLOY_REINDEX_TIMEOUT_S", 900, 30, 900),
       storageMb: int("DEPLOY_REINDEX_STORAGE_MB", 2048, 512, 10240),
       reservedConcurrency,
+      mode: oneOf("DEPLOY_REINDEX_MODE", ["single", "sharded"] as const, "single"),
+      shardConcurrency: int("DEPLOY_REINDEX_SHARD_CONCURRENCY", 8, 1, 10_000),
+      shardAttempts: int("DEPLOY_REINDEX_SHARD_ATTEMPTS", 3, 1, 10),
+      // The merge holds every passage and vector of the corpus while it builds the index.
+      mergeMemoryMb: int("DEPLOY_REINDEX_MERGE_MEMORY_MB", 10240, 512, 10240),
     },
     api: {
       rateLimit: int("DEPLOY_API_RATE_LIMIT", 50, 1, 100_000),

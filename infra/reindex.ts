@@ -9,41 +9,128 @@
 // up to 6 hours) instead of being dropped. Each rebuild lists the whole corpus, so a queued event
 // whose object an earlier rebuild already saw costs a redundant rebuild (embeddings come from the
 // cache), never a wrong index.
+import { reindexStateMachine } from "../shared/core/state-machine.ts";
 import { settings } from "./config.ts";
 import { functionPackaging } from "./native.ts";
 import { openAiApiKey } from "./secrets.ts";
 import { bucket } from "./storage.ts";
 
 export const REINDEX_HANDLER = "functions/reindex/handler.handler";
+export const REINDEX_SHARD_HANDLER = "functions/reindex/handler.shardHandler";
+export const REINDEX_MERGE_HANDLER = "functions/reindex/handler.mergeHandler";
 export const REINDEX_EVENTS = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"] as const;
 
 const { prefixes, reindex: r } = settings;
 const native = functionPackaging("reindex", settings.runtimeEnv);
 
-export const reindex = new sst.aws.Function("Reindex", {
-  handler: REINDEX_HANDLER,
-  description: "Rebuilds the FAISS snapshot when the corpus prefix changes",
-  runtime: "nodejs20.x",
-  architecture: "x86_64",
-  memory: `${r.memoryMb} MB`,
-  timeout: `${r.timeoutS} seconds`,
-  storage: `${r.storageMb} MB`,
-  link: [bucket, openAiApiKey],
-  environment: {
-    ...settings.runtimeEnv,
-    STORE_KIND: "s3",
-    CORPUS_PREFIX: prefixes.corpus,
-    INDEX_PREFIX: prefixes.index,
-    MODEL_PREFIX: prefixes.models,
-    EMBED_CACHE_PREFIX: prefixes.cache,
+const reindexEnvironment = {
+  ...settings.runtimeEnv,
+  STORE_KIND: "s3",
+  CORPUS_PREFIX: prefixes.corpus,
+  INDEX_PREFIX: prefixes.index,
+  MODEL_PREFIX: prefixes.models,
+  EMBED_CACHE_PREFIX: prefixes.cache,
+  REINDEX_MODE: r.mode,
+};
+
+/** The settings every reindex function (coordinator, shard worker, merge) shares. */
+function reindexFunction(name: string, handler: string, description: string, over: Record<string, unknown> = {}) {
+  return new sst.aws.Function(name, {
+    handler,
+    description,
+    runtime: "nodejs20.x",
+    architecture: "x86_64",
+    memory: `${r.memoryMb} MB`,
+    timeout: `${r.timeoutS} seconds`,
+    storage: `${r.storageMb} MB`,
+    link: [bucket, openAiApiKey],
+    environment: reindexEnvironment,
+    copyFiles: native.copyFiles,
+    nodejs: { esbuild: { external: native.external } },
+    logging: { retention: settings.logRetention },
+    ...over,
+  });
+}
+
+/**
+ * REINDEX_MODE=sharded (DEPLOY_REINDEX_MODE): a Step Functions state machine whose distributed Map
+ * runs one shard worker per key-range shard, then the merge. The definition is the one the local
+ * stack and the tests run in-process (shared/core/state-machine.ts). The merge gets the state
+ * machine's ARN in its payload (to re-plan after a lost pointer flip), so its permission names the
+ * state machine by its fixed name instead of referencing it, which would be a cycle.
+ */
+function createShardedWorkflow() {
+  const machineName = `${$app.name}-${$app.stage}-reindex`;
+  const machineArns = [
+    `arn:aws:states:*:*:stateMachine:${machineName}`,
+    `arn:aws:states:*:*:execution:${machineName}:*`,
+  ];
+  const shard = reindexFunction("ReindexShard", REINDEX_SHARD_HANDLER, "Sharded reindex: builds one shard");
+  const merge = reindexFunction("ReindexMerge", REINDEX_MERGE_HANDLER, "Sharded reindex: merges shards, publishes", {
+    memory: `${r.mergeMemoryMb} MB`,
+    permissions: [{ actions: ["states:StartExecution", "states:DescribeExecution"], resources: machineArns }],
+  });
+  const role = new aws.iam.Role("ReindexWorkflowRole", {
+    description: "Runs the sharded reindex state machine",
+    assumeRolePolicy: JSON.stringify({
+      Version: "2012-10-17",
+      Statement: [{ Effect: "Allow", Principal: { Service: "states.amazonaws.com" }, Action: "sts:AssumeRole" }],
+    }),
+  });
+  new aws.iam.RolePolicy("ReindexWorkflowPolicy", {
+    role: role.id,
+    policy: $jsonStringify({
+      Version: "2012-10-17",
+      Statement: [
+        { Effect: "Allow", Action: ["lambda:InvokeFunction"], Resource: [shard.arn, merge.arn] },
+        // A distributed Map runs its items as child executions of the same state machine.
+        {
+          Effect: "Allow",
+          Action: ["states:StartExecution", "states:DescribeExecution", "states:StopExecution"],
+          Resource: machineArns,
+        },
+      ],
+    }),
+  });
+  const machine = new aws.sfn.StateMachine("ReindexWorkflow", {
+    name: machineName,
+    type: "STANDARD",
+    roleArn: role.arn,
+    definition: $jsonStringify(
+      reindexStateMachine({
+        shardFunction: shard.arn as unknown as string,
+        mergeFunction: merge.arn as unknown as string,
+        maxConcurrency: r.shardConcurrency,
+        shardAttempts: r.shardAttempts,
+        mergeAttempts: 3,
+        retryIntervalS: 5,
+      }),
+    ),
+  });
+  const link = new sst.Linkable("ReindexStateMachine", {
+    properties: { arn: machine.arn },
+    include: [
+      sst.aws.permission({ actions: ["states:StartExecution", "states:DescribeExecution"], resources: machineArns }),
+    ],
+  });
+  return { shard, merge, machine, link };
+}
+
+export const workflow = r.mode === "sharded" ? createShardedWorkflow() : null;
+
+export const reindex = reindexFunction(
+  "Reindex",
+  REINDEX_HANDLER,
+  workflow
+    ? "Plans a sharded rebuild when the corpus prefix changes"
+    : "Rebuilds the FAISS snapshot when the corpus prefix changes",
+  {
+    link: [bucket, openAiApiKey, ...(workflow ? [workflow.link] : [])],
+    ...(r.reservedConcurrency === "off" ? {} : { concurrency: { reserved: r.reservedConcurrency } }),
+    // Async retries of a failed rebuild (0-2).
+    retries: 2,
   },
-  ...(r.reservedConcurrency === "off" ? {} : { concurrency: { reserved: r.reservedConcurrency } }),
-  // Async retries of a failed rebuild (0-2).
-  retries: 2,
-  copyFiles: native.copyFiles,
-  nodejs: { esbuild: { external: native.external } },
-  logging: { retention: settings.logRetention },
-});
+);
 
 bucket.notify({
   notifications: [

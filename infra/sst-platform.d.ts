@@ -37,9 +37,35 @@ declare global {
   /** True under `sst dev`: functions run locally (Live) and services are not deployed. */
   const $dev: boolean;
   function $interpolate(strings: TemplateStringsArray, ...values: unknown[]): SstOutput<string>;
+  /** JSON.stringify once every Output inside the value has resolved. */
+  function $jsonStringify(value: unknown): SstOutput<string>;
 
   /** The Pulumi AWS provider (@pulumi/aws), for resources SST has no component for. */
   namespace aws {
+    namespace iam {
+      class Role {
+        constructor(name: string, args: { assumeRolePolicy: SstInput<string>; description?: string });
+        readonly arn: SstOutput<string>;
+        readonly id: SstOutput<string>;
+      }
+      class RolePolicy {
+        constructor(name: string, args: { role: SstInput<string>; policy: SstInput<string> });
+      }
+    }
+    namespace sfn {
+      class StateMachine {
+        constructor(
+          name: string,
+          args: {
+            name?: string;
+            roleArn: SstInput<string>;
+            definition: SstInput<string>;
+            type?: "STANDARD" | "EXPRESS";
+          },
+        );
+        readonly arn: SstOutput<string>;
+      }
+    }
     namespace ssm {
       class Parameter {
         constructor(
@@ -52,6 +78,11 @@ declare global {
   }
 
   namespace sst {
+    /** Links a resource SST has no component for: linked functions read `properties` and get `include`'s permissions. */
+    class Linkable<P extends Record<string, unknown>> {
+      constructor(name: string, args: { properties: P; include?: unknown[] });
+      readonly properties: P;
+    }
     /** Encrypted at rest; linked functions read it with Resource.<Name>.value (never an env var). */
     class Secret {
       constructor(name: string, placeholder?: string);
@@ -175,6 +206,8 @@ declare global {
         dev?: false | { command?: string; url?: string; autostart?: boolean };
         wait?: boolean;
       }
+      /** An IAM permission a Linkable grants the functions it is linked to. */
+      function permission(args: { actions: string[]; resources: SstInput<string>[] }): unknown;
       class Service {
         constructor(name: string, args: ServiceArgs);
         readonly url: SstOutput<string>;

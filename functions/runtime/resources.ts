@@ -20,6 +20,7 @@ export const LINKED_RESOURCES = {
   RerankerService: { property: "url", variable: "RERANKER_URL" },
   OpenAiApiKey: { property: "value", variable: "OPENAI_API_KEY" },
   RerankerToken: { property: "value", variable: "RERANKER_TOKEN" },
+  ReindexStateMachine: { property: "arn", variable: "REINDEX_STATE_MACHINE" },
 } as const;
 
 /**

@@ -160,6 +160,37 @@ export const settings = {
     INDEX_PARAM_NAMES,
     "Reindex: FAISS build parameters, e.g. `nlist=2048,nprobe=16` (nlist, nprobe, efSearch, efConstruction, hnswM, pqM, trainSize); unset ones follow the corpus size. efSearch/nprobe are recorded in the snapshot and applied when it loads.",
   ),
+  reindexMode: oneOf(
+    "REINDEX_MODE",
+    ["single", "sharded"] as const,
+    "single",
+    "Reindex: single = one invocation builds the snapshot; sharded = a coordinator cuts the corpus into key-range shards and starts a workflow (Step Functions on AWS, the same definition in-process locally) whose shard workers embed in parallel and whose merge publishes (docs/REINDEX.md).",
+  ),
+  reindexShardMb: int("REINDEX_SHARD_MB", 200, "Sharded reindex: corpus bytes per shard at most (MiB).", 1),
+  reindexShardPassages: int(
+    "REINDEX_SHARD_PASSAGES",
+    100_000,
+    "Sharded reindex: estimated passages per shard at most (bytes ÷ (CHUNK_TOKENS − CHUNK_OVERLAP) ÷ 4).",
+    1,
+  ),
+  reindexShardConcurrency: int(
+    "REINDEX_SHARD_CONCURRENCY",
+    8,
+    "Sharded reindex: shard workers at once (the Map's MaxConcurrency).",
+    1,
+    10_000,
+  ),
+  reindexShardAttempts: int(
+    "REINDEX_SHARD_ATTEMPTS",
+    3,
+    "Sharded reindex: attempts per shard (first try + retries).",
+    1,
+    10,
+  ),
+  reindexStateMachine: optStr(
+    "REINDEX_STATE_MACHINE",
+    "Sharded reindex on AWS: the state machine's ARN (linked by infra/reindex.ts); unset = run the workflow in-process.",
+  ),
   indexSearchParams: intParams(
     "INDEX_SEARCH_PARAMS",
     ["efSearch", "nprobe"],

@@ -511,6 +511,52 @@ describe("external reranker", () => {
   });
 });
 
+describe("sharded reindex (DEPLOY_REINDEX_MODE=sharded)", () => {
+  it("deploys the state machine definition the local runner runs, linked to the coordinator", async () => {
+    const { reindexStateMachine } = await import("../../shared/core/state-machine.ts");
+    const d = await deploy({ DEPLOY_REINDEX_MODE: "sharded", DEPLOY_REINDEX_SHARD_CONCURRENCY: "16" });
+    const shard = d.rec.byId("ReindexShard");
+    const merge = d.rec.byId("ReindexMerge");
+    for (const fn of [shard, merge]) expect(checkHandler(fn.args.handler)).toBeUndefined();
+    const machine = d.rec.byId("ReindexWorkflow");
+    const definition = JSON.parse(String(machine.args.definition));
+    expect(definition).toEqual(
+      JSON.parse(
+        JSON.stringify(
+          reindexStateMachine({
+            shardFunction: String((shard as unknown as { arn: OutputRef }).arn),
+            mergeFunction: String((merge as unknown as { arn: OutputRef }).arn),
+            maxConcurrency: 16,
+            shardAttempts: 3,
+            mergeAttempts: 3,
+            retryIntervalS: 5,
+          }),
+        ),
+      ),
+    );
+    expect(definition.States.BuildShards.ItemProcessor.ProcessorConfig.Mode).toBe("DISTRIBUTED");
+    expect(machine.args.name).toBe("two-stage-retrieval-test-reindex");
+    // The role may invoke exactly the two task functions, and run the Map's child executions.
+    const policy = JSON.parse(String(d.rec.byId("ReindexWorkflowPolicy").args.policy));
+    expect(policy.Statement[0].Resource).toEqual(["ReindexShard.arn", "ReindexMerge.arn"]);
+    expect(merge.args.permissions[0].resources).toContain(
+      "arn:aws:states:*:*:stateMachine:two-stage-retrieval-test-reindex",
+    );
+    // The coordinator finds the state machine through its link, and runs in sharded mode.
+    const coordinator = runtimeView(d.rec.byId("Reindex"));
+    expect(coordinator.config.reindexMode).toBe("sharded");
+    expect(coordinator.config.reindexStateMachine).toBe("ReindexWorkflow.arn");
+    for (const fn of [shard, merge]) expect(runtimeView(fn).config.reindexMode).toBe("sharded");
+  });
+
+  it("deploys no workflow in single mode", async () => {
+    const d = await deploy();
+    expect(d.rec.has("ReindexWorkflow")).toBe(false);
+    expect(d.rec.has("ReindexShard")).toBe(false);
+    expect(runtimeView(d.rec.byId("Reindex")).config.reindexMode).toBe("single");
+  });
+});
+
 describe("stage settings", () => {
   it("moves the notification and every function with a custom corpus prefix", async () => {
     const d = await deploy({ DEPLOY_CORPUS_PREFIX: "docs/en" });

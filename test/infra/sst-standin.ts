@@ -12,6 +12,9 @@ export class OutputRef {
   toString(): string {
     return this.label;
   }
+  toJSON(): string {
+    return this.label;
+  }
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: recorded args are checked by the tests, not typed here
@@ -73,7 +76,7 @@ export interface StandInOptions {
   secrets?: Record<string, string>;
 }
 
-const GLOBALS = ["$config", "$app", "$dev", "$interpolate", "sst", "aws"] as const;
+const GLOBALS = ["$config", "$app", "$dev", "$interpolate", "$jsonStringify", "sst", "aws"] as const;
 
 /** Installs the stand-in as globals and returns the recorder. Call uninstallSstStandIn() after. */
 export function installSstStandIn(opts: StandInOptions): Recorder {
@@ -202,14 +205,66 @@ export function installSstStandIn(opts: StandInOptions): Recorder {
     }
   }
 
+  class IamRole extends StandInComponent {
+    constructor(id: string, args: Args) {
+      JSON.parse(args?.assumeRolePolicy); // a malformed policy fails the deploy
+      super("aws.iam.Role", id, args, rec);
+    }
+    get arn() {
+      return this.out("arn");
+    }
+    linkProperties(): Record<string, string> {
+      throw new Error("an aws.iam.Role is not linkable");
+    }
+  }
+  class IamRolePolicy extends StandInComponent {
+    constructor(id: string, args: Args) {
+      super("aws.iam.RolePolicy", id, args, rec);
+    }
+    linkProperties(): Record<string, string> {
+      throw new Error("an aws.iam.RolePolicy is not linkable");
+    }
+  }
+  class StateMachine extends StandInComponent {
+    constructor(id: string, args: Args) {
+      if (typeof args?.definition !== "object" && typeof args?.definition !== "string")
+        throw new Error(`aws.sfn.StateMachine "${id}" needs a definition`);
+      super("aws.sfn.StateMachine", id, args, rec);
+    }
+    get arn() {
+      return this.out("arn");
+    }
+    linkProperties(): Record<string, string> {
+      throw new Error("an aws.sfn.StateMachine is not linkable: wrap it in sst.Linkable");
+    }
+  }
+  class Linkable extends StandInComponent {
+    constructor(id: string, args: Args) {
+      super("sst.Linkable", id, args, rec);
+    }
+    linkProperties(): Record<string, string> {
+      return Object.fromEntries(Object.entries(this.args.properties ?? {}).map(([k, v]) => [k, String(v)]));
+    }
+  }
+  const permission = (args: Args) => ({ type: "aws.permission", ...args });
+
   const g = globalThis as Record<string, unknown>;
+  g.$jsonStringify = (value: unknown) => new OutputRef(JSON.stringify(value));
   g.$config = (config: unknown) => config;
   g.$app = { name: "two-stage-retrieval", stage: opts.stage };
   g.$dev = opts.dev ?? false;
   g.$interpolate = (strings: TemplateStringsArray, ...values: unknown[]) =>
     new OutputRef(strings.reduce((acc, s, i) => acc + s + (i < values.length ? String(values[i]) : ""), ""));
-  g.sst = { Secret, aws: { Bucket, Function: FunctionComponent, ApiGatewayV2, Vpc, Cluster, Service } };
-  g.aws = { ssm: { Parameter: SsmParameter } };
+  g.sst = {
+    Secret,
+    Linkable,
+    aws: { Bucket, Function: FunctionComponent, ApiGatewayV2, Vpc, Cluster, Service, permission },
+  };
+  g.aws = {
+    ssm: { Parameter: SsmParameter },
+    iam: { Role: IamRole, RolePolicy: IamRolePolicy },
+    sfn: { StateMachine },
+  };
   return rec;
 }
 
