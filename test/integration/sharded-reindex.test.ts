@@ -284,3 +284,54 @@ describe("sharded reindex", () => {
     }
   });
 });
+
+describe("reindex function in REINDEX_MODE=sharded", () => {
+  it("the S3-event handler coordinates and (in-process) publishes; task events are validated", async () => {
+    const { createReindexHandler, createReindexService, parseShardTask, parseMergeTask } = await import(
+      "../../functions/runtime/reindex-deps.ts"
+    );
+    const { loadConfig } = await import("../../shared/core/config.ts");
+    const s3 = await startLocalS3();
+    try {
+      const { localS3Env } = await import("../helpers/s3rver.ts");
+      const cfg = loadConfig({
+        ...localS3Env(s3),
+        REINDEX_MODE: "sharded",
+        EMBEDDER: "hashing",
+        REINDEX_SHARD_PASSAGES: "10",
+        CHUNK_TOKENS: "48",
+        CHUNK_OVERLAP: "8",
+      });
+      const store = createS3Store({
+        bucket: s3.bucket,
+        endpoint: s3.endpoint,
+        region: "us-east-1",
+        forcePathStyle: true,
+        credentials: s3.credentials,
+      });
+      const service = createReindexService(cfg, { log: () => {}, store });
+      for (let f = 0; f < 3; f++) {
+        await service.store.put(
+          `corpus/h${f}.jsonl`,
+          jsonl(Array.from({ length: 6 }, (_, i) => doc(`h${f}-${i}`, "reef", 4))),
+        );
+      }
+      const handler = createReindexHandler(async () => service);
+      const event = { Records: [{ eventName: "ObjectCreated:Put", s3: { object: { key: "corpus/h0.jsonl" } } }] };
+      const summary = await handler(event);
+      expect(summary.status).toBe("published");
+      expect(summary.documents).toBe(18);
+      expect((await liveSnapshot(service.store))!.manifest.build?.sharded?.shards).toBeGreaterThan(1);
+      expect((await handler(event)).status).toBe("unchanged");
+      expect(() => parseShardTask({ plan_key: "p", shard: -1 })).toThrow(/shard task needs/);
+      expect(() => parseShardTask(null)).toThrow(/shard task needs/);
+      expect(parseShardTask({ plan_key: "p", shard: 2 })).toEqual({ plan_key: "p", shard: 2 });
+      expect(() => parseMergeTask({ plan_key: 3 })).toThrow(/merge task needs/);
+      await expect(service.shard({ plan_key: "index/builds/nope/plan.json", shard: 0 })).rejects.toThrow(
+        /no build plan/,
+      );
+    } finally {
+      await s3.close();
+    }
+  });
+});
