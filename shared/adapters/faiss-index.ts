@@ -242,8 +242,11 @@ function defaultPqM(d: number, dimsPerCode = 8): number {
  */
 const REFINE_PQ_DIMS_PER_CODE = 12;
 /**
- * Default re-scored candidates per result (k·kFactor SQ8 distance computations per query).
- * Chosen in `npm run bench -- faiss` and scripts/bench/scale-ann.ts (BENCHMARKS.md).
+ * Default re-scored candidates per result (k·kFactor SQ8 distance computations per query). On the
+ * bench's clustered 200K×384 vectors recall@20 reached the SQ8 copy's own ceiling (0.964) at 16;
+ * 32 leaves room for real embeddings, whose neighbourhoods PQ separates worse, for ~0.3 ms a
+ * query (BENCHMARKS.md). Not scaled with n: how many candidates are needed depends on how many
+ * near-ties the PQ codes cannot split, a property of the neighbourhood, not of the corpus size.
  */
 export const DEFAULT_K_FACTOR = 32;
 
