@@ -22,7 +22,7 @@ prefix feeds the reindex function, the next upload replaces this snapshot with o
 bucket's corpus.
 
   --store-dir <dir>   filesystem store root (implies STORE_KIND=fs)
-  --index-type <t>    auto | flat | hnsw | ivf | ivfpq | sq8 | fp16 (default INDEX_TYPE, auto)
+  --index-type <t>    auto | flat | hnsw | ivf | ivfpq | ivfpq-refine | sq8 | fp16 (default INDEX_TYPE, auto)
   --embedder <kind>   auto | hashing | onnx | openai (default EMBEDDER, auto)
   --keep <n>          snapshot versions to keep; older ones are pruned (default 3)
   --json              print one JSON summary object as the last stdout line (no progress bars)

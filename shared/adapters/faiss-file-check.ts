@@ -6,7 +6,7 @@
 // turns such files into a clear ValidationError in O(header) time.
 //
 // It walks the on-disk layout of the index types our builder writes (flat, SQ8/fp16, HNSW-Flat,
-// IVF-Flat, IVF-PQ; faiss's write_index format, stable across 1.7–1.9) and checks that every count
+// IVF-Flat, IVF-PQ, IVF-PQ refined by SQ8; faiss's write_index format, stable across 1.7–1.9) and checks that every count
 // fits in the bytes that remain and agrees with the header. It does not scan vector data or graph
 // links: content integrity is the manifest checksum's job.
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
@@ -111,8 +111,24 @@ function readIndex(r: Reader, depth: number): IndexSummary {
       readInvertedLists(r, h, nlist, codeSize);
       return { kind: "ivfpq", ...h };
     }
+    case "IxRF": {
+      // IndexRefine: header, the base index, the refine index (both whole indexes holding the same
+      // vectors), then k_factor as a float32.
+      if (depth > 0) r.fail("a refine index inside another index");
+      const h = readHeader(r, fourcc);
+      for (const role of ["base", "refine"]) {
+        const sub = readIndex(r, depth + 1);
+        if (sub.d !== h.d || sub.ntotal !== h.ntotal)
+          r.fail(`refine ${role} index holds ${sub.ntotal}×${sub.d}, header says ${h.ntotal}×${h.d}`);
+      }
+      const kFactor = r.f32();
+      if (!(kFactor >= 1 && kFactor <= 1e6)) r.fail(`refine k_factor ${kFactor} is out of range`);
+      return { kind: "refine", ...h };
+    }
     default:
-      return r.fail(`unsupported index type "${fourcc}" (supported: flat, SQ8/fp16, HNSW-Flat, IVF-Flat, IVF-PQ)`);
+      return r.fail(
+        `unsupported index type "${fourcc}" (supported: flat, SQ8/fp16, HNSW-Flat, IVF-Flat, IVF-PQ, IVF-PQ + SQ8 refine)`,
+      );
   }
 }
 
@@ -240,6 +256,10 @@ class Reader {
 
   i32(): number {
     return this.take(4, "int32").getInt32(0, true);
+  }
+
+  f32(): number {
+    return this.take(4, "float32").getFloat32(0, true);
   }
 
   i64(): number {

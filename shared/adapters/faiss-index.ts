@@ -69,7 +69,15 @@ const INDEX_FILE_NAME = "index.faiss";
 
 export type IndexType = Config["indexType"];
 export type ConcreteIndexType = Exclude<IndexType, "auto">;
-export const INDEX_TYPES: readonly ConcreteIndexType[] = ["flat", "hnsw", "ivf", "ivfpq", "sq8", "fp16"];
+export const INDEX_TYPES: readonly ConcreteIndexType[] = [
+  "flat",
+  "hnsw",
+  "ivf",
+  "ivfpq",
+  "ivfpq-refine",
+  "sq8",
+  "fp16",
+];
 
 /** Flat scans up to this many floats per query (80 MB: 52K×384, 13K×1536) before "auto" goes approximate. */
 export const FLAT_MAX_FLOATS = 20_000_000;
@@ -91,8 +99,11 @@ export const FP16_FROM_FLOATS = 4_194_304;
  *   at 200K×384 it kept recall@20 = 1.000 at 8–33× Flat's speed, while HNSW's recall swung between
  *   builds with faiss's default efConstruction (40; we now build with 80). "hnsw" remains
  *   available through INDEX_TYPE.
- * - beyond → "ivfpq": compressed codes (d/8 bytes per vector) so the index still fits a function's
- *   memory (Lambda tops out at 10 GB), at a recall cost.
+ * - beyond → "ivfpq-refine": IVF-PQ codes (d/12 bytes per vector) pick kFactor·k candidates that
+ *   an SQ8 copy of the vectors (d bytes each) re-scores, so the index fits a function's memory
+ *   (Lambda tops out at 10 GB) at ~0.28× Flat's bytes. Plain "ivfpq" (no re-scoring, d/8-byte codes)
+ *   measured recall@20 ≈ 0.35 on the bench's clustered vectors: still buildable through INDEX_TYPE,
+ *   and older snapshots of it load, but "auto" no longer picks it.
  * "sq8" (INDEX_TYPE) stores a quarter of the bytes (recall@20 0.970); like "fp16" the search function
  * decodes it into the flat scan, so neither saves memory there, only snapshot bytes. (faiss's own SQ
  * scan, used where WebAssembly SIMD is missing, is 7–8× slower than Flat.)
@@ -102,7 +113,7 @@ export function chooseIndexType(count: number, override: IndexType = "auto", dim
   if (count * dimensions <= FP16_FROM_FLOATS) return "flat";
   if (count * dimensions <= FLAT_MAX_FLOATS) return "fp16";
   if (count <= 5_000_000) return "ivf";
-  return "ivfpq";
+  return "ivfpq-refine";
 }
 
 /** Build-time knobs; anything unset gets a default derived from the vector count. */
@@ -119,6 +130,8 @@ export interface FaissIndexParams {
   nprobe?: number;
   /** PQ sub-quantizers (must divide the dimensions). */
   pqM?: number;
+  /** ivfpq-refine: candidates re-scored per result (k·kFactor IVF-PQ hits re-ranked by SQ8). */
+  kFactor?: number;
   /** Vectors used to train IVF/PQ (taken from the start of the stream). */
   trainSize?: number;
 }
@@ -186,7 +199,10 @@ export interface FaissVectorIndex extends VectorIndex {
   readonly params: IndexParamsRecord;
   /** Serialised index (faiss's own format, as read back by faissIndexFromBuffer). */
   toBuffer(): Uint8Array;
-  /** Sets a faiss ParameterSpace value (efSearch, nprobe); false when this build cannot. */
+  /**
+   * Sets a search parameter (efSearch, nprobe, kFactor; other faiss ParameterSpace names pass
+   * through); false when this build or this index type cannot.
+   */
   setSearchParameter(name: string, value: number): boolean;
 }
 
@@ -211,11 +227,37 @@ function defaultNlist(n: number): number {
   return nlist;
 }
 
-function defaultPqM(d: number): number {
-  // d/8 sub-quantizers of 8 bits: 1 byte per 8 dimensions (48 B for 384-d).
-  for (let m = Math.max(1, Math.floor(d / 8)); m >= 1; m--) if (d % m === 0) return m;
+function defaultPqM(d: number, dimsPerCode = 8): number {
+  // d/8 sub-quantizers of 8 bits: 1 byte per 8 dimensions (48 B for 384-d); the largest divisor of d
+  // not above d/dimsPerCode.
+  for (let m = Math.max(1, Math.floor(d / dimsPerCode)); m >= 1; m--) if (d % m === 0) return m;
   return 1;
 }
+
+/**
+ * ivfpq-refine's PQ codes: 1 byte per 12 dimensions (32 B for 384-d). The codes only pick
+ * candidates, the SQ8 copy ranks them; a finer PQ buys little because the candidate list is wide
+ * anyway, and the budget is tight: per vector the index holds m + 8 (IVF list id) + d (SQ8) bytes
+ * against Flat's 4d, so m/12 keeps it near 0.28× Flat at any d ≥ 384.
+ */
+const REFINE_PQ_DIMS_PER_CODE = 12;
+/**
+ * Default re-scored candidates per result (k·kFactor SQ8 distance computations per query). On the
+ * bench's clustered 200K×384 vectors recall@20 reached the SQ8 copy's own ceiling (0.964) at 16;
+ * 32 leaves room for real embeddings, whose neighbourhoods PQ separates worse, for ~0.3 ms a
+ * query (BENCHMARKS.md). Not scaled with n: how many candidates are needed depends on how many
+ * near-ties the PQ codes cannot split, a property of the neighbourhood, not of the corpus size.
+ */
+export const DEFAULT_K_FACTOR = 32;
+
+/**
+ * Search parameters as the manifest (index_params), INDEX_PARAMS and INDEX_SEARCH_PARAMS name
+ * them → faiss ParameterSpace names. (Config's name=integer parser takes letters only, and the
+ * other two already match faiss.) On an IndexRefine, ParameterSpace passes nprobe/efSearch on to
+ * the base index.
+ */
+const FAISS_SEARCH_PARAMS: Record<string, string> = { efSearch: "efSearch", nprobe: "nprobe", kFactor: "k_factor_rf" };
+export const SEARCH_PARAM_NAMES = Object.keys(FAISS_SEARCH_PARAMS);
 
 interface Plan {
   type: ConcreteIndexType;
@@ -260,7 +302,8 @@ function plan(type: ConcreteIndexType, d: number, n: number, p: FaissIndexParams
       };
     }
     case "ivf":
-    case "ivfpq": {
+    case "ivfpq":
+    case "ivfpq-refine": {
       const nlist = p.nlist ?? defaultNlist(n);
       const nprobe = Math.min(nlist, p.nprobe ?? Math.max(1, Math.round(nlist / 32)));
       let factory = `IVF${nlist},Flat`;
@@ -278,7 +321,25 @@ function plan(type: ConcreteIndexType, d: number, n: number, p: FaissIndexParams
         // PQ codebooks have 256 centroids each: at least 39·256 training points are wanted.
         trainSize = p.trainSize ?? Math.min(Math.max(nlist * 39, 256 * 39), 50_000);
       }
-      return { type, factory, params: { factory, ...params }, search: { nprobe }, trainSize };
+      const search: Record<string, number> = { nprobe };
+      if (type === "ivfpq-refine") {
+        const m = p.pqM ?? defaultPqM(d, REFINE_PQ_DIMS_PER_CODE);
+        if (d % m !== 0) throw new ValidationError(`PQ sub-quantizers (${m}) must divide the dimensions (${d})`);
+        const kFactor = p.kFactor ?? DEFAULT_K_FACTOR;
+        if (!Number.isInteger(kFactor) || kFactor < 1 || kFactor > 1024)
+          throw new ValidationError(`kFactor must be an integer within 1..1024, got ${kFactor}`);
+        // IndexRefine (faiss's "Refine(...)" factory suffix): the IVF-PQ base returns k·kFactor
+        // candidates, the SQ8 index re-scores them and the best k are returned. Both are trained
+        // on the same sample and receive every added vector.
+        factory = `IVF${nlist},PQ${m}x8np,Refine(SQ8)`;
+        params.pq_m = m;
+        params.pq_bits = 8;
+        params.refine = "SQ8";
+        params.kFactor = kFactor;
+        search.kFactor = kFactor;
+        trainSize = p.trainSize ?? Math.min(Math.max(nlist * 39, 256 * 39), 50_000);
+      }
+      return { type, factory, params: { factory, ...params }, search, trainSize };
     }
   }
 }
@@ -298,14 +359,27 @@ function addRows(index: NativeIndex, rows: Float32Array, d: number): void {
   for (let off = 0; off < rows.length; off += step) index.add(Array.from(rows.subarray(off, off + step)));
 }
 
+/**
+ * Sets each parameter this index has; returns those that took effect. One the index lacks (kFactor
+ * on an IVF-Flat snapshot, efSearch on IVF: INDEX_SEARCH_PARAMS applies to whatever snapshot is
+ * live) is left out instead of failing the load.
+ */
 function applySearchParams(index: NativeIndex, search: Record<string, number>): Record<string, number> {
   const applied: Record<string, number> = {};
   if (typeof index.setSearchParameter !== "function") return applied;
-  for (const [name, value] of Object.entries(search)) {
-    index.setSearchParameter(name, value);
-    applied[name] = value;
-  }
+  for (const [name, value] of Object.entries(search)) if (setNativeParameter(index, name, value)) applied[name] = value;
   return applied;
+}
+
+function setNativeParameter(index: NativeIndex, name: string, value: number): boolean {
+  if (typeof index.setSearchParameter !== "function") return false;
+  try {
+    // ParameterSpace throws "could not set parameter" for a name this index type does not have.
+    index.setSearchParameter(FAISS_SEARCH_PARAMS[name] ?? name, value);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 class FaissIndex implements FaissVectorIndex {
@@ -348,8 +422,7 @@ class FaissIndex implements FaissVectorIndex {
   }
 
   setSearchParameter(name: string, value: number): boolean {
-    if (typeof this.native.setSearchParameter !== "function") return false;
-    this.native.setSearchParameter(name, value);
+    if (!setNativeParameter(this.native, name, value)) return false;
     this.params[name] = value;
     return true;
   }
@@ -445,9 +518,10 @@ export async function buildFaissIndex(
     if (idx.isTrained()) return;
     const n = rows.length / d;
     if (n === 0) throw new ValidationError(`a ${type} index needs training vectors; none were given`);
-    if ((type === "ivfpq" && n < 256) || ((type === "ivf" || type === "ivfpq") && n < Number(p.params.nlist))) {
+    const pq = type === "ivfpq" || type === "ivfpq-refine";
+    if ((pq && n < 256) || ((pq || type === "ivf") && n < Number(p.params.nlist))) {
       throw new ValidationError(
-        `a ${type} index needs at least ${type === "ivfpq" ? 256 : p.params.nlist} vectors to train, got ${n}`,
+        `a ${type} index needs at least ${pq ? Math.max(256, Number(p.params.nlist)) : p.params.nlist} vectors to train, got ${n}`,
       );
     }
     // faiss-node has no typed train: this one bounded sample is the largest JS array we build.
@@ -502,14 +576,14 @@ function maybeUpstream(native: NativeIndex, upstreamOnly: boolean | undefined): 
 export interface FaissLoadOptions {
   upstreamOnly?: boolean;
   flatKernel?: FlatKernel;
-  /** efSearch / nprobe etc., as recorded in the manifest's index_params. */
+  /** efSearch / nprobe / kFactor etc., as recorded in the manifest's index_params. */
   searchParams?: Record<string, unknown>;
   type?: ConcreteIndexType | "unknown";
 }
 
 function searchParamsOf(record: Record<string, unknown> | undefined): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const name of ["efSearch", "nprobe"]) {
+  for (const name of SEARCH_PARAM_NAMES) {
     const v = record?.[name];
     if (typeof v === "number" && Number.isFinite(v)) out[name] = v;
   }
@@ -522,6 +596,10 @@ function wrapLoaded(loaded: NativeIndex, opts: FaissLoadOptions): FaissIndex {
   const params: IndexParamsRecord = {};
   for (const [k, v] of Object.entries(opts.searchParams ?? {}))
     if (typeof v === "string" || typeof v === "number") params[k] = v;
+  // A search parameter this index type lacks (kFactor from INDEX_SEARCH_PARAMS on an IVF-Flat
+  // snapshot) is not in effect: leave it out. (Upstream faiss-node applies none; the record stays.)
+  if (typeof native.setSearchParameter === "function")
+    for (const name of SEARCH_PARAM_NAMES) if (name in params && !(name in applied)) delete params[name];
   return new FaissIndex(native, opts.type ?? "unknown", { ...params, ...applied });
 }
 

@@ -103,7 +103,16 @@ const intParams = (env: string, names: readonly string[], doc: string): Spec<Rec
 });
 
 /** FAISS index parameters INDEX_PARAMS accepts (shared/adapters/faiss-index.ts FaissIndexParams). */
-const INDEX_PARAM_NAMES = ["nlist", "nprobe", "efSearch", "efConstruction", "hnswM", "pqM", "trainSize"] as const;
+const INDEX_PARAM_NAMES = [
+  "nlist",
+  "nprobe",
+  "efSearch",
+  "efConstruction",
+  "hnswM",
+  "pqM",
+  "kFactor",
+  "trainSize",
+] as const;
 
 /** The settings table; docs/CONFIG.md is generated from it (npm run cli -- config). */
 export const settings = {
@@ -151,14 +160,14 @@ export const settings = {
   // index
   indexType: oneOf(
     "INDEX_TYPE",
-    ["auto", "flat", "hnsw", "ivf", "ivfpq", "sq8", "fp16"] as const,
+    ["auto", "flat", "hnsw", "ivf", "ivfpq", "ivfpq-refine", "sq8", "fp16"] as const,
     "auto",
-    "FAISS index type; auto picks by corpus size: flat up to 4.2M floats (count × dimensions; 10.4K×384), fp16 up to 20M (52K×384: exact scan, vectors stored and shipped as fp16, decoded at load), ivf up to 5M vectors, ivfpq beyond. sq8 stores a quarter of flat's bytes (recall@20 ≈ 0.97), decoded like fp16.",
+    "FAISS index type; auto picks by corpus size: flat up to 4.2M floats (count × dimensions; 10.4K×384), fp16 up to 20M (52K×384: exact scan, vectors stored and shipped as fp16, decoded at load), ivf up to 5M vectors, ivfpq-refine beyond (IVF-PQ candidates re-scored by an SQ8 copy: 0.28× flat's bytes and resident memory, recall@20 0.97 at 1M×384 clustered, BENCHMARKS.md). ivfpq (no re-scoring, recall@20 ≈ 0.35 on clustered data) stays available. sq8 stores a quarter of flat's bytes (recall@20 ≈ 0.97), decoded like fp16.",
   ),
   indexParams: intParams(
     "INDEX_PARAMS",
     INDEX_PARAM_NAMES,
-    "Reindex: FAISS build parameters, e.g. `nlist=2048,nprobe=16` (nlist, nprobe, efSearch, efConstruction, hnswM, pqM, trainSize); unset ones follow the corpus size. efSearch/nprobe are recorded in the snapshot and applied when it loads.",
+    "Reindex: FAISS build parameters, e.g. `nlist=2048,nprobe=16` (nlist, nprobe, efSearch, efConstruction, hnswM, pqM, kFactor, trainSize); unset ones follow the corpus size. efSearch/nprobe/kFactor are recorded in the snapshot and applied when it loads.",
   ),
   reindexMode: oneOf(
     "REINDEX_MODE",
@@ -193,8 +202,8 @@ export const settings = {
   ),
   indexSearchParams: intParams(
     "INDEX_SEARCH_PARAMS",
-    ["efSearch", "nprobe"],
-    "Search function: efSearch/nprobe that override the snapshot's recorded values, without a reindex.",
+    ["efSearch", "nprobe", "kFactor"],
+    "Search function: efSearch/nprobe/kFactor (ivfpq-refine: candidates re-scored per result) that override the snapshot's recorded values, without a reindex; one the live index type lacks is ignored.",
   ),
   indexRefreshS: int("INDEX_REFRESH_S", 30, "How often a warm search function rechecks the snapshot pointer.", 0),
   passageTexts: oneOf(

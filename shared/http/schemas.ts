@@ -341,10 +341,10 @@ export const healthSchema = z
           description:
             "How passage texts are held (PASSAGE_TEXTS): texts = memory | lazy | filling, cached_bytes, block_reads, block_hits, failed_reads.",
         }),
-        type: z.string().openapi({ description: "Index type (flat, hnsw, ivf, ivfpq, sq8, fp16)." }),
+        type: z.string().openapi({ description: "Index type (flat, hnsw, ivf, ivfpq, ivfpq-refine, sq8, fp16)." }),
         params: z
           .record(z.string(), z.union([z.string(), z.number()]))
-          .openapi({ description: "Factory and the search parameters in effect (efSearch, nprobe)." }),
+          .openapi({ description: "Factory and the search parameters in effect (efSearch, nprobe, kFactor)." }),
       })
       .nullable()
       .openapi({ description: "The snapshot being served; null before one is published." }),

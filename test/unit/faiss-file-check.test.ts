@@ -20,7 +20,7 @@ const d = 16;
 const n = 600;
 const base = clusteredVectors({ n, d, seed: 11, clusters: 12 });
 const files: Partial<Record<ConcreteIndexType, Uint8Array>> = {};
-const types: ConcreteIndexType[] = ["flat", "sq8", "fp16", "hnsw", "ivf", "ivfpq"];
+const types: ConcreteIndexType[] = ["flat", "sq8", "fp16", "hnsw", "ivf", "ivfpq", "ivfpq-refine"];
 const dir = mkdtempSync(join(tmpdir(), "faiss-check-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 

@@ -211,7 +211,7 @@ describe("faiss index adapter", () => {
     expect(chooseIndexType(52_084, "auto", 384)).toBe("ivf");
     expect(chooseIndexType(20_000, "auto", 1536)).toBe("ivf");
     expect(chooseIndexType(5_000_000)).toBe("ivf");
-    expect(chooseIndexType(5_000_001)).toBe("ivfpq");
+    expect(chooseIndexType(5_000_001)).toBe("ivfpq-refine");
     expect(chooseIndexType(10, "sq8")).toBe("sq8");
   });
 

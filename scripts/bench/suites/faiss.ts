@@ -243,15 +243,20 @@ export const suite: Suite = {
     gc();
     figures.push(figure(`flat ${approxN / 1000}K×${d} p50 (exact baseline)`, flatT.p50, "ms"));
 
-    const sweeps: Record<Exclude<ConcreteIndexType, "flat">, { param?: "efSearch" | "nprobe"; values?: number[] }> = {
+    const sweeps: Record<
+      Exclude<ConcreteIndexType, "flat">,
+      { param?: "efSearch" | "nprobe" | "kFactor"; values?: number[] }
+    > = {
       hnsw: { param: "efSearch", values: [16, 32, 64, 128, 256] },
       ivf: { param: "nprobe", values: [4, 8, 16, 32, 64, 128] },
       ivfpq: { param: "nprobe", values: [8, 32, 128] },
+      // Candidates re-scored per result, at the default nprobe.
+      "ivfpq-refine": { param: "kFactor", values: [8, 16, 32, 64] },
       sq8: {},
       fp16: {},
     };
     const rows: ApproxRow[] = [];
-    for (const type of ["hnsw", "ivf", "ivfpq", "sq8", "fp16"] as const) {
+    for (const type of ["hnsw", "ivf", "ivfpq", "ivfpq-refine", "sq8", "fp16"] as const) {
       ctx.log(`${type}: building`);
       const params: FaissIndexParams = {};
       const t0 = performance.now();
@@ -306,6 +311,15 @@ export const suite: Suite = {
     for (const r of rows) if (!byType.has(r.type)) byType.set(r.type, r);
     for (const [type, r] of byType) {
       figures.push(figure(`${type} build time`, r.buildS!, "s", undefined, `index ${(r.bytes! / 1e6).toFixed(0)} MB`));
+      figures.push(
+        figure(
+          `${type} index bytes per vector`,
+          r.bytes! / approxN,
+          "B",
+          undefined,
+          `${(r.bytes! / (approxN * d * 4)).toFixed(3)}× flat's ${d * 4} B`,
+        ),
+      );
       figures.push(
         figure(
           `${type} read back from bytes`,
