@@ -9,7 +9,7 @@ export interface Command {
   run(argv: string[]): Promise<number | undefined>;
 }
 
-const names = ["index", "query", "eval", "bench", "models", "serve", "keys", "config"];
+const names = ["index", "reindex", "query", "eval", "bench", "models", "serve", "keys", "config"];
 
 async function load(name: string): Promise<Command | null> {
   const file = new URL(`./commands/${name}.ts`, import.meta.url);

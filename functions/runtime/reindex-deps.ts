@@ -175,7 +175,12 @@ export function summarize(
     };
   }
   const result = outcome as ReindexResult | MergeResult | null;
+  const sharded =
+    result && "build_id" in result
+      ? { build_id: result.build_id, shards: result.shards, reused_shards: result.reused }
+      : {};
   return {
+    ...sharded,
     status: result?.status ?? "ignored",
     changes,
     version: result?.version ?? null,
