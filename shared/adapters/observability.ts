@@ -166,6 +166,7 @@ export function observe(c: Context, obs: RequestObservation): void {
     cacheHits: sum(prev.cacheHits, obs.cacheHits),
     rerankCacheHits: sum(prev.rerankCacheHits, obs.rerankCacheHits),
     rerankCacheMisses: sum(prev.rerankCacheMisses, obs.rerankCacheMisses),
+    shardsMissing: sum(prev.shardsMissing, obs.shardsMissing),
     degraded: obs.degraded ?? prev.degraded,
     timings: prev.timings || obs.timings ? { ...prev.timings, ...obs.timings } : undefined,
   };
@@ -186,7 +187,9 @@ export function searchObservation(
     rerankPairs: response.reranked ? response.reranked_candidates : 0,
     embeddingTokens: opts.embeddingTokens,
     cacheHits: opts.cacheHits,
-    degraded: opts.rerankerConfigured && !response.reranked,
+    // Missing index shards degrade a search as a failed reranker does.
+    degraded: (opts.rerankerConfigured && !response.reranked) || (response.shards?.missing.length ?? 0) > 0,
+    ...(response.shards ? { shardsMissing: response.shards.missing.length } : {}),
     timings: { ...response.timings },
   };
 }
@@ -300,6 +303,7 @@ export function requestLogging(opts: RequestLoggingOptions = {}): MiddlewareHand
       ...(obs?.rerankCacheHits !== undefined || obs?.rerankCacheMisses !== undefined
         ? { rerank_cache: { hits: obs.rerankCacheHits ?? 0, misses: obs.rerankCacheMisses ?? 0 } }
         : {}),
+      ...(obs?.shardsMissing ? { shards_missing: obs.shardsMissing } : {}),
       ...(obs?.degraded ? { degraded: true } : {}),
     };
     if (status >= 500) log.error("request failed", { ...line, ...(err ? { error: err } : {}) });
@@ -328,6 +332,8 @@ export function requestLogging(opts: RequestLoggingOptions = {}): MiddlewareHand
         m.addMetric("RerankCacheMisses", MetricUnit.Count, obs.rerankCacheMisses ?? 0);
       }
       if (obs?.degraded) m.addMetric("DegradedResponses", MetricUnit.Count, 1);
+      // Zeros included on every fan-out search, so the metric's average is the share of shards lost.
+      if (obs?.shardsMissing !== undefined) m.addMetric("ShardsMissing", MetricUnit.Count, obs.shardsMissing);
       m.addMetadata("request_id", requestId);
       if (keyId) m.addMetadata("key_id", keyId);
       m.publishStoredMetrics();

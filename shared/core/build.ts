@@ -7,8 +7,11 @@ import {
   describePassageStore,
   encodePassageStore,
   INDEX_FILE,
+  indexShardFile,
+  MAX_INDEX_SHARDS,
   newSnapshotVersion,
   PASSAGES_FILE,
+  SINGLE_INDEX_FORMAT_VERSION,
   SNAPSHOT_FORMAT_VERSION,
   SPARSE_FILE,
   sha256Hex,
@@ -56,6 +59,13 @@ export interface BuildSnapshotInput<I extends BuiltIndex = BuiltIndex> {
   sources?: SnapshotManifest["sources"];
   report?: SnapshotManifest["report"];
   indexBuilder: IndexBuilder<I>;
+  /**
+   * INDEX_SHARDS: cut the dense vectors into this many index files (contiguous ordinal ranges,
+   * index-<i>.faiss, manifest `index_shards`), for a search function that loads them all or fans
+   * queries out to shard functions. Default 1: one index.faiss, as before. Never more shards than
+   * passages (effectiveIndexShards).
+   */
+  indexShards?: number;
   /** Defaults to a fresh time-sortable version. */
   version?: string;
   now?: Date;
@@ -66,8 +76,41 @@ export interface BuildSnapshotInput<I extends BuiltIndex = BuiltIndex> {
 export interface BuiltSnapshot<I extends BuiltIndex = BuiltIndex> {
   manifest: SnapshotManifest;
   files: Record<string, Uint8Array>;
-  /** The in-memory index just built (the CLI and eval search it without a reload). */
+  /** The in-memory index just built (the CLI and eval search it without a reload); shard 0 when sharded. */
   index: I;
+  /** Every shard's index, in shard order (one entry when unsharded). */
+  shards: I[];
+}
+
+/**
+ * How many index files a snapshot of `passages` gets for INDEX_SHARDS = `requested`: never more
+ * than passages (an empty shard has nothing to search), at least 1. The reindex compares a live
+ * snapshot's shard count with this to decide whether a changed INDEX_SHARDS needs a rebuild.
+ */
+export function effectiveIndexShards(requested: number | undefined, passages: number): number {
+  const n = requested ?? 1;
+  if (!Number.isInteger(n) || n < 1 || n > MAX_INDEX_SHARDS)
+    throw new ValidationError(`indexShards must be an integer within 1..${MAX_INDEX_SHARDS}, got ${n}`);
+  return Math.max(1, Math.min(n, passages));
+}
+
+/** Index files of a manifest (1 for an unsharded snapshot). */
+export function manifestIndexShards(manifest: SnapshotManifest): number {
+  return manifest.index_shards?.length ?? 1;
+}
+
+/** Contiguous near-equal ordinal ranges; the first `total % n` shards hold one more. */
+export function shardRanges(total: number, n: number): Array<{ offset: number; count: number }> {
+  const base = Math.floor(total / n);
+  const extra = total % n;
+  const out: Array<{ offset: number; count: number }> = [];
+  let offset = 0;
+  for (let i = 0; i < n; i++) {
+    const count = base + (i < extra ? 1 : 0);
+    out.push({ offset, count });
+    offset += count;
+  }
+  return out;
 }
 
 /** Rows per batch handed to the index builder. */
@@ -89,7 +132,12 @@ function checkVector(v: Float32Array, i: number, identity: EmbedderIdentity): vo
   }
 }
 
-async function* vectorBatches(input: BuildSnapshotInput<BuiltIndex>): AsyncGenerator<Float32Array> {
+/** Vectors of passages [start, end) in row-major batches (the whole corpus by default). */
+async function* vectorBatches(
+  input: BuildSnapshotInput<BuiltIndex>,
+  start = 0,
+  end = input.passages.length,
+): AsyncGenerator<Float32Array> {
   const { passages, embedder } = input;
   const d = embedder.dimensions;
   const total = passages.length;
@@ -102,16 +150,16 @@ async function* vectorBatches(input: BuildSnapshotInput<BuiltIndex>): AsyncGener
     return batch;
   };
   if (input.vectors) {
-    for (let i = 0; i < total; i += ROWS_PER_BATCH) {
-      const vs = input.vectors.slice(i, i + ROWS_PER_BATCH);
+    for (let i = start; i < end; i += ROWS_PER_BATCH) {
+      const vs = input.vectors.slice(i, Math.min(end, i + ROWS_PER_BATCH));
       yield packInto(vs, i);
       input.onProgress?.(Math.min(total, i + vs.length), total);
     }
     return;
   }
   const size = Math.max(1, input.embedBatchSize ?? 256);
-  for (let i = 0; i < total; i += size) {
-    const texts = passages.slice(i, i + size).map((p) => p.text);
+  for (let i = start; i < end; i += size) {
+    const texts = passages.slice(i, Math.min(end, i + size)).map((p) => p.text);
     const vs = await input.embed!(texts);
     if (vs.length !== texts.length)
       throw new ValidationError(`embed() returned ${vs.length} vectors for ${texts.length} texts`);
@@ -136,18 +184,47 @@ export async function buildSnapshot<I extends BuiltIndex>(input: BuildSnapshotIn
     seen.add(p.id);
   }
 
-  const index = await input.indexBuilder(
-    { dimensions: embedder.dimensions, type: input.indexType, count: passages.length, params: input.indexParams },
-    vectorBatches(input as BuildSnapshotInput<BuiltIndex>),
-  );
-  if (index.count !== passages.length) {
-    throw new ValidationError(`the index holds ${index.count} vectors for ${passages.length} passages`);
+  const shardCount = effectiveIndexShards(input.indexShards, passages.length);
+  const ranges = shardRanges(passages.length, shardCount);
+  const shards: I[] = [];
+  const files: Record<string, Uint8Array> = {};
+  let indexShards: SnapshotManifest["index_shards"];
+  if (shardCount === 1) {
+    const index = await input.indexBuilder(
+      { dimensions: embedder.dimensions, type: input.indexType, count: passages.length, params: input.indexParams },
+      vectorBatches(input as BuildSnapshotInput<BuiltIndex>),
+    );
+    if (index.count !== passages.length) {
+      throw new ValidationError(`the index holds ${index.count} vectors for ${passages.length} passages`);
+    }
+    shards.push(index);
+    files[INDEX_FILE] = index.toBuffer();
+  } else {
+    indexShards = [];
+    // One after the other, through the same builder, so embed() still sees the passages in order.
+    // "auto" resolves on the first (largest) shard; the others get that same concrete type, so
+    // the manifest's one index_type describes every file.
+    let type = input.indexType;
+    for (const [i, r] of ranges.entries()) {
+      const shard = await input.indexBuilder(
+        { dimensions: embedder.dimensions, type, count: r.count, params: input.indexParams },
+        vectorBatches(input as BuildSnapshotInput<BuiltIndex>, r.offset, r.offset + r.count),
+      );
+      if (shard.count !== r.count) {
+        throw new ValidationError(`index shard ${i} holds ${shard.count} vectors for ${r.count} passages`);
+      }
+      if (i === 0) type = shard.type;
+      else if (shard.type !== type) {
+        throw new ValidationError(`index shard ${i} was built as ${shard.type}, shard 0 as ${type}`);
+      }
+      shards.push(shard);
+      const file = indexShardFile(i);
+      files[file] = shard.toBuffer();
+      indexShards.push({ file, offset: r.offset, count: r.count });
+    }
   }
-
-  const files: Record<string, Uint8Array> = {
-    [INDEX_FILE]: index.toBuffer(),
-    [PASSAGES_FILE]: encodePassageStore(passages),
-  };
+  const index = shards[0];
+  files[PASSAGES_FILE] = encodePassageStore(passages);
   let sparseInfo: SnapshotManifest["sparse"];
   if (input.sparse !== false) {
     const opts = typeof input.sparse === "object" ? input.sparse : {};
@@ -164,7 +241,7 @@ export async function buildSnapshot<I extends BuiltIndex>(input: BuildSnapshotIn
   const passageLayout = describePassageStore(files[PASSAGES_FILE]);
   const now = input.now ?? new Date();
   const manifest: SnapshotManifest = {
-    format_version: SNAPSHOT_FORMAT_VERSION,
+    format_version: indexShards ? SNAPSHOT_FORMAT_VERSION : SINGLE_INDEX_FORMAT_VERSION,
     version: input.version ?? newSnapshotVersion(now),
     created_at: now.toISOString(),
     embedder: { ...embedder },
@@ -173,11 +250,12 @@ export async function buildSnapshot<I extends BuiltIndex>(input: BuildSnapshotIn
     ...(index.params ? { index_params: { ...index.params } } : {}),
     counts: { documents: new Set(passages.map((p) => p.docId)).size, passages: passages.length },
     files: entries,
+    ...(indexShards ? { index_shards: indexShards } : {}),
     ...(sparseInfo ? { sparse: sparseInfo } : {}),
     ...(passageLayout ? { passages: passageLayout } : {}),
     ...(input.corpusStats !== undefined ? { corpus_stats: input.corpusStats } : {}),
     ...(input.sources ? { sources: input.sources } : {}),
     ...(input.report ? { report: input.report } : {}),
   };
-  return { manifest, files, index };
+  return { manifest, files, index, shards };
 }

@@ -205,6 +205,45 @@ export const settings = {
     ["efSearch", "nprobe", "kFactor"],
     "Search function: efSearch/nprobe/kFactor (ivfpq-refine: candidates re-scored per result) that override the snapshot's recorded values, without a reindex; one the live index type lacks is ignored.",
   ),
+  indexShards: int(
+    "INDEX_SHARDS",
+    1,
+    "Reindex and `cli index`: dense index files per snapshot. 1 = one index.faiss; N > 1 cuts the passages into N contiguous ordinal ranges, each its own index file (index-<i>.faiss, manifest `index_shards`; at most one shard per passage). The passage store and the BM25 index stay one per snapshot. A change rebuilds an unchanged corpus.",
+    1,
+    256,
+  ),
+  searchShards: oneOf(
+    "SEARCH_SHARDS",
+    ["local", "lambda", "http"] as const,
+    "local",
+    "Search function: where dense search over the index shards runs. local = every shard file loaded into this process and searched as one index (an unsharded snapshot as before); lambda = each query fans out to the shard functions (SHARD_FUNCTIONS), http = to shard workers (SHARD_URLS), in parallel within SHARD_TIMEOUT_MS, and the search function loads everything but the index files. A shard that does not answer leaves partial results with a warning.",
+  ),
+  shardFunctions: optStr(
+    "SHARD_FUNCTIONS",
+    "SEARCH_SHARDS=lambda: Lambda function names, comma separated, shard i → name i (one name serves every shard). Set by SST from the linked IndexShard<i> functions.",
+  ),
+  shardUrls: optStr(
+    "SHARD_URLS",
+    "SEARCH_SHARDS=http: shard worker base URLs (functions/shard/server.ts), comma separated, shard i → URL i (one URL serves every shard).",
+  ),
+  shardTimeoutMs: int(
+    "SHARD_TIMEOUT_MS",
+    1000,
+    "Search function, fan-out: how long a query waits for each index shard; a shard past it is left out (partial results, a warning, the ShardsMissing metric).",
+    1,
+  ),
+  shardLoadTimeoutMs: int(
+    "SHARD_LOAD_TIMEOUT_MS",
+    30_000,
+    "Search function, fan-out: how long a new snapshot version waits for its shards to load it before going live (shards still loading then answer later queries once ready).",
+    1,
+  ),
+  shardId: optInt(
+    "SHARD_ID",
+    "Shard function / worker: the one index shard it serves (requests for others are refused); unset = any shard it is asked for.",
+    0,
+  ),
+  shardPort: int("SHARD_PORT", 3002, "Shard worker port (functions/shard/server.ts, local).", 0, 65535),
   indexRefreshS: int("INDEX_REFRESH_S", 30, "How often a warm search function rechecks the snapshot pointer.", 0),
   passageTexts: oneOf(
     "PASSAGE_TEXTS",
@@ -395,6 +434,10 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   if (cfg.reranker === "http" && !cfg.rerankerUrl) throw new ConfigError("RERANKER_URL", "required when RERANKER=http");
   if (cfg.reranker === "lambda" && !cfg.rerankerFunction)
     throw new ConfigError("RERANKER_FUNCTION", "required when RERANKER=lambda");
+  if (cfg.searchShards === "lambda" && !cfg.shardFunctions)
+    throw new ConfigError("SHARD_FUNCTIONS", "required when SEARCH_SHARDS=lambda");
+  if (cfg.searchShards === "http" && !cfg.shardUrls)
+    throw new ConfigError("SHARD_URLS", "required when SEARCH_SHARDS=http");
   if (cfg.defaultCandidates > cfg.maxCandidates)
     throw new ConfigError("SEARCH_DEFAULT_CANDIDATES", "must not exceed SEARCH_MAX_CANDIDATES");
   return cfg;

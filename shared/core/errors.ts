@@ -12,6 +12,7 @@ export type ErrorCode =
   | "embedder_mismatch"
   | "embedder_unavailable"
   | "reranker_unavailable"
+  | "shards_unavailable"
   | "store_unavailable"
   | "snapshot_invalid"
   | "conflict"
@@ -82,6 +83,15 @@ export class EmbedderUnavailableError extends DomainError {
 export class RerankerUnavailableError extends DomainError {
   constructor(message: string, cause?: unknown) {
     super("reranker_unavailable", 503, message, { retryAfterS: 5, cause });
+  }
+}
+
+/** An index shard did not answer (fan-out search); `timeout` says whether its time limit passed. */
+export class ShardUnavailableError extends DomainError {
+  readonly timeout: boolean;
+  constructor(message: string, opts: { cause?: unknown; timeout?: boolean } = {}) {
+    super("shards_unavailable", 503, message, { retryAfterS: 2, cause: opts.cause });
+    this.timeout = opts.timeout ?? false;
   }
 }
 

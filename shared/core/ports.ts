@@ -93,6 +93,63 @@ export interface VectorIndex {
   search(query: Float32Array, k: number): VectorSearchResult;
 }
 
+/** One shard that did not answer a fan-out search (timed out, failed, unreachable). */
+export interface MissingShard {
+  shard: number;
+  /** "timeout" | "unavailable" | "invalid" (the shard refused the version or the request). */
+  code: "timeout" | "unavailable" | "invalid";
+  message: string;
+}
+
+export interface FanoutSearchResult extends VectorSearchResult {
+  /** Shards asked. */
+  shards: number;
+  /** Shards whose candidates are not in the result; empty = exact. */
+  missing: MissingShard[];
+}
+
+/**
+ * A dense index whose shards live in other processes (SEARCH_SHARDS=lambda|http): searched
+ * asynchronously, in parallel, within a time limit; a shard that does not answer in time leaves
+ * a partial (but otherwise exact) result and is named in `missing`. Its synchronous search()
+ * throws: callers must check for searchShards first (shared/core/search.ts does).
+ */
+export interface FanoutVectorIndex extends VectorIndex {
+  searchShards(query: Float32Array, k: number, opts?: { signal?: AbortSignal }): Promise<FanoutSearchResult>;
+}
+
+export function isFanoutIndex(index: VectorIndex): index is FanoutVectorIndex {
+  return typeof (index as Partial<FanoutVectorIndex>).searchShards === "function";
+}
+
+/** A shard search request (the shard function's event, the shard server's body). */
+export interface ShardSearchRequest {
+  /** Snapshot version; the shard loads that version's index file when it holds another. */
+  version: string;
+  shard: number;
+  vector: Float32Array;
+  k: number;
+}
+
+export interface ShardSearchResponse {
+  /** Global passage ordinals (the shard's offset added), best first. */
+  ordinals: number[];
+  scores: number[];
+  version: string;
+}
+
+/** Where the search function sends a query's shard searches (shared/adapters/shard-clients.ts). */
+export interface IndexShardClient {
+  describe(): { kind: "lambda" | "http"; targets: string[] };
+  /**
+   * Throws ShardUnavailableError (message names the cause; `timeout` when the time limit passed)
+   * or a DomainError the shard returned (snapshot_invalid, invalid_request).
+   */
+  search(req: ShardSearchRequest, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<ShardSearchResponse>;
+  /** Loads a version's shard ahead of the first query (k = 0 search); same errors as search(). */
+  warm(req: { version: string; shard: number }, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<void>;
+}
+
 /** A passage without its text: what filters, collapse and ids need. */
 export type PassageInfo = Omit<Passage, "text">;
 
@@ -171,6 +228,11 @@ export interface SnapshotManifest {
   sparse?: import("./sparse-index.ts").SparseIndexInfo;
   /** The passage store's layout and text-block digests, for reading its texts by range (v2 stores). */
   passages?: import("./snapshot.ts").PassageLayout;
+  /**
+   * Format 3: the dense vectors as N index files, shard i holding ordinals [offset, offset + count)
+   * (its label j is ordinal offset + j); absent = one index.faiss. Passages and sparse stay one each.
+   */
+  index_shards?: Array<{ file: string; offset: number; count: number }>;
   /** Skipped inputs (bad lines, unsupported files) with reasons. */
   report?: { skipped: Array<{ key: string; line?: number; reason: string }> };
 }

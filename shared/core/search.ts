@@ -19,8 +19,18 @@ import {
 import { assertEmbedderMatches } from "./embedding.ts";
 import { DomainError, EmbedderMismatchError, EmbedderUnavailableError } from "./errors.ts";
 import { collapseByDocument, fuseFirstStage, fuseScores, type HybridFusionMode, rankScores } from "./fusion.ts";
-import type { Clock, Embedder, LoadedSnapshot, PassageInfo, PassageStore, RerankerPort } from "./ports.ts";
-import { systemClock } from "./ports.ts";
+import type {
+  Clock,
+  Embedder,
+  FanoutVectorIndex,
+  LoadedSnapshot,
+  MissingShard,
+  PassageInfo,
+  PassageStore,
+  RerankerPort,
+  VectorSearchResult,
+} from "./ports.ts";
+import { isFanoutIndex, systemClock } from "./ports.ts";
 import { readPassages } from "./snapshot.ts";
 import type { SparseIndex } from "./sparse-index.ts";
 import type { FusionMode, RerankResponse, SearchHit, StageScore } from "./types.ts";
@@ -91,6 +101,11 @@ export interface SearchResponse {
   /** The first stage that answered (may differ from the request's: see warnings). */
   retrieval: RetrievalMode;
   warnings: string[];
+  /**
+   * Fan-out search only (SEARCH_SHARDS=lambda|http): how many index shards were asked and which
+   * did not answer; their passages are missing from the dense side (see warnings).
+   */
+  shards?: { total: number; answered: number; missing: MissingShard[] };
   timings: SearchTimings;
 }
 
@@ -218,6 +233,33 @@ function poolRule(req: PoolRequest, maxCandidates: number) {
   };
 }
 
+/** One fetch of the dense side as filtered hits, and whether it holds enough of them. */
+function collectDense(
+  found: VectorSearchResult,
+  count: number,
+  req: PoolRequest,
+  enough: (n: number, docs: number) => boolean,
+  passageOf: (ordinal: number) => FirstStagePassage,
+): { out: SideHit[]; enough: boolean } {
+  const out: SideHit[] = [];
+  const docs = new Set<string>();
+  for (let i = 0; i < found.ordinals.length && !enough(out.length, docs.size); i++) {
+    const ordinal = found.ordinals[i];
+    if (ordinal < 0 || ordinal >= count) continue;
+    const passage = passageOf(ordinal);
+    if (!matchesFilter(passage, req.filter)) continue;
+    docs.add(passage.docId);
+    out.push({ key: ordinal, item: passage, score: found.scores[i] });
+  }
+  return { out, enough: enough(out.length, docs.size) };
+}
+
+/** First fetch size of the dense side; with a filter or collapse it over-fetches (see denseHits). */
+function firstFetch(req: PoolRequest, total: number): { fetchK: number; widen: boolean } {
+  const widen = hasFilter(req.filter) || req.collapse === true;
+  return { fetchK: Math.min(total, widen ? Math.max(req.candidates * 4, 64) : req.candidates), widen };
+}
+
 /**
  * Dense first-stage hits in index order, filtered. With a filter (or collapse) the index is
  * over-fetched and the fetch widened 4× at a time until enough passages match or the whole index
@@ -232,24 +274,51 @@ function denseHits(
 ): SideHit[] {
   const { index, passages } = snapshot;
   const total = index.count;
-  const widen = hasFilter(req.filter) || req.collapse === true;
   const { enough } = poolRule(req, maxCandidates);
-  let fetchK = Math.min(total, widen ? Math.max(req.candidates * 4, 64) : req.candidates);
+  let { fetchK, widen } = firstFetch(req, total);
   for (;;) {
-    const found = index.search(vector, fetchK);
-    const out: SideHit[] = [];
-    const docs = new Set<string>();
-    for (let i = 0; i < found.ordinals.length && !enough(out.length, docs.size); i++) {
-      const ordinal = found.ordinals[i];
-      if (ordinal < 0 || ordinal >= passages.count) continue;
-      const passage = passageOf(ordinal);
-      if (!matchesFilter(passage, req.filter)) continue;
-      docs.add(passage.docId);
-      out.push({ key: ordinal, item: passage, score: found.scores[i] });
-    }
-    if (!widen || fetchK >= total || enough(out.length, docs.size)) return out;
+    const got = collectDense(index.search(vector, fetchK), passages.count, req, enough, passageOf);
+    if (!widen || fetchK >= total || got.enough) return got.out;
     fetchK = Math.min(total, fetchK * 4);
   }
+}
+
+/**
+ * denseHits over an index whose shards are other processes (SEARCH_SHARDS=lambda|http): the same
+ * fetch and widening, each fetch one parallel round over the shards. The shards missing from the
+ * last round are reported (their passages are absent from the hits).
+ */
+async function denseHitsFanout(
+  index: FanoutVectorIndex,
+  snapshot: LoadedSnapshot,
+  vector: Float32Array,
+  req: PoolRequest,
+  maxCandidates: number,
+  passageOf: (ordinal: number) => FirstStagePassage,
+): Promise<{ hits: SideHit[]; shards: number; missing: MissingShard[] }> {
+  const total = index.count;
+  const { enough } = poolRule(req, maxCandidates);
+  let { fetchK, widen } = firstFetch(req, total);
+  for (;;) {
+    const found = await index.searchShards(vector, fetchK);
+    const got = collectDense(found, snapshot.passages.count, req, enough, passageOf);
+    // Every shard down: widening would only ask them again.
+    const allMissing = found.missing.length === found.shards;
+    if (!widen || fetchK >= total || got.enough || allMissing)
+      return { hits: got.out, shards: found.shards, missing: found.missing };
+    fetchK = Math.min(total, fetchK * 4);
+  }
+}
+
+/** The warning of a fan-out search that lacks some shards (or all of them). */
+function shardWarning(shards: number, missing: readonly MissingShard[], fallback: string): string {
+  const named = missing
+    .slice(0, 3)
+    .map((m) => `shard ${m.shard}: ${m.message}`)
+    .join("; ");
+  const more = missing.length > 3 ? `; ${missing.length - 3} more` : "";
+  if (missing.length === shards) return `index shards: none of ${shards} answered (${named}${more}); ${fallback}`;
+  return `index shards: ${missing.length} of ${shards} did not answer (${named}${more}); dense results come from the other ${shards - missing.length} and lack those shards' passages`;
 }
 
 /**
@@ -407,7 +476,25 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
   const t1 = clock.now();
 
   // ---- first stage ----
-  const dense = vector ? denseHits(snapshot, vector, request, deps.limits.maxCandidates, passageOf) : [];
+  let dense: SideHit[] = [];
+  let shardReport: SearchResponse["shards"];
+  if (vector && isFanoutIndex(snapshot.index)) {
+    const fan = await denseHitsFanout(snapshot.index, snapshot, vector, request, deps.limits.maxCandidates, passageOf);
+    dense = fan.hits;
+    shardReport = { total: fan.shards, answered: fan.shards - fan.missing.length, missing: fan.missing };
+    if (fan.missing.length === fan.shards && fan.shards > 0) {
+      // No dense side at all. Hybrid still has BM25; dense alone answers empty with the warning
+      // rather than a 5xx: the request was valid and the shards may be back for the next one.
+      if (mode === "hybrid" && snapshot.sparse) {
+        warnings.push(shardWarning(fan.shards, fan.missing, "results are sparse (BM25) only"));
+        mode = "sparse";
+      } else warnings.push(shardWarning(fan.shards, fan.missing, "no dense results"));
+    } else if (fan.missing.length > 0) {
+      warnings.push(shardWarning(fan.shards, fan.missing, ""));
+    }
+  } else if (vector) {
+    dense = denseHits(snapshot, vector, request, deps.limits.maxCandidates, passageOf);
+  }
   const t2 = clock.now();
   const searchesSparse = mode !== "dense" && snapshot.sparse !== null;
   const sparse =
@@ -572,6 +659,7 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
     fusion: request.fusion,
     retrieval: mode,
     warnings,
+    ...(shardReport ? { shards: shardReport } : {}),
     timings: {
       // A stage that did not run reports 0, not the clock's jitter between two reads.
       embed_ms: embeds ? round(t1 - t0) : 0,

@@ -8,7 +8,13 @@
 //   live one, then swapped in with a single assignment. Queries never wait for it.
 // - A new version that is missing files, corrupt, or undecodable is rejected and logged; the old
 //   one keeps serving, and that version is not tried again for badVersionRetryS seconds.
-import { IndexNotReadyError, isDomainError, SnapshotInvalidError, StoreUnavailableError } from "./errors.ts";
+import {
+  IndexNotReadyError,
+  isDomainError,
+  SnapshotInvalidError,
+  StoreUnavailableError,
+  ValidationError,
+} from "./errors.ts";
 import type {
   LoadedSnapshot,
   ObjectStore,
@@ -19,15 +25,20 @@ import type {
 } from "./ports.ts";
 import { createTextBlockReader } from "./passage-texts.ts";
 import { readPointer } from "./publish.ts";
+import { ShardedVectorIndex } from "./sharded-index.ts";
 import { analyzerFromDescription, openSparseIndex, type SparseIndex } from "./sparse-index.ts";
 import {
   createSha256,
-  INDEX_FILE,
+  type IndexShard,
+  indexShardsOf,
+  isSnapshotVersion,
+  MANIFEST_FILE,
   openLazyPassageStore,
   openPassageStore,
   PASSAGES_FILE,
   parseManifest,
   type SnapshotPointer,
+  shardManifestView,
   snapshotPrefix,
   verifyDigest,
 } from "./snapshot.ts";
@@ -88,6 +99,12 @@ export interface SnapshotLoaderOptions extends SnapshotFetchOptions {
    * so peak memory stays close to the index itself.
    */
   openIndexSink?: (manifest: SnapshotManifest) => Promise<IndexSink>;
+  /**
+   * SEARCH_SHARDS=lambda|http: the dense index is not downloaded; this builds the index that fans
+   * queries out to shard functions (shared/core/sharded-index.ts createFanoutIndex), after asking
+   * them to load the version. A SnapshotInvalidError rejects the version like a corrupt file.
+   */
+  openRemoteIndex?: (manifest: SnapshotManifest, signal?: AbortSignal) => Promise<VectorIndex>;
   log?: LogFn;
   /** Wall clock in ms (tests inject their own). */
   now?: () => number;
@@ -209,12 +226,151 @@ async function fetchVerified(
   if (etag !== undefined) opts.onEtag?.(etag);
 }
 
+type FetchParts = Required<Pick<SnapshotFetchOptions, "partBytes" | "concurrency">> & {
+  signal?: AbortSignal;
+  run: ReturnType<typeof limiter>;
+};
+
+/**
+ * Fetches one dense index file (index.faiss or a shard's index-<i>.faiss), verified against the
+ * manifest, and decodes it: streamed into the sink when there is one, else whole in memory. The
+ * decoder and sink see the shard's view of the manifest (shardManifestView), so the ones written
+ * for index.faiss size and check a shard from its own entry and count.
+ */
+async function fetchIndexFile(
+  store: ObjectStore,
+  prefix: string,
+  manifest: SnapshotManifest,
+  shard: IndexShard,
+  opts: Pick<SnapshotLoaderOptions, "decodeIndex" | "openIndexSink" | "allocate">,
+  fetchOpts: FetchParts,
+): Promise<VectorIndex> {
+  const name = shard.file;
+  const view = shardManifestView(manifest, shard);
+  const entry = manifest.files[name];
+  const undecodable = (e: unknown) =>
+    new SnapshotInvalidError(`snapshot ${manifest.version}: ${name} does not decode: ${(e as Error).message}`, e);
+  let index: VectorIndex;
+  if (!opts.openIndexSink) {
+    const whole = opts.allocate ? opts.allocate(entry.bytes + 1) : new Uint8Array(entry.bytes + 1);
+    let small: Uint8Array | undefined;
+    await fetchVerified(
+      store,
+      prefix + entry.key,
+      name,
+      manifest,
+      {
+        bufferFor: (offset, length) => whole.subarray(offset, offset + length),
+        onChunk: (chunk, offset) => {
+          if (entry.bytes <= fetchOpts.partBytes) small = chunk;
+          else if (chunk.buffer !== whole.buffer || chunk.byteOffset !== offset) whole.set(chunk, offset);
+        },
+      },
+      fetchOpts,
+    );
+    try {
+      index = opts.decodeIndex(small ?? whole.subarray(0, entry.bytes), view);
+    } catch (e) {
+      throw undecodable(e);
+    }
+  } else {
+    const sink = await opts.openIndexSink(view);
+    // A few reusable part buffers: the index streams through them into the sink.
+    const slots: Uint8Array[] = [];
+    try {
+      await fetchVerified(
+        store,
+        prefix + entry.key,
+        name,
+        manifest,
+        {
+          bufferFor: (offset, length, slot) => {
+            const direct = sink.target?.(offset, length);
+            if (direct) return direct;
+            if (!slots[slot] || slots[slot].byteLength < length) slots[slot] = new Uint8Array(fetchOpts.partBytes + 1);
+            return slots[slot].byteLength >= length ? slots[slot] : undefined;
+          },
+          onChunk: (chunk) => sink.write(chunk),
+        },
+        fetchOpts,
+      );
+    } catch (e) {
+      await sink.abort();
+      throw e;
+    }
+    slots.length = 0;
+    try {
+      index = await sink.finish();
+    } catch (e) {
+      throw undecodable(e);
+    }
+  }
+  if (manifest.index_shards && index.count !== shard.count) {
+    throw new SnapshotInvalidError(
+      `snapshot ${manifest.version}: ${name} holds ${index.count} vectors, the manifest says ${shard.count}`,
+    );
+  }
+  return index;
+}
+
+/** One index shard of a version, verified and decoded (the shard function's load). */
+export interface LoadedIndexShard {
+  version: string;
+  manifest: SnapshotManifest;
+  shard: number;
+  range: IndexShard;
+  index: VectorIndex;
+}
+
+/**
+ * Loads shard `shard` of snapshot `version` (an unsharded snapshot has one shard, 0: its
+ * index.faiss): manifest → that one file, checked against its manifest entry → decoded. Throws
+ * SnapshotInvalidError for a missing or bad version or shard, StoreUnavailableError when the
+ * store cannot be read.
+ */
+export async function loadIndexShard(
+  store: ObjectStore,
+  indexPrefix: string,
+  version: string,
+  shard: number,
+  opts: Pick<SnapshotFetchOptions, "partBytes" | "concurrency" | "signal" | "allocate"> &
+    Pick<SnapshotLoaderOptions, "decodeIndex" | "openIndexSink">,
+): Promise<LoadedIndexShard> {
+  if (!isSnapshotVersion(version)) throw new ValidationError(`"${version}" is not a snapshot version`);
+  try {
+    const prefix = snapshotPrefix(indexPrefix, version);
+    const manifestObj = await store.get(prefix + MANIFEST_FILE, { signal: opts.signal });
+    if (!manifestObj) throw new SnapshotInvalidError(`snapshot ${version} has no manifest (${prefix}${MANIFEST_FILE})`);
+    const manifest = parseManifest(manifestObj.body);
+    if (manifest.version !== version)
+      throw new SnapshotInvalidError(`snapshot ${version}: its manifest says version ${manifest.version}`);
+    const shards = indexShardsOf(manifest);
+    if (!Number.isInteger(shard) || shard < 0 || shard >= shards.length)
+      throw new ValidationError(`snapshot ${version} has ${shards.length} index shard(s); there is no shard ${shard}`);
+    const fetchOpts: FetchParts = {
+      partBytes: Math.max(1, opts.partBytes ?? 8 * 1024 * 1024),
+      concurrency: Math.max(1, opts.concurrency ?? 4),
+      signal: opts.signal,
+      run: limiter(Math.max(1, opts.concurrency ?? 4)),
+    };
+    const index = await fetchIndexFile(store, prefix, manifest, shards[shard], opts, fetchOpts);
+    if (index.dimensions !== manifest.embedder.dimensions) {
+      throw new SnapshotInvalidError(
+        `snapshot ${version}: ${shards[shard].file} has ${index.dimensions} dimensions, the embedder ${manifest.embedder.dimensions}`,
+      );
+    }
+    return { version, manifest, shard, range: shards[shard], index };
+  } catch (e) {
+    throw toDomain(e);
+  }
+}
+
 /** Loads and verifies the snapshot a pointer names. Throws SnapshotInvalidError / StoreUnavailableError. */
 export async function loadSnapshot(
   store: ObjectStore,
   indexPrefix: string,
   pointer: SnapshotPointer,
-  opts: SnapshotFetchOptions & Pick<SnapshotLoaderOptions, "decodeIndex" | "openIndexSink" | "now">,
+  opts: SnapshotFetchOptions & Pick<SnapshotLoaderOptions, "decodeIndex" | "openIndexSink" | "openRemoteIndex" | "now">,
 ): Promise<LoadedSnapshot & { stats: LoadStats; afterLive?: (signal: AbortSignal) => void }> {
   const now = opts.now ?? Date.now;
   const t0 = now();
@@ -257,50 +413,24 @@ export async function loadSnapshot(
   };
 
   const fetchIndex = async (): Promise<VectorIndex> => {
-    const decode = (bytes: Uint8Array) => {
+    if (opts.openRemoteIndex) {
       try {
-        return opts.decodeIndex(bytes, manifest);
+        return await opts.openRemoteIndex(manifest, opts.signal);
       } catch (e) {
+        if (isDomainError(e)) throw e;
         throw new SnapshotInvalidError(
-          `snapshot ${manifest.version}: ${INDEX_FILE} does not decode: ${(e as Error).message}`,
+          `snapshot ${manifest.version}: its index shards could not be reached: ${(e as Error).message}`,
           e,
         );
       }
-    };
-    if (!opts.openIndexSink) return decode(await fetchToMemory(INDEX_FILE));
-    const sink = await opts.openIndexSink(manifest);
-    // A few reusable part buffers: the index streams through them into the sink.
-    const slots: Uint8Array[] = [];
-    try {
-      await fetchVerified(
-        store,
-        prefix + manifest.files[INDEX_FILE].key,
-        INDEX_FILE,
-        manifest,
-        {
-          bufferFor: (offset, length, slot) => {
-            const direct = sink.target?.(offset, length);
-            if (direct) return direct;
-            if (!slots[slot] || slots[slot].byteLength < length) slots[slot] = new Uint8Array(fetchOpts.partBytes + 1);
-            return slots[slot].byteLength >= length ? slots[slot] : undefined;
-          },
-          onChunk: (chunk) => sink.write(chunk),
-        },
-        fetchOpts,
-      );
-    } catch (e) {
-      await sink.abort();
-      throw e;
     }
-    slots.length = 0;
-    try {
-      return await sink.finish();
-    } catch (e) {
-      throw new SnapshotInvalidError(
-        `snapshot ${manifest.version}: ${INDEX_FILE} does not decode: ${(e as Error).message}`,
-        e,
-      );
-    }
+    const shards = indexShardsOf(manifest);
+    // An unsharded snapshot: index.faiss, exactly as before shards existed.
+    if (!manifest.index_shards) return fetchIndexFile(store, prefix, manifest, shards[0], opts, fetchOpts);
+    const loaded = await Promise.all(
+      shards.map((shard) => fetchIndexFile(store, prefix, manifest, shard, opts, fetchOpts)),
+    );
+    return new ShardedVectorIndex(loaded.map((index, i) => ({ index, offset: shards[i].offset })));
   };
 
   const openSparse = async (): Promise<SparseIndex | null> => {
@@ -379,8 +509,15 @@ export async function loadSnapshot(
   }
   // Bytes fetched before serving: a lazily read store leaves its texts in the store.
   const lazyTexts = manifest.passages && textsMode !== "eager" ? manifest.passages.text_bytes : 0;
+  // A fan-out index leaves the shard files to the shard functions.
+  const remoteIndex = opts.openRemoteIndex
+    ? indexShardsOf(manifest).reduce((a, s) => a + manifest.files[s.file].bytes, 0)
+    : 0;
   const bytes =
-    Object.values(manifest.files).reduce((a, f) => a + f.bytes, 0) + manifestObj.body.byteLength - lazyTexts;
+    Object.values(manifest.files).reduce((a, f) => a + f.bytes, 0) +
+    manifestObj.body.byteLength -
+    lazyTexts -
+    remoteIndex;
   const loadedAt = now();
   return {
     version: manifest.version,
@@ -443,6 +580,7 @@ export function createSnapshotLoader(opts: SnapshotLoaderOptions): SnapshotLoade
       const loaded = await loadSnapshot(opts.store, opts.indexPrefix, pointer, {
         decodeIndex: opts.decodeIndex,
         openIndexSink: opts.openIndexSink,
+        openRemoteIndex: opts.openRemoteIndex,
         partBytes: opts.partBytes,
         concurrency: opts.concurrency,
         allocate: opts.allocate,

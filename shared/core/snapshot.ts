@@ -8,12 +8,23 @@ import type { PassageInfo, PassageStore, SnapshotManifest } from "./ports.ts";
 import type { Passage } from "./types.ts";
 
 /**
- * 2: the passage store in layout v2 with its `passages` manifest entry (texts read by range). A
- * search function of format 1 refuses these manifests with a clear message and keeps serving the
- * snapshot it has (rollbacks stay safe); this build reads 1 and 2.
+ * The newest manifest format this build reads (and writes for sharded snapshots).
+ * 2: the passage store in layout v2 with its `passages` manifest entry (texts read by range).
+ * 3: the dense vectors in `index_shards` (index-<i>.faiss) instead of one index.faiss.
+ * A search function of an older format refuses a newer manifest with a clear message and keeps
+ * serving the snapshot it has (rollbacks stay safe); this build reads 1, 2 and 3.
  */
-export const SNAPSHOT_FORMAT_VERSION = 2;
+export const SNAPSHOT_FORMAT_VERSION = 3;
+/** What an unsharded snapshot is written as: byte-identical to the builds before index shards. */
+export const SINGLE_INDEX_FORMAT_VERSION = 2;
 export const INDEX_FILE = "index.faiss";
+/** Most index shards one snapshot may have (INDEX_SHARDS). */
+export const MAX_INDEX_SHARDS = 256;
+
+/** File name of dense index shard i of a sharded snapshot. */
+export function indexShardFile(i: number): string {
+  return `index-${i}.faiss`;
+}
 export const PASSAGES_FILE = "passages.bin";
 export const MANIFEST_FILE = "manifest.json";
 export const POINTER_FILE = "LATEST.json";
@@ -131,6 +142,17 @@ export const manifestSchema = z.looseObject({
       blocks: z.array(z.string().regex(/^[0-9a-f]{64}$/)),
     })
     .optional(),
+  index_shards: z
+    .array(
+      z.object({
+        file: z.string().min(1),
+        offset: z.number().int().nonnegative(),
+        count: z.number().int().nonnegative(),
+      }),
+    )
+    .min(1)
+    .max(MAX_INDEX_SHARDS)
+    .optional(),
   report: z
     .object({
       skipped: z.array(z.object({ key: z.string(), line: z.number().int().optional(), reason: z.string() })),
@@ -164,9 +186,9 @@ export function parseManifest(input: Uint8Array | string | unknown): SnapshotMan
       `manifest.json has format_version ${m.format_version}; this build reads up to ${SNAPSHOT_FORMAT_VERSION}`,
     );
   }
-  for (const name of [INDEX_FILE, PASSAGES_FILE]) {
-    if (!m.files[name]) throw new SnapshotInvalidError(`manifest.json lists no ${name}`);
-  }
+  if (m.index_shards) checkIndexShards(m);
+  else if (!m.files[INDEX_FILE]) throw new SnapshotInvalidError(`manifest.json lists no ${INDEX_FILE}`);
+  if (!m.files[PASSAGES_FILE]) throw new SnapshotInvalidError(`manifest.json lists no ${PASSAGES_FILE}`);
   if (m.sparse && !m.files[m.sparse.file]) {
     throw new SnapshotInvalidError(`manifest.json describes a sparse index in ${m.sparse.file} but lists no such file`);
   }
@@ -181,6 +203,57 @@ export function parseManifest(input: Uint8Array | string | unknown): SnapshotMan
   }
   if (m.embedder.dimensions <= 0) throw new SnapshotInvalidError("manifest.json: embedder.dimensions must be positive");
   return m;
+}
+
+/** Contiguous ordinal ranges from 0 that cover every passage, each in a listed file. */
+function checkIndexShards(m: SnapshotManifest): void {
+  const shards = m.index_shards!;
+  let next = 0;
+  const files = new Set<string>();
+  for (const [i, s] of shards.entries()) {
+    if (!m.files[s.file])
+      throw new SnapshotInvalidError(`manifest.json: index shard ${i} is in ${s.file}, which it does not list`);
+    if (files.has(s.file))
+      throw new SnapshotInvalidError(`manifest.json: index shards ${i} and another share ${s.file}`);
+    files.add(s.file);
+    if (s.offset !== next) {
+      throw new SnapshotInvalidError(
+        `manifest.json: index shard ${i} starts at ordinal ${s.offset}, expected ${next} (shards must be contiguous)`,
+      );
+    }
+    next += s.count;
+  }
+  if (next !== m.counts.passages) {
+    throw new SnapshotInvalidError(
+      `manifest.json: the index shards hold ${next} vectors, the manifest counts ${m.counts.passages} passages`,
+    );
+  }
+}
+
+/** One dense index file of a snapshot and the ordinals it holds: its label j is ordinal offset + j. */
+export interface IndexShard {
+  file: string;
+  offset: number;
+  count: number;
+}
+
+/** The snapshot's dense index files; an unsharded snapshot is one shard (index.faiss, all ordinals). */
+export function indexShardsOf(m: SnapshotManifest): IndexShard[] {
+  return m.index_shards
+    ? m.index_shards.map((s) => ({ ...s }))
+    : [{ file: INDEX_FILE, offset: 0, count: m.counts.passages }];
+}
+
+/**
+ * The manifest as one shard's index file sees it: that file as index.faiss and its count as the
+ * passage count, so index decoders and sinks written for single-index snapshots (which size and
+ * check themselves from those two fields) read a shard unchanged.
+ */
+export function shardManifestView(m: SnapshotManifest, shard: IndexShard): SnapshotManifest {
+  if (!m.index_shards && shard.file === INDEX_FILE) return m;
+  const entry = m.files[shard.file];
+  if (!entry) throw new SnapshotInvalidError(`snapshot ${m.version} has no file "${shard.file}" in its manifest`);
+  return { ...m, files: { ...m.files, [INDEX_FILE]: entry }, counts: { ...m.counts, passages: shard.count } };
 }
 
 /** Checks a downloaded file against its manifest entry (size, then sha256). */

@@ -49,6 +49,8 @@ export interface RequestObservation {
   rerankCacheHits?: number;
   /** Reranker score-cache misses: documents the model scored with the cache consulted. */
   rerankCacheMisses?: number;
+  /** Fan-out search: index shards that did not answer (their passages are missing). */
+  shardsMissing?: number;
   timings?: StageTimings;
 }
 

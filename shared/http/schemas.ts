@@ -310,8 +310,25 @@ export const searchResponseSchema = z
     }),
     warnings: z.array(z.string()).openapi({
       description:
-        "Why results are degraded: reranker failure or timeout, latency budget, filter matching few passages, a first stage other than the one asked for.",
+        "Why results are degraded: reranker failure or timeout, latency budget, filter matching few passages, a first stage other than the one asked for, index shards that did not answer.",
     }),
+    shards: z
+      .object({
+        total: z.number().int(),
+        answered: z.number().int(),
+        missing: z.array(
+          z.object({
+            shard: z.number().int(),
+            code: z.enum(["timeout", "unavailable", "invalid"]),
+            message: z.string(),
+          }),
+        ),
+      })
+      .optional()
+      .openapi({
+        description:
+          "Only when the search function fans dense search out to index shard functions (SEARCH_SHARDS=lambda|http): shards asked, how many answered, and the ones that did not (their passages are missing from the dense side; a warning says so).",
+      }),
     timings: timingsSchema,
   })
   .openapi("SearchResponse");
