@@ -92,6 +92,7 @@ export function createReindexService(cfg: Config, overrides: ReindexServiceOverr
     indexType: cfg.indexType,
     indexParams: cfg.indexParams,
     sparseIndex: cfg.sparseIndex,
+    indexShards: cfg.indexShards,
     chunking: { maxTokens: cfg.chunkTokens, overlap: cfg.chunkOverlap },
     corpusStats: corpusStatsBuilder,
     log,

@@ -19,9 +19,11 @@ import {
   searchObservation,
 } from "../../shared/adapters/observability.ts";
 import { rerankerFromConfig } from "../../shared/adapters/reranker-clients.ts";
+import { shardClientFromConfig } from "../../shared/adapters/shard-clients.ts";
 import { createStore } from "../../shared/adapters/stores.ts";
 import type { Config } from "../../shared/core/config.ts";
 import type { Embedder, ObjectStore, RerankerPort, SnapshotManifest } from "../../shared/core/ports.ts";
+import { fanoutIndexOpener } from "../../shared/core/sharded-index.ts";
 import { createSnapshotLoader, type SnapshotLoader } from "../../shared/core/snapshot-loader.ts";
 import { type ApiKeySecurity, createApiKeySecurity } from "../../shared/http/auth.ts";
 import { playgroundRoutes } from "../../shared/http/playground.ts";
@@ -64,6 +66,10 @@ export function embedderForConfig(cfg: Config): (manifest: SnapshotManifest) => 
 /** Builds the whole search service from a configuration (no memoisation; see searchApp()). */
 export function createSearchService(cfg: Config, overrides: SearchServiceOverrides = {}): SearchService {
   const store = overrides.store ?? createStore(cfg);
+  const log = (level: "debug" | "info" | "warn" | "error", msg: string, data?: Record<string, unknown>) =>
+    logger[level](msg, { ...data });
+  // SEARCH_SHARDS=lambda|http: the index files stay with the shard functions; queries fan out.
+  const shardClient = shardClientFromConfig(cfg);
   const loader = createSnapshotLoader({
     store,
     indexPrefix: cfg.indexPrefix,
@@ -74,7 +80,17 @@ export function createSearchService(cfg: Config, overrides: SearchServiceOverrid
     allocate: allocateSnapshotBytes,
     passageTexts: cfg.passageTexts,
     passageCacheBytes: cfg.passageCacheMb * 1024 * 1024,
-    log: (level, msg, data) => logger[level](msg, { ...data }),
+    ...(shardClient
+      ? {
+          openRemoteIndex: fanoutIndexOpener({
+            client: shardClient,
+            timeoutMs: cfg.shardTimeoutMs,
+            loadTimeoutMs: cfg.shardLoadTimeoutMs,
+            log,
+          }),
+        }
+      : {}),
+    log,
   });
   const reranker =
     overrides.reranker ??

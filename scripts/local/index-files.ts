@@ -104,6 +104,7 @@ export async function indexLocalFiles(paths: string[], opts: IndexFilesOptions):
     indexType: cfg.indexType,
     indexParams: cfg.indexParams,
     sparse: cfg.sparseIndex,
+    indexShards: cfg.indexShards,
     indexBuilder: faissIndexBuilder,
     ...(skipped.length ? { report: { skipped } } : {}),
     onProgress: (done) => indexBar?.update(done),

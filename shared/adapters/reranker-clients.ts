@@ -11,6 +11,9 @@ import type { Config } from "../core/config.ts";
 import { ConfigError, RerankerUnavailableError } from "../core/errors.ts";
 import type { RerankCallOptions, RerankerDescription, RerankerPort } from "../core/ports.ts";
 import type { RerankRequest, RerankResponse, RerankResult } from "../core/types.ts";
+import { deadline, type LambdaInvoker, lambdaErrorText, loadLambdaSdk } from "./remote-call.ts";
+
+export type { LambdaInvoker };
 
 // ---------- answer validation (shared by lambda and http) ----------
 
@@ -128,31 +131,6 @@ function learnedDescription(base: RerankerDescription) {
   };
 }
 
-/**
- * The caller's signal combined with a time limit; `timedOut()` tells which one fired. A cleared
- * timer rather than AbortSignal.timeout(), which stays registered until it fires; call `done()`.
- */
-function deadline(timeoutMs: number | undefined, outer: AbortSignal | undefined) {
-  if (timeoutMs === undefined) return { signal: outer, timedOut: () => false, done: () => {} };
-  const ac = new AbortController();
-  let expired = false;
-  const timer = setTimeout(() => {
-    expired = true;
-    ac.abort(new DOMException(`timed out after ${timeoutMs} ms`, "TimeoutError"));
-  }, timeoutMs);
-  const onOuter = () => ac.abort(outer?.reason);
-  if (outer?.aborted) onOuter();
-  else outer?.addEventListener("abort", onOuter, { once: true });
-  return {
-    signal: ac.signal,
-    timedOut: () => expired,
-    done: () => {
-      clearTimeout(timer);
-      outer?.removeEventListener("abort", onOuter);
-    },
-  };
-}
-
 // ---------- in-process ----------
 
 export type RerankFunction = (req: RerankRequest, opts?: RerankCallOptions) => Promise<RerankResponse>;
@@ -184,14 +162,6 @@ export const noneReranker: RerankerPort = {
 
 // ---------- lambda ----------
 
-/** The part of LambdaClient we use (tests pass their own). */
-export interface LambdaInvoker {
-  send(
-    command: unknown,
-    options?: { abortSignal?: AbortSignal },
-  ): Promise<{ Payload?: Uint8Array; FunctionError?: string; StatusCode?: number }>;
-}
-
 export interface LambdaRerankerOptions {
   functionName: string;
   region?: string;
@@ -199,31 +169,6 @@ export interface LambdaRerankerOptions {
   client?: LambdaInvoker;
   /** Time limit when a call gives none. */
   timeoutMs?: number;
-}
-
-type LambdaSdk = typeof import("@aws-sdk/client-lambda");
-let lambdaSdk: Promise<LambdaSdk> | undefined;
-// Loaded on first use so http/in-process deployments never pay for the SDK at cold start.
-const loadLambdaSdk = () => {
-  lambdaSdk ??= import("@aws-sdk/client-lambda").catch((e) => {
-    lambdaSdk = undefined;
-    throw e;
-  });
-  return lambdaSdk;
-};
-
-function lambdaErrorText(payload: unknown): string | null {
-  if (typeof payload !== "object" || payload === null) return null;
-  const p = payload as Record<string, unknown>;
-  if (typeof p.errorMessage === "string")
-    return `${typeof p.errorType === "string" ? `${p.errorType}: ` : ""}${p.errorMessage}`;
-  const err = p.error;
-  if (typeof err === "string") return err;
-  if (typeof err === "object" && err !== null) {
-    const e = err as Record<string, unknown>;
-    return `${typeof e.code === "string" ? `${e.code}: ` : ""}${typeof e.message === "string" ? e.message : JSON.stringify(e)}`;
-  }
-  return null;
 }
 
 export function createLambdaReranker(opts: LambdaRerankerOptions): RerankerPort {

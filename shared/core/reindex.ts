@@ -14,7 +14,13 @@
 //   so the caller (Lambda's async retry) can re-drive it. Embeddings are cached per corpus object as
 //   they are made, so a retry resumes where the failed run stopped.
 import { type ChunkOptions, chunkDocument } from "./chunking.ts";
-import { type BuiltIndex, buildSnapshot, type IndexBuilder } from "./build.ts";
+import {
+  type BuiltIndex,
+  buildSnapshot,
+  effectiveIndexShards,
+  type IndexBuilder,
+  manifestIndexShards,
+} from "./build.ts";
 import { corpusFormat, parseCorpusObject, type SkippedInput } from "./documents.ts";
 import { createEmbeddingCache, type EmbeddingCache, embedThroughCache, textSha256 } from "./embedding-cache.ts";
 import { sameIdentity } from "./embedding.ts";
@@ -89,6 +95,11 @@ export interface ReindexOptions {
    * lacks it (published before it existed, or with it off) is rebuilt, not left as is.
    */
   sparseIndex?: boolean;
+  /**
+   * INDEX_SHARDS: dense index files per snapshot (default 1). A live snapshot with another count
+   * (for its passage count: never more shards than passages) is rebuilt.
+   */
+  indexShards?: number;
   chunking: ChunkOptions;
   /** Corpus statistics for the manifest (shared/adapters/embedders.ts corpusStatsBuilder); null = none. */
   corpusStats?: (identity: EmbedderIdentity) => CorpusStatsAccumulator | null;
@@ -340,6 +351,22 @@ export interface BuildSetting {
   indexType: string;
   indexParams?: Record<string, number>;
   sparseIndex: boolean;
+  indexShards: number;
+}
+
+/** What a run of `opts` builds with (the embedder's identity known). */
+export function buildSettingOf(
+  opts: Pick<ReindexOptions, "chunking" | "indexType" | "indexParams" | "sparseIndex" | "indexShards">,
+  identity: EmbedderIdentity,
+): BuildSetting {
+  return {
+    identity,
+    chunking: { max_tokens: opts.chunking.maxTokens, overlap: opts.chunking.overlap },
+    indexType: opts.indexType,
+    indexParams: opts.indexParams,
+    sparseIndex: opts.sparseIndex !== false,
+    indexShards: opts.indexShards ?? 1,
+  };
 }
 
 /** The live snapshot was built from exactly this listing with these settings. */
@@ -357,7 +384,8 @@ export function isUpToDate(live: LiveSnapshot, listing: readonly ObjectInfo[], s
     (setting.indexType === "auto" || m.index_type === setting.indexType) &&
     sameParams(m.build?.index_params, setting.indexParams) &&
     // A snapshot without the sparse index (or with one nobody asked for) is rebuilt.
-    (m.sparse !== undefined) === setting.sparseIndex
+    (m.sparse !== undefined) === setting.sparseIndex &&
+    manifestIndexShards(m) === effectiveIndexShards(setting.indexShards, m.counts.passages)
   );
 }
 
@@ -533,7 +561,10 @@ export function logPublished(log: LogFn, result: ReindexResult, indexPrefix: str
  * passage i's vector (from memory, the embedding cache or a shard's output), asked in passage order.
  */
 export async function buildAssembledSnapshot(
-  opts: Pick<ReindexOptions, "corpusStats" | "indexType" | "indexParams" | "sparseIndex" | "indexBuilder">,
+  opts: Pick<
+    ReindexOptions,
+    "corpusStats" | "indexType" | "indexParams" | "sparseIndex" | "indexShards" | "indexBuilder"
+  >,
   assembly: CorpusAssembly,
   io: {
     identity: EmbedderIdentity;
@@ -566,6 +597,7 @@ export async function buildAssembledSnapshot(
     indexType: opts.indexType,
     indexParams: opts.indexParams,
     sparse: opts.sparseIndex !== false,
+    indexShards: opts.indexShards,
     sources: assembly.sources,
     report: { skipped: assembly.skipped },
     indexBuilder: opts.indexBuilder,
@@ -690,13 +722,7 @@ export async function reindexCorpus(opts: ReindexOptions): Promise<ReindexResult
     };
   };
 
-  const setting: BuildSetting = {
-    identity,
-    chunking: chunkingInfo,
-    indexType: opts.indexType,
-    indexParams: opts.indexParams,
-    sparseIndex: opts.sparseIndex !== false,
-  };
+  const setting = buildSettingOf(opts, identity);
   const readCtx: ObjectReadContext = { store, corpusPrefix, chunking, maxObjectBytes, log, sleep, random };
 
   async function attempt(n: number): Promise<ReindexResult> {

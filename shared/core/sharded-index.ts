@@ -11,15 +11,17 @@
 //   asks all of them in parallel within SHARD_TIMEOUT_MS and merges what came back. A shard that
 //   times out, fails or answers nonsense is left out and named in `missing`: the result is then
 //   the exact top-k of the shards that answered, never an error.
-import { DomainError, ShardUnavailableError, ValidationError } from "./errors.ts";
+import { DomainError, ShardUnavailableError, SnapshotInvalidError, ValidationError } from "./errors.ts";
 import type {
   FanoutSearchResult,
   FanoutVectorIndex,
   IndexShardClient,
   MissingShard,
+  SnapshotManifest,
   VectorIndex,
   VectorSearchResult,
 } from "./ports.ts";
+import { indexShardsOf } from "./snapshot.ts";
 
 /** A shard's ordinal range (IndexShard in snapshot.ts, without its file). */
 export interface ShardRange {
@@ -52,6 +54,19 @@ export function mergeTopK(parts: readonly VectorSearchResult[], k: number): Vect
     ordinals.push(parts[best].ordinals[pos[best]]);
     scores.push(parts[best].scores[pos[best]]);
     pos[best]++;
+  }
+  return { ordinals, scores };
+}
+
+/** A shard's result with its labels turned into global ordinals (label j = ordinal offset + j). */
+export function toGlobalOrdinals(found: VectorSearchResult, offset: number): VectorSearchResult {
+  const ordinals: number[] = [];
+  const scores: number[] = [];
+  for (let i = 0; i < found.ordinals.length; i++) {
+    // Approximate indexes pad with -1 when they find fewer than k.
+    if (found.ordinals[i] < 0) continue;
+    ordinals.push(found.ordinals[i] + offset);
+    scores.push(found.scores[i]);
   }
   return { ordinals, scores };
 }
@@ -92,16 +107,7 @@ export class ShardedVectorIndex implements VectorIndex {
     for (const { index, offset } of this.shards) {
       const kk = Math.min(k, index.count);
       if (kk <= 0) continue;
-      const r = index.search(query, kk);
-      const ordinals: number[] = [];
-      const scores: number[] = [];
-      for (let i = 0; i < r.ordinals.length; i++) {
-        // Approximate indexes pad with -1 when they find fewer than k.
-        if (r.ordinals[i] < 0) continue;
-        ordinals.push(r.ordinals[i] + offset);
-        scores.push(r.scores[i]);
-      }
-      parts.push({ ordinals, scores });
+      parts.push(toGlobalOrdinals(index.search(query, kk), offset));
     }
     return mergeTopK(parts, k);
   }
@@ -255,5 +261,49 @@ export function createFanoutIndex(opts: FanoutIndexOptions): FanoutIndex {
       );
       return failed.sort((a, b) => a.shard - b.shard);
     },
+  };
+}
+
+export interface FanoutOpenerOptions {
+  client: IndexShardClient;
+  /** SHARD_TIMEOUT_MS. */
+  timeoutMs: number;
+  /** SHARD_LOAD_TIMEOUT_MS: how long a new version waits for its shards to load it. */
+  loadTimeoutMs: number;
+  log?: (level: "info" | "warn", msg: string, data?: Record<string, unknown>) => void;
+}
+
+/**
+ * The snapshot loader's openRemoteIndex for SEARCH_SHARDS=lambda|http: a fan-out index over the
+ * manifest's shards, after asking every shard to load the version. A shard that refuses the
+ * version (it is not there, or the shard serves another one) rejects it like a corrupt file; a
+ * shard that is slow or down does not hold it back: the shard keeps loading on its side and
+ * answers later queries, and until then those queries say it is missing (200 with a warning).
+ */
+export function fanoutIndexOpener(opts: FanoutOpenerOptions) {
+  return async (manifest: SnapshotManifest, signal?: AbortSignal): Promise<FanoutIndex> => {
+    const shards = indexShardsOf(manifest);
+    const index = createFanoutIndex({
+      version: manifest.version,
+      dimensions: manifest.embedder.dimensions,
+      shards,
+      client: opts.client,
+      timeoutMs: opts.timeoutMs,
+      params: manifest.index_params,
+    });
+    const failed = await index.warm({ timeoutMs: opts.loadTimeoutMs, signal });
+    const invalid = failed.find((f) => f.code === "invalid");
+    if (invalid) {
+      throw new SnapshotInvalidError(
+        `snapshot ${manifest.version}: shard ${invalid.shard} refused it: ${invalid.message}`,
+      );
+    }
+    if (failed.length > 0) {
+      opts.log?.("warn", "index shards not ready for the new snapshot; their passages are missing until they are", {
+        version: manifest.version,
+        missing: failed,
+      });
+    }
+    return index;
   };
 }

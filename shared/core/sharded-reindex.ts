@@ -20,6 +20,7 @@ import { systemClock } from "./ports.ts";
 import {
   type BuildSetting,
   buildAssembledSnapshot,
+  buildSettingOf,
   CorpusAssembly,
   isUpToDate,
   listCorpusObjects,
@@ -248,13 +249,7 @@ async function runParts(opts: ShardedReindexOptions): Promise<RunParts> {
     embedder,
     identity,
     log,
-    setting: {
-      identity,
-      chunking: { max_tokens: opts.chunking.maxTokens, overlap: opts.chunking.overlap },
-      indexType: opts.indexType,
-      indexParams: opts.indexParams,
-      sparseIndex: opts.sparseIndex !== false,
-    },
+    setting: buildSettingOf(opts, identity),
     ignorePrefixes: [opts.indexPrefix, opts.cachePrefix].filter((p) => p !== opts.corpusPrefix),
     readCtx: {
       store: opts.store,
