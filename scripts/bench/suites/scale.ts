@@ -167,6 +167,10 @@ export const suite: Suite = {
       for (const [k, v] of Object.entries(f))
         if (k.endsWith("p50_ms") || k.includes("ratio"))
           figures.push(figure(`fan-out ${k}`, v, k.endsWith("ms") ? "ms" : "×"));
+      figures.push(figure("fan-out answers equal to the single index's top-k", f.exact_share, ""));
+      notes.push(
+        `fanout: ${f.n}×${f.dimensions} Flat, k = ${f.k}, dense search only; local = every shard file in this process (SEARCH_SHARDS=local), http = shard worker processes on loopback (the local stand-in for shard Lambdas; on ${cpus().length} cores the workers share the CPU, so fan-out cannot run the shards in parallel here).`,
+      );
     }
 
     if (want("ann")) {
