@@ -204,6 +204,26 @@ describe("reindexCorpus", () => {
     expect((await reindexCorpus(reindexOptions(store, embedder))).status).toBe("unchanged");
   });
 
+  it("INDEX_SHARDS: publishes index-<i>.faiss, is unchanged on a rerun, and rebuilds (from the cache) when it changes", async () => {
+    await seedCorpus();
+    const embedder = countingEmbedder();
+    const sharded = await reindexCorpus(reindexOptions(store, embedder, { indexShards: 3 }));
+    expect(sharded.status).toBe("published");
+    const live = (await liveSnapshot(store))!;
+    expect(live.manifest.format_version).toBe(3);
+    expect(live.manifest.index_shards?.map((s) => s.file)).toEqual(["index-0.faiss", "index-1.faiss", "index-2.faiss"]);
+    expect(live.manifest.index_shards?.reduce((a, s) => a + s.count, 0)).toBe(live.passageIds.length);
+    const calls = embedder.usage().calls;
+    expect((await reindexCorpus(reindexOptions(store, embedder, { indexShards: 3 }))).status).toBe("unchanged");
+    const single = await reindexCorpus(reindexOptions(store, embedder, { indexShards: 1 }));
+    expect(single.status).toBe("published");
+    const after = (await liveSnapshot(store))!;
+    expect(after.manifest.index_shards).toBeUndefined();
+    expect(after.manifest.format_version).toBe(2);
+    expect(after.manifest.files["index.faiss"]).toBeDefined();
+    expect(embedder.usage().calls).toBe(calls);
+  });
+
   it("builds with INDEX_PARAMS, records them, and rebuilds (from the cache) when they change", async () => {
     await seedCorpus();
     const embedder = countingEmbedder();
