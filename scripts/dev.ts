@@ -317,6 +317,10 @@ async function main(argv: string[]): Promise<number> {
     say(`  search API   ${searchUrl}   (POST /search, GET /search?q=, GET /health, GET /openapi.json)`);
     say(`  playground   ${searchUrl}/`);
     say(`  reranker     ${services.rerankUrl ?? (r.kind === "none" ? "none" : "in the search process")}`);
+    if (services.shardWorkers)
+      say(
+        `  index shards ${services.shardWorkers.urls.length} worker processes (SEARCH_SHARDS=http): ${services.shardWorkers.urls.join(" ")}`,
+      );
     say(`  local S3     ${s3Endpoint}  bucket ${bucket}`);
     say(`  index        ${index.version}, ${index.count} passages`);
     say("");

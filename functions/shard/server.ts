@@ -25,8 +25,9 @@ export async function startShardServer(
   const app = createShardApp(service, { middleware: opts.quiet ? [] : [requestLogging({ metrics })] });
   let server!: ServerType;
   const port = await new Promise<number>((resolve, reject) => {
-    server = serve({ fetch: app.fetch, port: opts.port ?? cfg.shardPort, hostname: opts.hostname }, (info) =>
-      resolve(info.port),
+    server = serve(
+      { fetch: app.fetch, port: opts.port ?? cfg.shardPort, hostname: opts.hostname ?? cfg.shardHost },
+      (info) => resolve(info.port),
     );
     server.once("error", reject);
   });
@@ -36,4 +37,6 @@ export async function startShardServer(
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const { port } = await startShardServer();
   logger.info(`index shard worker listening on :${port}`);
+  // A parent that started this worker (scripts/local/shard-workers.ts) learns the port whatever LOG_LEVEL says.
+  process.send?.({ type: "listening", port });
 }

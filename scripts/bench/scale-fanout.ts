@@ -15,7 +15,7 @@ import { createFanoutIndex, type FanoutIndex } from "../../shared/core/sharded-i
 import { indexShardsOf, newSnapshotVersion } from "../../shared/core/snapshot.ts";
 import { loadSnapshot } from "../../shared/core/snapshot-loader.ts";
 import type { Passage } from "../../shared/core/types.ts";
-import { type Child, spawnScript } from "../../test/helpers/child.ts";
+import { type ShardWorkers, startShardWorkers } from "../local/shard-workers.ts";
 import { stats } from "./harness.ts";
 import { clusteredVectors, row } from "./vectors.ts";
 
@@ -37,7 +37,7 @@ export async function measureFanout(opts: FanoutOptions): Promise<Record<string,
   const log = opts.log ?? (() => {});
   const dir = mkdtempSync(join(tmpdir(), "scale-fanout-"));
   const store = createFsStore(dir);
-  const workers: Child[] = [];
+  const workers: ShardWorkers[] = [];
   try {
     const flat = clusteredVectors({ n, d, seed: 11, clusters: Math.max(8, Math.round(n / 500)) });
     const vectors = Array.from({ length: n }, (_, i) => row(flat, d, i));
@@ -76,22 +76,12 @@ export async function measureFanout(opts: FanoutOptions): Promise<Record<string,
 
     const fanout = new Map<number, FanoutIndex>();
     for (const s of opts.shards) {
-      const urls: string[] = [];
-      for (let i = 0; i < s; i++) {
-        const w = spawnScript(["functions/shard/server.ts"], {
-          ...process.env,
-          STORE_KIND: "fs",
-          STORE_DIR: dir,
-          INDEX_PREFIX: prefixOf(s),
-          SHARD_ID: String(i),
-          SHARD_PORT: "0",
-        });
-        workers.push(w);
-        const m = await w.waitFor(/listening on :(\d+)/, 60_000).catch(async () => {
-          throw new Error(`shard worker did not start:\n${w.output()}`);
-        });
-        urls.push(`http://127.0.0.1:${m[1]}`);
-      }
+      const started = await startShardWorkers({
+        shards: s,
+        env: { ...process.env, STORE_KIND: "fs", STORE_DIR: dir, INDEX_PREFIX: prefixOf(s) },
+      });
+      workers.push(started);
+      const urls = started.urls;
       const index = createFanoutIndex({
         version,
         dimensions: d,
@@ -146,7 +136,7 @@ export async function measureFanout(opts: FanoutOptions): Promise<Record<string,
     out.exact_share = round(exact / Math.max(1, compared), 4);
     return out;
   } finally {
-    for (const w of workers) w.kill();
+    await Promise.all(workers.map((w) => w.close()));
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -9,6 +9,7 @@ import { playgroundRoutes } from "../../shared/http/playground.ts";
 import { type RerankServer, startRerankServer } from "../../functions/rerank/server.ts";
 import { type SearchServer, startSearchServer } from "../../functions/search/server.ts";
 import type { EmbeddedDefaults } from "./defaults.ts";
+import { type ShardWorkers, startShardWorkers } from "./shard-workers.ts";
 
 export interface LocalServicesOptions {
   defaults: EmbeddedDefaults;
@@ -31,6 +32,8 @@ export interface LocalServices {
   rerankUrl: string | null;
   search: SearchServer;
   rerank: RerankServer | null;
+  /** SEARCH_SHARDS=http without SHARD_URLS: one worker process per index shard (INDEX_SHARDS). */
+  shardWorkers: ShardWorkers | null;
   /** Polls GET /health until it answers 200 (a snapshot is loaded); returns its body. */
   waitHealthy(timeoutMs: number, signal?: AbortSignal): Promise<Record<string, unknown>>;
   /** Polls the reranker service until its model is loaded (no-op without the service). */
@@ -75,6 +78,18 @@ export async function startLocalServices(opts: LocalServicesOptions): Promise<Lo
     searchCfg = { ...cfg, reranker: "in-process" };
   }
 
+  // Fan-out locally: the shard functions as processes, as many as the reindex cuts (INDEX_SHARDS).
+  let shardWorkers: ShardWorkers | null = null;
+  if (cfg.searchShards === "http" && !cfg.shardUrls) {
+    try {
+      shardWorkers = await startShardWorkers({ shards: cfg.indexShards, host, env: storeEnvironment(cfg) });
+    } catch (e) {
+      await rerank?.close();
+      throw e;
+    }
+    searchCfg = { ...searchCfg, shardUrls: shardWorkers.urls.join(",") };
+  }
+
   let search: SearchServer;
   try {
     search = await startSearchServer(searchCfg, {
@@ -89,6 +104,7 @@ export async function startLocalServices(opts: LocalServicesOptions): Promise<Lo
     });
   } catch (e) {
     await rerank?.close();
+    await shardWorkers?.close();
     throw e;
   }
   const searchUrl = `http://${host}:${search.port}`;
@@ -125,14 +141,37 @@ export async function startLocalServices(opts: LocalServicesOptions): Promise<Lo
     rerankUrl,
     search,
     rerank,
+    shardWorkers,
     waitHealthy: (timeoutMs, signal) => poll(`${searchUrl}/health`, (s) => s === 200, timeoutMs, "search API", signal),
     waitRerankerWarm: async (timeoutMs) =>
       rerankUrl
         ? poll(`${rerankUrl}/health`, (_s, b) => b.warm === true || typeof b.error === "string", timeoutMs, "reranker")
         : null,
     async close() {
-      await Promise.allSettled([closeServer(search), rerank ? closeServer(rerank) : Promise.resolve()]);
+      await Promise.allSettled([
+        closeServer(search),
+        rerank ? closeServer(rerank) : Promise.resolve(),
+        shardWorkers ? shardWorkers.close() : Promise.resolve(),
+      ]);
     },
+  };
+}
+
+/** The environment a child process needs to read the same store and index prefix as `cfg`. */
+export function storeEnvironment(cfg: Config): NodeJS.ProcessEnv {
+  const searchParams = Object.entries(cfg.indexSearchParams ?? {})
+    .map(([k, v]) => `${k}=${v}`)
+    .join(",");
+  return {
+    ...process.env,
+    STORE_KIND: cfg.storeKind,
+    STORE_DIR: cfg.storeDir,
+    ...(cfg.bucket ? { BUCKET: cfg.bucket } : {}),
+    ...(cfg.s3Endpoint ? { S3_ENDPOINT: cfg.s3Endpoint } : {}),
+    S3_FORCE_PATH_STYLE: String(cfg.s3ForcePathStyle),
+    AWS_REGION: cfg.awsRegion,
+    INDEX_PREFIX: cfg.indexPrefix,
+    ...(searchParams ? { INDEX_SEARCH_PARAMS: searchParams } : {}),
   };
 }
 

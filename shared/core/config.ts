@@ -224,7 +224,7 @@ export const settings = {
   ),
   shardUrls: optStr(
     "SHARD_URLS",
-    "SEARCH_SHARDS=http: shard worker base URLs (functions/shard/server.ts), comma separated, shard i → URL i (one URL serves every shard).",
+    "SEARCH_SHARDS=http: shard worker base URLs (functions/shard/server.ts), comma separated, shard i → URL i (one URL serves every shard). Unset in the local stack (`npm run demo`): it starts one worker process per INDEX_SHARDS.",
   ),
   shardTimeoutMs: int(
     "SHARD_TIMEOUT_MS",
@@ -244,6 +244,10 @@ export const settings = {
     0,
   ),
   shardPort: int("SHARD_PORT", 3002, "Shard worker port (functions/shard/server.ts, local).", 0, 65535),
+  shardHost: optStr(
+    "SHARD_HOST",
+    "Shard worker: the interface it listens on (unset = all; the local stack's workers use 127.0.0.1).",
+  ),
   indexRefreshS: int("INDEX_REFRESH_S", 30, "How often a warm search function rechecks the snapshot pointer.", 0),
   passageTexts: oneOf(
     "PASSAGE_TEXTS",
@@ -436,8 +440,8 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     throw new ConfigError("RERANKER_FUNCTION", "required when RERANKER=lambda");
   if (cfg.searchShards === "lambda" && !cfg.shardFunctions)
     throw new ConfigError("SHARD_FUNCTIONS", "required when SEARCH_SHARDS=lambda");
-  if (cfg.searchShards === "http" && !cfg.shardUrls)
-    throw new ConfigError("SHARD_URLS", "required when SEARCH_SHARDS=http");
+  // SEARCH_SHARDS=http without SHARD_URLS is the local stack's (it starts the workers); the search
+  // service itself refuses it (shared/adapters/shard-clients.ts).
   if (cfg.defaultCandidates > cfg.maxCandidates)
     throw new ConfigError("SEARCH_DEFAULT_CANDIDATES", "must not exceed SEARCH_MAX_CANDIDATES");
   return cfg;

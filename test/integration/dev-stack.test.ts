@@ -202,4 +202,29 @@ describe("npm run demo", () => {
     expect(out).toMatch(/reranker\s+in the search process/);
     expect(out).toMatch(/check: search answered with \S+/);
   });
+
+  it("SEARCH_SHARDS=http INDEX_SHARDS=2: indexes into two index files and answers through two shard worker processes", async () => {
+    const own = await mkdtemp(path.join(os.tmpdir(), "dev-stack-shards-"));
+    try {
+      const sharded = spawnScript(["scripts/dev.ts", "--data-dir", own, "--once", "--no-rerank-service"], {
+        ...env,
+        SEARCH_SHARDS: "http",
+        INDEX_SHARDS: "2",
+      });
+      stack = sharded;
+      const exit = await sharded.exited;
+      const out = sharded.output();
+      expect(exit, out).toEqual({ code: 0, signal: null });
+      expect(out).toMatch(/reindexed/);
+      expect(out).toMatch(
+        /index shards 2 worker processes \(SEARCH_SHARDS=http\): http:\/\/127\.0\.0\.1:\d+ http:\/\/127\.0\.0\.1:\d+/,
+      );
+      expect(out).toMatch(/check: search answered with \S+/);
+      const files = (await readdir(own, { recursive: true })).map(String);
+      expect(files.some((f) => f.includes("index-1.faiss"))).toBe(true);
+      expect(files.some((f) => f.includes("index-2.faiss"))).toBe(false);
+    } finally {
+      await rm(own, { recursive: true, force: true });
+    }
+  });
 });

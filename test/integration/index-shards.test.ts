@@ -19,7 +19,8 @@ import { publishSnapshot } from "../../shared/core/publish.ts";
 import { createFanoutIndex } from "../../shared/core/sharded-index.ts";
 import { indexShardsOf, newSnapshotVersion } from "../../shared/core/snapshot.ts";
 import type { Passage } from "../../shared/core/types.ts";
-import { type Child, cleanEnv, spawnScript } from "../helpers/child.ts";
+import { type ShardWorkers, startShardWorkers } from "../../scripts/local/shard-workers.ts";
+import { cleanEnv } from "../helpers/child.ts";
 import { type LocalS3, localS3Env, startLocalS3 } from "../helpers/s3rver.ts";
 
 const DIMS = 256;
@@ -66,7 +67,7 @@ let s3: LocalS3;
 let store: ObjectStore;
 let version: string;
 let manifest: SnapshotManifest;
-const workers: Child[] = [];
+let workers: ShardWorkers | undefined;
 const urls: string[] = [];
 let silent: Server;
 let silentUrl: string;
@@ -142,17 +143,11 @@ beforeAll(async () => {
   const passages = corpus(900);
   await publish("single/", passages, 1);
   manifest = await publish("sharded/", passages, SHARDS);
-  for (let i = 0; i < SHARDS; i++) {
-    const w = spawnScript(
-      ["functions/shard/server.ts"],
-      cleanEnv({ ...localS3Env(s3), INDEX_PREFIX: "sharded/", SHARD_ID: String(i), SHARD_PORT: "0" }),
-    );
-    workers.push(w);
-  }
-  for (const w of workers) {
-    const m = await w.waitFor(/listening on :(\d+)/, 60_000);
-    urls.push(`http://127.0.0.1:${m[1]}`);
-  }
+  workers = await startShardWorkers({
+    shards: SHARDS,
+    env: cleanEnv({ ...localS3Env(s3), INDEX_PREFIX: "sharded/" }),
+  });
+  urls.push(...workers.urls);
   // Accepts connections and never answers: a shard stuck past SHARD_TIMEOUT_MS.
   silent = createServer(() => {});
   await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
@@ -161,7 +156,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const s of services) s.close();
-  for (const w of workers) w.kill();
+  await workers?.close();
   silent?.closeAllConnections();
   await new Promise((r) => silent?.close(r));
   await s3?.close();
