@@ -39,4 +39,6 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
   logger.info(`index shard worker listening on :${port}`);
   // A parent that started this worker (scripts/local/shard-workers.ts) learns the port whatever LOG_LEVEL says.
   process.send?.({ type: "listening", port });
+  // ...and this worker does not outlive it, however the parent ended.
+  process.once("disconnect", () => process.exit(0));
 }
