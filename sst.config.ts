@@ -16,12 +16,14 @@ export default $config({
     const { settings } = await import("./infra/config.ts");
     const { bucket } = await import("./infra/storage.ts");
     const { reranker, rerankerService } = await import("./infra/reranker.ts");
+    const { shardFunctions } = await import("./infra/shards.ts");
     const { api } = await import("./infra/api.ts");
     await import("./infra/reindex.ts");
     return {
       api: api.url,
       bucket: bucket.name,
       reranker: reranker?.name ?? rerankerService?.url ?? settings.reranker.externalUrl,
+      ...(shardFunctions.length ? { indexShards: shardFunctions.map((f) => f.name) } : {}),
     };
   },
 });

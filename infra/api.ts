@@ -9,6 +9,7 @@ import { settings } from "./config.ts";
 import { functionPackaging } from "./native.ts";
 import { searchRerankerPort } from "./reranker.ts";
 import { openAiApiKey } from "./secrets.ts";
+import { indexShardsEnvironment, searchShardPort } from "./shards.ts";
 import { bucket } from "./storage.ts";
 
 export const SEARCH_HANDLER = "functions/search/handler.handler";
@@ -33,7 +34,7 @@ export const search = new sst.aws.Function("Search", {
   // The FAISS snapshot is held in memory; size this with the index (DEPLOY_SEARCH_MEMORY_MB).
   memory: `${settings.search.memoryMb} MB`,
   timeout: `${settings.search.timeoutS} seconds`,
-  link: [bucket, openAiApiKey, ...searchRerankerPort.link],
+  link: [bucket, openAiApiKey, ...searchRerankerPort.link, ...searchShardPort.link],
   permissions: searchRerankerPort.permissions,
   environment: {
     ...settings.runtimeEnv,
@@ -46,6 +47,9 @@ export const search = new sst.aws.Function("Search", {
     CORS_ORIGINS: apiSettings.corsOrigins.join(","),
     AUTH_MODE: apiSettings.authMode,
     ...searchRerankerPort.environment,
+    ...searchShardPort.environment,
+    // Read by `cli index` run with this function's settings; the search function follows the manifest.
+    ...indexShardsEnvironment,
   },
   copyFiles: native.copyFiles,
   nodejs: { esbuild: { external: native.external } },

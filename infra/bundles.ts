@@ -38,7 +38,7 @@ export const USE_LITE_PACKAGES = [
   "node-fetch",
 ] as const;
 
-export type FunctionName = "search" | "rerank" | "reindex";
+export type FunctionName = "search" | "rerank" | "reindex" | "shard";
 
 export interface FunctionBundle {
   /** The handler module (SST's `handler` is this path without ".ts", plus ".handler"). */
@@ -68,6 +68,14 @@ export const FUNCTION_BUNDLES: Record<FunctionName, FunctionBundle> = {
     optional: [],
     // RERANKER_WORKERS > 1 starts this beside the bundle (shared/adapters/rerank-worker-pool.ts).
     workers: { "rerank-worker": "shared/adapters/rerank-worker.ts" },
+  },
+  // One index shard of a fanned-out snapshot (DEPLOY_SEARCH_SHARDS=lambda): faiss only.
+  shard: {
+    entry: "functions/shard/handler.ts",
+    native: ["faiss"],
+    assets: [],
+    optional: [],
+    workers: {},
   },
   reindex: {
     entry: "functions/reindex/handler.ts",

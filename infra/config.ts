@@ -56,6 +56,11 @@ export interface StageSettings {
     shardAttempts: number;
     mergeMemoryMb: number;
   };
+  /**
+   * Index shards (INDEX_SHARDS of the reindex) and how the search function reaches them: local =
+   * it loads every shard file; lambda = one shard function per shard, invoked per query (fan-out).
+   */
+  shards: { count: number; search: "local" | "lambda"; memoryMb: number; timeoutMs: number };
   api: { rateLimit: number; burstLimit: number; corsOrigins: string[]; authMode: "off" | "required" };
   /** Runtime variables passed to every function (non-secret), from DEPLOY_RUNTIME_ENV (JSON object). */
   runtimeEnv: Record<string, string>;
@@ -150,6 +155,15 @@ export function readStageSettings(env: Env, stage: string): StageSettings {
     );
   }
 
+  const shardCount = int("DEPLOY_INDEX_SHARDS", 1, 1, 256);
+  const shardSearch = oneOf("DEPLOY_SEARCH_SHARDS", ["local", "lambda"] as const, "local");
+  if (shardSearch === "lambda" && shardCount < 2) {
+    throw new StageSettingError(
+      "DEPLOY_SEARCH_SHARDS",
+      "lambda fans each query out to one shard function per index shard: set DEPLOY_INDEX_SHARDS to 2 or more",
+    );
+  }
+
   const reservedRaw = raw("DEPLOY_REINDEX_CONCURRENCY");
   const reservedConcurrency = reservedRaw === "off" ? "off" : int("DEPLOY_REINDEX_CONCURRENCY", 1, 1, 1000);
 
@@ -209,6 +223,13 @@ export function readStageSettings(env: Env, stage: string): StageSettings {
       shardAttempts: int("DEPLOY_REINDEX_SHARD_ATTEMPTS", 3, 1, 10),
       // The merge holds every passage and vector of the corpus while it builds the index.
       mergeMemoryMb: int("DEPLOY_REINDEX_MERGE_MEMORY_MB", 10240, 512, 10240),
+    },
+    shards: {
+      count: shardCount,
+      search: shardSearch,
+      // Holds one shard's index file; size it with the shard (index bytes ÷ DEPLOY_INDEX_SHARDS, plus ~300 MB).
+      memoryMb: int("DEPLOY_SHARD_MEMORY_MB", 3008, 256, 10240),
+      timeoutMs: int("DEPLOY_SHARD_TIMEOUT_MS", 1000, 50, 30_000),
     },
     api: {
       rateLimit: int("DEPLOY_API_RATE_LIMIT", 50, 1, 100_000),

@@ -13,6 +13,7 @@ import { reindexStateMachine } from "../shared/core/state-machine.ts";
 import { settings } from "./config.ts";
 import { functionPackaging } from "./native.ts";
 import { openAiApiKey } from "./secrets.ts";
+import { indexShardsEnvironment } from "./shards.ts";
 import { bucket } from "./storage.ts";
 
 export const REINDEX_HANDLER = "functions/reindex/handler.handler";
@@ -31,6 +32,7 @@ const reindexEnvironment = {
   MODEL_PREFIX: prefixes.models,
   EMBED_CACHE_PREFIX: prefixes.cache,
   REINDEX_MODE: r.mode,
+  ...indexShardsEnvironment,
 };
 
 /** The settings every reindex function (coordinator, shard worker, merge) shares. */

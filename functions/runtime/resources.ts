@@ -21,6 +21,8 @@ export const LINKED_RESOURCES = {
   OpenAiApiKey: { property: "value", variable: "OPENAI_API_KEY" },
   RerankerToken: { property: "value", variable: "RERANKER_TOKEN" },
   ReindexStateMachine: { property: "arn", variable: "REINDEX_STATE_MACHINE" },
+  // A list: the shard function names, shard i → name i.
+  IndexShards: { property: "names", variable: "SHARD_FUNCTIONS" },
 } as const;
 
 /**
@@ -34,6 +36,8 @@ export function resourceEnv(linked: object = Resource, env: Env = process.env): 
     if (!(name in source)) continue;
     const value = (source[name] as Record<string, unknown> | undefined)?.[property];
     if (typeof value === "string" && value !== "") out[variable] = value;
+    else if (Array.isArray(value) && value.length && value.every((v) => typeof v === "string" && v !== ""))
+      out[variable] = value.join(",");
   }
   // With provisioned concurrency the warm instances belong to a published version (infra sets the
   // qualifier); Lambda's Invoke accepts "name:version" as the function name.

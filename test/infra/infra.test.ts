@@ -71,7 +71,7 @@ async function deploy(deployEnv: Record<string, string> = {}, opts: Partial<Stan
 
 interface RuntimeView {
   env: Record<string, string>;
-  linked: Record<string, Record<string, string>>;
+  linked: Record<string, Record<string, string | string[]>>;
   /** What loadFunctionConfig() would see: plain env overridden by linked resources. */
   merged: Record<string, string>;
   config: Config;
@@ -554,6 +554,63 @@ describe("sharded reindex (DEPLOY_REINDEX_MODE=sharded)", () => {
     expect(d.rec.has("ReindexWorkflow")).toBe(false);
     expect(d.rec.has("ReindexShard")).toBe(false);
     expect(runtimeView(d.rec.byId("Reindex")).config.reindexMode).toBe("single");
+  });
+});
+
+describe("index shards (DEPLOY_INDEX_SHARDS, DEPLOY_SEARCH_SHARDS)", () => {
+  it("lambda: one shard function per shard, pinned by SHARD_ID, linked to the search function with invoke rights", async () => {
+    const d = await deploy({
+      DEPLOY_INDEX_SHARDS: "4",
+      DEPLOY_SEARCH_SHARDS: "lambda",
+      DEPLOY_SHARD_TIMEOUT_MS: "800",
+    });
+    const shards = [0, 1, 2, 3].map((i) => d.rec.byId(`IndexShard${i}`));
+    for (const [i, fn] of shards.entries()) {
+      expect(checkHandler(fn.args.handler)).toBeUndefined();
+      const view = runtimeView(fn);
+      expect(view.config.shardId).toBe(i);
+      expect(view.config.storeKind).toBe("s3");
+      expect(view.config.bucket).toBe("bucket-data");
+      // faiss is all a shard loads: no onnxruntime in its package.
+      expect(JSON.stringify(fn.args.nodejs.esbuild.external)).toMatch(/faiss-node/);
+      expect(JSON.stringify(fn.args.nodejs.esbuild.external)).not.toMatch(/onnxruntime-node/);
+    }
+    expect(d.rec.has("IndexShard4")).toBe(false);
+    const search = runtimeView(d.rec.byId("Search"));
+    expect(search.config.searchShards).toBe("lambda");
+    expect(search.config.shardTimeoutMs).toBe(800);
+    expect(search.config.shardFunctions).toBe("IndexShard0.name,IndexShard1.name,IndexShard2.name,IndexShard3.name");
+    const link = d.rec.byId("IndexShards");
+    expect(link.args.include).toEqual([
+      {
+        type: "aws.permission",
+        actions: ["lambda:InvokeFunction"],
+        resources: shards.map((fn) => (fn as unknown as { arn: OutputRef }).arn),
+      },
+    ]);
+    // The reindex cuts the index into as many files as there are shard functions.
+    expect(runtimeView(d.rec.byId("Reindex")).config.indexShards).toBe(4);
+    expect(d.outputs).toMatchObject({ indexShards: shards.map((fn) => (fn as unknown as { name: OutputRef }).name) });
+  });
+
+  it("local: the reindex cuts the files, the search function loads them all, no shard functions", async () => {
+    const d = await deploy({ DEPLOY_INDEX_SHARDS: "3", DEPLOY_REINDEX_MODE: "sharded" });
+    expect(d.rec.has("IndexShard0")).toBe(false);
+    expect(d.rec.has("IndexShards")).toBe(false);
+    for (const id of ["Reindex", "ReindexShard", "ReindexMerge"])
+      expect(runtimeView(d.rec.byId(id)).config.indexShards).toBe(3);
+    expect(runtimeView(d.rec.byId("Search")).config.searchShards).toBe("local");
+  });
+
+  it("the default deploys one index file and no fan-out; lambda with one shard is refused", async () => {
+    const d = await deploy();
+    expect(d.rec.has("IndexShard0")).toBe(false);
+    expect(runtimeView(d.rec.byId("Reindex")).config.indexShards).toBe(1);
+    expect(runtimeView(d.rec.byId("Search")).env.SEARCH_SHARDS).toBeUndefined();
+    await expect(deploy({ DEPLOY_SEARCH_SHARDS: "lambda" })).rejects.toThrow(
+      /DEPLOY_SEARCH_SHARDS: .*DEPLOY_INDEX_SHARDS to 2 or more/,
+    );
+    await expect(deploy({ DEPLOY_INDEX_SHARDS: "0" })).rejects.toThrow(/DEPLOY_INDEX_SHARDS/);
   });
 });
 

@@ -37,7 +37,7 @@ export abstract class StandInComponent {
     return ref;
   }
   /** What `Resource.<id>` holds in a function this component is linked to (SST's getSSTLink). */
-  abstract linkProperties(): Record<string, string>;
+  abstract linkProperties(): Record<string, string | string[]>;
 }
 
 export interface RecordedRoute {
@@ -242,8 +242,11 @@ export function installSstStandIn(opts: StandInOptions): Recorder {
     constructor(id: string, args: Args) {
       super("sst.Linkable", id, args, rec);
     }
-    linkProperties(): Record<string, string> {
-      return Object.fromEntries(Object.entries(this.args.properties ?? {}).map(([k, v]) => [k, String(v)]));
+    linkProperties(): Record<string, string | string[]> {
+      // SST serialises link properties as JSON: a list stays a list.
+      return Object.fromEntries(
+        Object.entries(this.args.properties ?? {}).map(([k, v]) => [k, Array.isArray(v) ? v.map(String) : String(v)]),
+      );
     }
   }
   const permission = (args: Args) => ({ type: "aws.permission", ...args });
@@ -274,8 +277,8 @@ export function uninstallSstStandIn(): void {
 }
 
 /** The `Resource` object a function sees for its `link` list; fails on anything SST could not link. */
-export function linkedResource(link: unknown[]): Record<string, Record<string, string>> {
-  const out: Record<string, Record<string, string>> = {};
+export function linkedResource(link: unknown[]): Record<string, Record<string, string | string[]>> {
+  const out: Record<string, Record<string, string | string[]>> = {};
   for (const [i, item] of link.entries()) {
     if (!(item instanceof StandInComponent)) throw new Error(`link[${i}] is not a linkable component: ${String(item)}`);
     out[item.id] = item.linkProperties();

@@ -121,6 +121,43 @@ describe("bundled handlers on recorded events", () => {
     expect(pageRes.headers["content-type"]).toMatch(/text\/html/);
   }, 120_000);
 
+  it("shard (direct invoke) answers its own index shard of a snapshot cut by INDEX_SHARDS, and refuses others", async () => {
+    await fetch(`${s3.endpoint}/${s3.bucket}/corpus/a.jsonl`, {
+      method: "PUT",
+      body: jsonl([doc("g1", "glacier"), doc("v1", "volcano"), doc("c1", "comet"), doc("m1", "meteor")]),
+    });
+    const env = { ...s3Env(), INDEX_PREFIX: "sharded-index/", INDEX_SHARDS: "2" };
+    const event = {
+      Records: [
+        {
+          eventSource: "aws:s3",
+          eventName: "ObjectCreated:Put",
+          s3: { bucket: { name: s3.bucket }, object: { key: "corpus/a.jsonl", size: 1 } },
+        },
+      ],
+    };
+    const [summary] = await invoke("reindex", [event], env);
+    expect(summary).toMatchObject({ status: "published" });
+    const pointer = await (await fetch(`${s3.endpoint}/${s3.bucket}/sharded-index/LATEST.json`)).json();
+    const manifest = await (await fetch(`${s3.endpoint}/${s3.bucket}/${pointer.manifest_key}`)).json();
+    expect(manifest.index_shards).toHaveLength(2);
+    const [, second] = manifest.index_shards;
+    const vector = Array.from({ length: manifest.embedder.dimensions }, (_, i) => ((i % 7) + 1) / 7);
+    const [answer, refused] = await invoke(
+      "shard",
+      [
+        { version: summary.version, shard: 1, vector, k: 10 },
+        { version: summary.version, shard: 0, vector, k: 10 },
+      ],
+      { ...env, SHARD_ID: "1" },
+    );
+    expect(answer.version).toBe(summary.version);
+    // Every passage of shard 1, as global ordinals, best first.
+    expect([...answer.ordinals].sort()).toEqual(Array.from({ length: second.count }, (_, i) => second.offset + i));
+    expect(answer.scores).toEqual([...answer.scores].sort((a: number, b: number) => b - a));
+    expect(refused).toMatchObject({ error: { code: "invalid_request", status: 400 } });
+  }, 120_000);
+
   it("rerank (direct invoke) scores pairs with onnxruntime-node, in the handler and in bundled worker threads", async () => {
     const modelDir = await ensureFixtureModel("tiny-cross");
     const event = { query: "cat purrs", documents: ["A cat purrs when content.", "Bread needs yeast."] };
