@@ -60,9 +60,10 @@ size_check() {
     return 1
   fi
   if [[ -d "$OUT/faiss/build" && -d "$OUT/onnxruntime/build" ]]; then
-    # Search and reindex carry both bundles, the reranker only ONNX Runtime (infra/api.ts, reindex.ts, reranker.ts).
+    # Search and reindex carry both bundles, the reranker only ONNX Runtime, an index shard only faiss
+    # (infra/api.ts, reindex.ts, reranker.ts, shards.ts).
     profiles=("search=$OUT/faiss/build,$OUT/onnxruntime/build" "reindex=$OUT/faiss/build,$OUT/onnxruntime/build"
-              "reranker=$OUT/onnxruntime/build")
+              "reranker=$OUT/onnxruntime/build" "shard=$OUT/faiss/build")
   else
     for b in "${built[@]}"; do profiles+=("$b=$OUT/$b/build"); done
   fi
