@@ -85,7 +85,7 @@ export const command: Command = {
         `published snapshot ${result.version}${result.previous_version ? ` (replacing ${result.previous_version})` : ""}`,
         `  ${result.documents} documents from ${result.files} files → ${result.passages} passages, ${result.skipped.length} skipped`,
         `  embedder ${describeIdentity(result.embedder)}${usageLine}`,
-        `  index ${result.index_type} in ${describeStore(result.store)} under ${result.index_prefix}`,
+        `  index ${result.index_type}${result.index_shards > 1 ? ` in ${result.index_shards} shards` : ""} in ${describeStore(result.store)} under ${result.index_prefix}`,
         `  ${result.timings.total_ms} ms (read ${result.timings.read_ms}, embed + index ${result.timings.build_ms}, publish ${result.timings.publish_ms})`,
         ...(result.pruned.length ? [`  pruned ${result.pruned.join(", ")}`] : []),
       ].join("\n"),

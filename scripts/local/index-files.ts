@@ -35,6 +35,8 @@ export interface IndexFilesResult {
   embedder_reason: string;
   embedding_usage: EmbedderUsage;
   index_type: string;
+  /** Index files of the snapshot (INDEX_SHARDS). */
+  index_shards: number;
   store: StoreDescription;
   index_prefix: string;
   pruned: string[];
@@ -132,6 +134,7 @@ export async function indexLocalFiles(paths: string[], opts: IndexFilesOptions):
     embedder_reason: choice.reason,
     embedding_usage: embedder.usage(),
     index_type: built.manifest.index_type,
+    index_shards: built.manifest.index_shards?.length ?? 1,
     store: store.describe(),
     index_prefix: cfg.indexPrefix,
     pruned,

@@ -19,6 +19,7 @@ interface IndexSummary {
   skipped: Array<{ key: string; line?: number; reason: string }>;
   embedder: { kind: string; dimensions: number };
   store: { kind: string; root?: string };
+  index_shards: number;
 }
 
 interface Hit {
@@ -99,6 +100,19 @@ describe("npm run cli -- index", () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout.trim()).toMatch(/^\d{8}T\d{6}Z-[0-9a-f]+$/);
     expect(r.stderr).toBe("");
+  });
+
+  it("INDEX_SHARDS=3: publishes three index files and queries them as one index", async () => {
+    const shardedDir = path.join(tmp, "sharded-store");
+    const built = await runCli(["index", corpus, "--store-dir", shardedDir, "--json"], { ...env, INDEX_SHARDS: "3" });
+    expect(built.code, built.stderr).toBe(0);
+    expect(lastJsonLine<IndexSummary>(built.stdout).index_shards).toBe(3);
+    const q = ["query", "glacier moraine sediment", "--json", "-k", "3", "--candidates", "5"];
+    const sharded = lastJsonLine<SearchAnswer>((await runCli([...q, "--store-dir", shardedDir], env)).stdout);
+    const single = lastJsonLine<SearchAnswer>((await runCli([...q, "--store-dir", storeDir], env)).stdout);
+    expect(sharded.results.map((h) => [h.id, h.retrieval.score])).toEqual(
+      single.results.map((h) => [h.id, h.retrieval.score]),
+    );
   });
 
   it("fails with a clear message for a missing path or a folder without documents", async () => {
