@@ -77,7 +77,8 @@ export function createIndexShardService(opts: IndexShardServiceOptions): IndexSh
     const started = Date.now();
     const p = opts.loadShard(version, shard).then(
       (loaded) => {
-        ready.set(key, loaded);
+        // Evicted while it loaded (newer versions asked for meanwhile): answer this call, keep nothing.
+        if (cache.get(key) === p) ready.set(key, loaded);
         log("info", "index shard loaded", {
           version,
           shard,
@@ -87,7 +88,7 @@ export function createIndexShardService(opts: IndexShardServiceOptions): IndexSh
         return loaded;
       },
       (e) => {
-        cache.delete(key);
+        if (cache.get(key) === p) cache.delete(key);
         throw e;
       },
     );

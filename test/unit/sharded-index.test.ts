@@ -219,6 +219,40 @@ describe("index shard service", () => {
     expect(() => parseShardSearchRequest({ version: v(1), shard: 0, vector: q, k: -1 })).toThrow(/`k`/);
   });
 
+  it("a shard evicted while it loads answers its caller but is not kept", async () => {
+    const index = await flatOf(0, 10);
+    const gates = new Map<string, () => void>();
+    const service = createIndexShardService({
+      keepVersions: 2,
+      loadShard: (version, shard) =>
+        new Promise((resolve) =>
+          gates.set(version, () =>
+            resolve({
+              version,
+              shard,
+              manifest: {} as never,
+              range: { file: "index.faiss", offset: 0, count: 10 },
+              index,
+            }),
+          ),
+        ),
+    });
+    const q = Array.from(row(queries, D, 0));
+    const asks = [1, 2, 3].map((d) =>
+      service.search(parseShardSearchRequest({ version: v(d), shard: 0, vector: q, k: 2 })),
+    );
+    for (const d of [2, 3, 1]) gates.get(v(d))!();
+    const answers = await Promise.all(asks);
+    expect(answers.map((a) => a.version)).toEqual([v(1), v(2), v(3)]);
+    expect(
+      service
+        .status()
+        .loaded.map((l) => l.version)
+        .sort(),
+    ).toEqual([v(2), v(3)].sort());
+    expect(service.status().loading).toEqual([]);
+  });
+
   it("a failed load is not cached: the next request tries again", async () => {
     let n = 0;
     const index = await flatOf(0, 10);
