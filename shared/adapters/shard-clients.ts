@@ -46,6 +46,31 @@ function readAnswer(payload: unknown, source: string): ShardSearchResponse {
   return p as unknown as ShardSearchResponse;
 }
 
+/** The error a failed call throws: a timeout, the caller's own abort, or the shard unreachable. */
+function callFailure(
+  source: string,
+  e: unknown,
+  call: { timedOut: () => boolean; timeoutMs: number; outer?: AbortSignal; failed: string },
+): unknown {
+  if (call.timedOut())
+    return new ShardUnavailableError(`${source} timed out after ${call.timeoutMs} ms`, { cause: e, timeout: true });
+  if (call.outer?.aborted) return call.outer.reason ?? e;
+  return new ShardUnavailableError(`${source} ${call.failed}: ${(e as Error).message}`, { cause: e });
+}
+
+type ShardCall = IndexShardClient["search"];
+
+/** A client from its one call: warm() is a k = 0 search (the shard loads the version and answers nothing). */
+function shardClient(kind: "lambda" | "http", targets: readonly string[], call: ShardCall): IndexShardClient {
+  return {
+    describe: () => ({ kind, targets: [...targets] }),
+    search: call,
+    warm: async (req, callOpts) => {
+      await call({ version: req.version, shard: req.shard, vector: new Float32Array(1), k: 0 }, callOpts);
+    },
+  };
+}
+
 export interface LambdaShardClientOptions {
   functions: string[];
   region?: string;
@@ -72,13 +97,12 @@ export function createLambdaShardClient(opts: LambdaShardClientOptions): IndexSh
       });
       out = await client.send(command, { abortSignal: signal });
     } catch (e) {
-      if (timedOut())
-        throw new ShardUnavailableError(`${source} timed out after ${callOpts.timeoutMs} ms`, {
-          cause: e,
-          timeout: true,
-        });
-      if (callOpts.signal?.aborted) throw callOpts.signal.reason ?? e;
-      throw new ShardUnavailableError(`${source} could not be invoked: ${(e as Error).message}`, { cause: e });
+      throw callFailure(source, e, {
+        timedOut,
+        timeoutMs: callOpts.timeoutMs,
+        outer: callOpts.signal,
+        failed: "could not be invoked",
+      });
     } finally {
       done();
     }
@@ -92,13 +116,7 @@ export function createLambdaShardClient(opts: LambdaShardClientOptions): IndexSh
       throw new ShardUnavailableError(`${source} failed: ${lambdaErrorText(payload) ?? out.FunctionError}`);
     return readAnswer(payload, source);
   };
-  return {
-    describe: () => ({ kind: "lambda", targets: [...opts.functions] }),
-    search: call,
-    warm: async (req, callOpts) => {
-      await call({ version: req.version, shard: req.shard, vector: new Float32Array(1), k: 0 }, callOpts);
-    },
-  };
+  return shardClient("lambda", opts.functions, call);
 }
 
 export interface HttpShardClientOptions {
@@ -130,13 +148,12 @@ export function createHttpShardClient(opts: HttpShardClientOptions): IndexShardC
           signal,
         });
       } catch (e) {
-        if (timedOut())
-          throw new ShardUnavailableError(`${source} timed out after ${callOpts.timeoutMs} ms`, {
-            cause: e,
-            timeout: true,
-          });
-        if (callOpts.signal?.aborted) throw callOpts.signal.reason ?? e;
-        throw new ShardUnavailableError(`${source} could not be reached: ${(e as Error).message}`, { cause: e });
+        throw callFailure(source, e, {
+          timedOut,
+          timeoutMs: callOpts.timeoutMs,
+          outer: callOpts.signal,
+          failed: "could not be reached",
+        });
       }
       let payload: unknown;
       try {
@@ -156,13 +173,7 @@ export function createHttpShardClient(opts: HttpShardClientOptions): IndexShardC
       done();
     }
   };
-  return {
-    describe: () => ({ kind: "http", targets: [...opts.urls] }),
-    search: call,
-    warm: async (req, callOpts) => {
-      await call({ version: req.version, shard: req.shard, vector: new Float32Array(1), k: 0 }, callOpts);
-    },
-  };
+  return shardClient("http", opts.urls, call);
 }
 
 /** The shard client SEARCH_SHARDS asks for; null for `local` (every shard in this process). */

@@ -32,6 +32,7 @@ import type {
 } from "./ports.ts";
 import { isFanoutIndex, systemClock } from "./ports.ts";
 import { readPassages } from "./snapshot.ts";
+import { TimeLimitError, withTimeLimit } from "./time-limit.ts";
 import type { SparseIndex } from "./sparse-index.ts";
 import type { FusionMode, RerankResponse, SearchHit, StageScore } from "./types.ts";
 
@@ -361,41 +362,8 @@ function singleSide(hits: SideHit[], side: "dense" | "sparse"): Candidate[] {
   });
 }
 
-class StageTimeout extends Error {
-  constructor(readonly ms: number) {
-    super(`timed out after ${ms} ms`);
-    this.name = "TimeoutError";
-  }
-}
-
-/** Slack given to an adapter that honours timeoutMs itself, so its own (more specific) error wins. */
-const TIMEOUT_GRACE_MS = 25;
-
-/**
- * Runs a call with a hard time limit the core enforces itself (an adapter may ignore timeoutMs):
- * the adapter is asked to stop at `ms`, the core stops waiting shortly after. A plain timer that is
- * cleared on completion rather than AbortSignal.timeout(), whose timers stay registered until they
- * fire (seconds after the search answered) on a busy instance.
- */
-async function withTimeout<T>(ms: number, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  const ac = new AbortController();
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      const e = new StageTimeout(ms);
-      ac.abort(e);
-      reject(e);
-    }, ms + TIMEOUT_GRACE_MS);
-  });
-  try {
-    return await Promise.race([fn(ac.signal), expired]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 function describeFailure(e: unknown, timeoutMs: number): string {
-  if (e instanceof StageTimeout) return e.message;
+  if (e instanceof TimeLimitError) return e.message;
   if (e instanceof Error && (e.name === "TimeoutError" || e.name === "AbortError"))
     return `timed out after ${timeoutMs} ms`;
   if (e instanceof DomainError) return e.message;
@@ -457,7 +425,7 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
     try {
       const embedMs = deps.limits.embedTimeoutMs;
       vector = embedMs
-        ? await withTimeout(embedMs, (signal) => embedder.embedQuery(request.query, { signal }))
+        ? await withTimeLimit(embedMs, (signal) => embedder.embedQuery(request.query, { signal }))
         : await embedder.embedQuery(request.query);
     } catch (e) {
       if (e instanceof DomainError && !(e instanceof EmbedderUnavailableError)) throw e;
@@ -575,7 +543,7 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
         groups.map(async (group) => {
           const started = clock.now();
           try {
-            const resp = await withTimeout(timeoutMs, (signal) =>
+            const resp = await withTimeLimit(timeoutMs, (signal) =>
               reranker.rerank(
                 {
                   query: request.query,

@@ -22,6 +22,7 @@ import type {
   VectorSearchResult,
 } from "./ports.ts";
 import { indexShardsOf } from "./snapshot.ts";
+import { TimeLimitError, withTimeLimit } from "./time-limit.ts";
 
 /** A shard's ordinal range (IndexShard in snapshot.ts, without its file). */
 export interface ShardRange {
@@ -123,48 +124,12 @@ export interface FanoutIndexOptions {
   params?: Record<string, string | number>;
 }
 
-/** Slack given to a client that honours timeoutMs itself, so its own (more specific) error wins. */
-const TIMEOUT_GRACE_MS = 25;
-
-class ShardTimeout extends Error {
-  constructor(readonly ms: number) {
-    super(`timed out after ${ms} ms`);
-    this.name = "TimeoutError";
-  }
-}
-
-/** Runs fn with a limit the core enforces itself (a client may ignore it); the timer is cleared after. */
-async function bounded<T>(
-  ms: number,
-  outer: AbortSignal | undefined,
-  fn: (signal: AbortSignal) => Promise<T>,
-): Promise<T> {
-  const ac = new AbortController();
-  const onOuter = () => ac.abort(outer?.reason);
-  if (outer?.aborted) onOuter();
-  else outer?.addEventListener("abort", onOuter, { once: true });
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      const e = new ShardTimeout(ms);
-      ac.abort(e);
-      reject(e);
-    }, ms + TIMEOUT_GRACE_MS);
-  });
-  try {
-    return await Promise.race([fn(ac.signal), expired]);
-  } finally {
-    clearTimeout(timer);
-    outer?.removeEventListener("abort", onOuter);
-  }
-}
-
 /** A shard answered, but not with a result of the request it was sent. */
 class BadShardAnswer extends Error {}
 
 /** What went wrong with one shard, as the response and the logs say it. */
 export function describeShardFailure(shard: number, e: unknown, timeoutMs: number): MissingShard {
-  if (e instanceof ShardTimeout || (e instanceof ShardUnavailableError && e.timeout))
+  if (e instanceof TimeLimitError || (e instanceof ShardUnavailableError && e.timeout))
     return { shard, code: "timeout", message: `timed out after ${timeoutMs} ms` };
   if (e instanceof Error && (e.name === "TimeoutError" || e.name === "AbortError"))
     return { shard, code: "timeout", message: `timed out after ${timeoutMs} ms` };
@@ -227,8 +192,10 @@ export function createFanoutIndex(opts: FanoutIndexOptions): FanoutIndex {
           const kk = Math.min(k, range.count);
           if (kk <= 0) return { ordinals: [], scores: [] };
           try {
-            const got = await bounded(timeoutMs, callOpts.signal, (signal) =>
-              client.search({ version, shard, vector: query, k: kk }, { timeoutMs, signal }),
+            const got = await withTimeLimit(
+              timeoutMs,
+              (signal) => client.search({ version, shard, vector: query, k: kk }, { timeoutMs, signal }),
+              callOpts.signal,
             );
             return checkAnswer(range, version, kk, got);
           } catch (e) {
@@ -251,8 +218,10 @@ export function createFanoutIndex(opts: FanoutIndexOptions): FanoutIndex {
         shards.map(async (range, shard) => {
           if (range.count === 0) return;
           try {
-            await bounded(warmOpts.timeoutMs, warmOpts.signal, (signal) =>
-              client.warm({ version, shard }, { timeoutMs: warmOpts.timeoutMs, signal }),
+            await withTimeLimit(
+              warmOpts.timeoutMs,
+              (signal) => client.warm({ version, shard }, { timeoutMs: warmOpts.timeoutMs, signal }),
+              warmOpts.signal,
             );
           } catch (e) {
             failed.push(describeShardFailure(shard, e, warmOpts.timeoutMs));

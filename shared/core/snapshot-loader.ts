@@ -231,6 +231,36 @@ type FetchParts = Required<Pick<SnapshotFetchOptions, "partBytes" | "concurrency
   run: ReturnType<typeof limiter>;
 };
 
+/** One snapshot file fetched whole into memory, verified (parts land in place in one buffer). */
+async function fetchWhole(
+  store: ObjectStore,
+  prefix: string,
+  name: string,
+  manifest: SnapshotManifest,
+  allocate: ((bytes: number) => Uint8Array) | undefined,
+  fetchOpts: FetchParts,
+): Promise<Uint8Array> {
+  const entry = manifest.files[name];
+  // One extra byte for the last part's "is the object longer?" probe.
+  const whole = allocate ? allocate(entry.bytes + 1) : new Uint8Array(entry.bytes + 1);
+  let small: Uint8Array | undefined;
+  await fetchVerified(
+    store,
+    prefix + entry.key,
+    name,
+    manifest,
+    {
+      bufferFor: (offset, length) => whole.subarray(offset, offset + length),
+      onChunk: (chunk, offset) => {
+        if (entry.bytes <= fetchOpts.partBytes) small = chunk;
+        else if (chunk.buffer !== whole.buffer || chunk.byteOffset !== offset) whole.set(chunk, offset);
+      },
+    },
+    fetchOpts,
+  );
+  return small ?? whole.subarray(0, entry.bytes);
+}
+
 /**
  * Fetches one dense index file (index.faiss or a shard's index-<i>.faiss), verified against the
  * manifest, and decodes it: streamed into the sink when there is one, else whole in memory. The
@@ -252,24 +282,9 @@ async function fetchIndexFile(
     new SnapshotInvalidError(`snapshot ${manifest.version}: ${name} does not decode: ${(e as Error).message}`, e);
   let index: VectorIndex;
   if (!opts.openIndexSink) {
-    const whole = opts.allocate ? opts.allocate(entry.bytes + 1) : new Uint8Array(entry.bytes + 1);
-    let small: Uint8Array | undefined;
-    await fetchVerified(
-      store,
-      prefix + entry.key,
-      name,
-      manifest,
-      {
-        bufferFor: (offset, length) => whole.subarray(offset, offset + length),
-        onChunk: (chunk, offset) => {
-          if (entry.bytes <= fetchOpts.partBytes) small = chunk;
-          else if (chunk.buffer !== whole.buffer || chunk.byteOffset !== offset) whole.set(chunk, offset);
-        },
-      },
-      fetchOpts,
-    );
+    const bytes = await fetchWhole(store, prefix, name, manifest, opts.allocate, fetchOpts);
     try {
-      index = opts.decodeIndex(small ?? whole.subarray(0, entry.bytes), view);
+      index = opts.decodeIndex(bytes, view);
     } catch (e) {
       throw undecodable(e);
     }
@@ -390,27 +405,8 @@ export async function loadSnapshot(
     run,
   };
 
-  const fetchToMemory = async (name: string): Promise<Uint8Array> => {
-    const entry = manifest.files[name];
-    // One extra byte for the last part's "is the object longer?" probe; parts land in place.
-    const whole = opts.allocate ? opts.allocate(entry.bytes + 1) : new Uint8Array(entry.bytes + 1);
-    let small: Uint8Array | undefined;
-    await fetchVerified(
-      store,
-      prefix + entry.key,
-      name,
-      manifest,
-      {
-        bufferFor: (offset, length) => whole.subarray(offset, offset + length),
-        onChunk: (chunk, offset) => {
-          if (entry.bytes <= fetchOpts.partBytes) small = chunk;
-          else if (chunk.buffer !== whole.buffer || chunk.byteOffset !== offset) whole.set(chunk, offset);
-        },
-      },
-      fetchOpts,
-    );
-    return small ?? whole.subarray(0, entry.bytes);
-  };
+  const fetchToMemory = (name: string): Promise<Uint8Array> =>
+    fetchWhole(store, prefix, name, manifest, opts.allocate, fetchOpts);
 
   const fetchIndex = async (): Promise<VectorIndex> => {
     if (opts.openRemoteIndex) {

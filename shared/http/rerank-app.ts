@@ -130,6 +130,15 @@ export function toDomainError(e: unknown): DomainError {
   return new DomainError("internal", 500, "internal error while reranking", { cause: e });
 }
 
+/** Refuses a body over `maxBytes` with a 413 in the `{error}` shape. */
+export function jsonBodyLimit(maxBytes: number): MiddlewareHandler {
+  return bodyLimit({
+    maxSize: maxBytes,
+    onError: (c) =>
+      c.json(errorBody(new DomainError("payload_too_large", 413, `request body exceeds ${maxBytes} bytes`)), 413),
+  });
+}
+
 function respondError(c: Context, e: unknown): Response {
   const err = toDomainError(e);
   if (err.status >= 500) requestLog(c).error(`rerank: ${err.code}: ${err.message}`, { error: err.cause ?? err });
@@ -192,11 +201,7 @@ export function createRerankApp(opts: RerankAppOptions): Hono {
       }
       return next();
     },
-    bodyLimit({
-      maxSize: maxBodyBytes,
-      onError: (c) =>
-        c.json(errorBody(new DomainError("payload_too_large", 413, `request body exceeds ${maxBodyBytes} bytes`)), 413),
-    }),
+    jsonBodyLimit(maxBodyBytes),
     async (c) => {
       let body: unknown;
       try {

@@ -3,11 +3,10 @@
 // {version, shard, vector, k} and answers {ordinals, scores, version} (global ordinals, best first);
 // GET /health lists the shards loaded. Errors are {error: {code, message}} with the right status.
 import { Hono, type MiddlewareHandler } from "hono";
-import { bodyLimit } from "hono/body-limit";
 import { DomainError, isDomainError, ValidationError } from "../core/errors.ts";
 import { type IndexShardService, parseShardSearchRequest } from "../core/index-shard-service.ts";
 import type { ShardSearchResponse } from "../core/ports.ts";
-import { errorBody } from "./rerank-app.ts";
+import { errorBody, jsonBodyLimit } from "./rerank-app.ts";
 
 /** Room for a 4096-dimension vector written out in JSON. */
 const MAX_BODY_BYTES = 256 * 1024;
@@ -30,26 +29,15 @@ export function createShardApp(service: IndexShardService, opts: { middleware?: 
   );
   for (const m of opts.middleware ?? []) app.use(m);
   app.get("/health", (c) => c.json({ status: "ok", ...service.status() }));
-  app.post(
-    "/shard/search",
-    bodyLimit({
-      maxSize: MAX_BODY_BYTES,
-      onError: (c) =>
-        c.json(
-          errorBody(new DomainError("payload_too_large", 413, `request body exceeds ${MAX_BODY_BYTES} bytes`)),
-          413,
-        ),
-    }),
-    async (c) => {
-      let body: unknown;
-      try {
-        body = await c.req.json();
-      } catch {
-        throw new ValidationError("request body is not valid JSON");
-      }
-      return c.json(await service.search(parseShardSearchRequest(body)));
-    },
-  );
+  app.post("/shard/search", jsonBodyLimit(MAX_BODY_BYTES), async (c) => {
+    let body: unknown;
+    try {
+      body = await c.req.json();
+    } catch {
+      throw new ValidationError("request body is not valid JSON");
+    }
+    return c.json(await service.search(parseShardSearchRequest(body)));
+  });
   return app;
 }
 
