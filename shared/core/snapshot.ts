@@ -5,7 +5,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { z } from "zod";
 import { SnapshotInvalidError, ValidationError } from "./errors.ts";
 import type { PassageInfo, PassageStore, SnapshotManifest } from "./ports.ts";
-import type { Passage } from "./types.ts";
+import { EMBEDDER_KINDS, type Passage } from "./types.ts";
 
 /**
  * The newest manifest format this build reads (and writes for sharded snapshots).
@@ -93,7 +93,7 @@ export function createSha256(): { update(chunk: Uint8Array): void; digest(): str
 // ---------- manifest ----------
 
 const identitySchema = z.object({
-  kind: z.enum(["openai", "onnx", "hashing"]),
+  kind: z.enum(EMBEDDER_KINDS),
   model: z.string().min(1),
   dimensions: z.number().int().positive(),
   normalized: z.boolean(),

@@ -23,7 +23,12 @@ export interface Passage {
   end: number;
 }
 
-export type EmbedderKind = "openai" | "onnx" | "use-lite" | "hashing";
+/**
+ * The embedder families. "use-lite+hashing" is USE-lite's vectors joined with the hashing embedder's,
+ * so an inner product sums a trained model's similarity and a lexical one (shared/core/embedding.ts).
+ */
+export const EMBEDDER_KINDS = ["openai", "onnx", "use-lite", "use-lite+hashing", "hashing"] as const;
+export type EmbedderKind = (typeof EMBEDDER_KINDS)[number];
 
 /** What produced the vectors of a snapshot; a query embedder must match it exactly. */
 export interface EmbedderIdentity {

@@ -99,7 +99,7 @@ describe("l2normalize and identities", () => {
 describe("describeEmbedderChoice", () => {
   const cfg = (env: Record<string, string>) => loadConfig(env);
 
-  it("auto: openai with a key, else onnx with a model file, else hashing", () => {
+  it("auto: openai with a key, else onnx with a model file, else use-lite+hashing, else hashing", () => {
     const withModel = fakeModelDir(true);
     const noModel = fakeModelDir(false);
     expect(describeEmbedderChoice(cfg({ OPENAI_API_KEY: "sk-x", EMBEDDING_MODEL_DIR: withModel })).kind).toBe("openai");
@@ -107,13 +107,26 @@ describe("describeEmbedderChoice", () => {
       kind: "onnx",
       reason: expect.stringContaining(path.join(withModel, "onnx", "model.onnx")),
     });
+    // The USE-lite package is a regular dependency, so a checkout has it.
     const missing = describeEmbedderChoice(cfg({ EMBEDDING_MODEL_DIR: noModel }));
-    expect(missing.kind).toBe("hashing");
+    expect(missing.kind).toBe("use-lite+hashing");
     expect(missing.reason).toMatch(/does not exist/);
     expect(describeEmbedderChoice(cfg({}))).toEqual({
+      kind: "use-lite+hashing",
+      reason: expect.stringMatching(/no OPENAI_API_KEY.*Universal Sentence Encoder Lite/),
+    });
+    // Without the package: the hashing embedder.
+    const notInstalled = () => false;
+    expect(describeEmbedderChoice(cfg({}), undefined, notInstalled)).toEqual({
       kind: "hashing",
       reason: expect.stringMatching(/no OPENAI_API_KEY/),
     });
+    const noModelNoPackage = describeEmbedderChoice(cfg({ EMBEDDING_MODEL_DIR: noModel }), undefined, notInstalled);
+    expect(noModelNoPackage).toMatchObject({ kind: "hashing", reason: expect.stringMatching(/does not exist/) });
+    // A snapshot joined with USE-lite cannot be followed without the package: explicit kinds still win.
+    expect(describeEmbedderChoice(cfg({ EMBEDDER: "use-lite+hashing" }), undefined, notInstalled).kind).toBe(
+      "use-lite+hashing",
+    );
   });
 
   it("an explicit EMBEDDER wins, even over a snapshot", () => {
@@ -130,15 +143,17 @@ describe("describeEmbedderChoice", () => {
       kind: "hashing",
       reason: expect.stringMatching(/follows the snapshot/),
     });
-    expect(describeEmbedderChoice(cfg({}), openai()).kind).toBe("hashing"); // no key: cannot follow
+    // no key: cannot follow, so the offline default
+    expect(describeEmbedderChoice(cfg({}), openai()).kind).toBe("use-lite+hashing");
+    expect(describeEmbedderChoice(cfg({}), hashing(512)).kind).toBe("hashing");
   });
 });
 
 describe("createEmbedder", () => {
   it("builds the hashing embedder from HASHING_DIMENSIONS by default", async () => {
-    const e = await createEmbedder(loadConfig({ HASHING_DIMENSIONS: "256" }));
+    const e = await createEmbedder(loadConfig({ EMBEDDER: "hashing", HASHING_DIMENSIONS: "256" }));
     expect(e.identity).toEqual(hashing(256));
-    expect(await createEmbedder(loadConfig({}))).toHaveProperty("identity.dimensions", 2048);
+    expect(await createEmbedder(loadConfig({ EMBEDDER: "hashing" }))).toHaveProperty("identity.dimensions", 2048);
   });
 
   it("matches a hashing snapshot's dimensions and uses its corpus stats for queries", async () => {
@@ -174,8 +189,6 @@ describe("createEmbedder", () => {
     const err = await createEmbedder(loadConfig({ EMBEDDER: "hashing" }), { identity: openai() }).catch((e) => e);
     expect(err).toBeInstanceOf(EmbedderMismatchError);
     expect(err.message).toContain("EMBEDDER=openai OPENAI_EMBEDDING_MODEL=text-embedding-3-small");
-    // auto without a key cannot follow an OpenAI snapshot either
-    await expect(createEmbedder(loadConfig({}), { identity: openai() })).rejects.toBeInstanceOf(EmbedderMismatchError);
   });
 
   it("names the missing setting for an explicit kind", async () => {
@@ -197,7 +210,7 @@ describe("createEmbedder", () => {
   });
 
   it("never loads onnxruntime for the hashing and OpenAI embedders", async () => {
-    await createEmbedder(loadConfig({}));
+    await createEmbedder(loadConfig({ EMBEDDER: "hashing" }));
     await createEmbedder(loadConfig({ OPENAI_API_KEY: "sk-test" }));
     expect(loadedAddons.filter((f) => /onnxruntime/i.test(f))).toEqual([]);
   });
@@ -207,6 +220,8 @@ describe("createEmbedder", () => {
     const dir = await ensureFixtureModel("tiny-bi");
     const c = loadConfig({ EMBEDDING_MODEL_DIR: dir });
     expect(describeEmbedderChoice(c).kind).toBe("onnx");
+    // auto without a key cannot follow an OpenAI snapshot (it builds USE-lite + hashing, on onnxruntime)
+    await expect(createEmbedder(loadConfig({}), { identity: openai() })).rejects.toBeInstanceOf(EmbedderMismatchError);
     const e = await createEmbedder(c);
     expect(e.identity).toMatchObject({ kind: "onnx", pooling: "mean", normalized: true });
     const [v] = await e.embedDocuments(["hello world"]);

@@ -45,9 +45,9 @@ afterAll(async () => {
 });
 
 describe("resolveEmbeddedDefaults", () => {
-  it("falls back to the hashing embedder and the lexical reranker, never to a fixture", async () => {
+  it("falls back to USE-lite + hashing (npm) and the lexical reranker, never to a fixture", async () => {
     const d = await resolveEmbeddedDefaults(loadConfig({}), { fast: true, modelsDir: emptyModels });
-    expect(d.embedder.kind).toBe("hashing");
+    expect(d.embedder.kind).toBe("use-lite+hashing");
     expect(d.reranker).toMatchObject({ kind: "lexical", name: "lexical-v1", fixture: false });
     expect(d.reranker.reason).toMatch(/no trained cross-encoder/);
     expect(d.cfg.rerankerModelDir).toBeUndefined();
