@@ -52,7 +52,10 @@ const FIRST_STAGES: Record<string, string> = {
 function describe(r: EvalRow): string {
   const first = FIRST_STAGES[r.retrieval] ?? r.retrieval;
   if (r.reranker === "none") return first;
-  return `${first} + ${r.reranker}${r.fusion && r.fusion !== "rerank" ? ` (${r.fusion} fusion)` : ""}`;
+  // "rerank" (the second stage's own order) goes unnamed unless a sweep row asked for it by name.
+  const named = r.fusion && (r.fusion !== "rerank" || r.config.includes(":"));
+  const fusion = named ? ` (${r.fusion} fusion)` : "";
+  return `${first} + ${r.reranker}${fusion}`;
 }
 
 const f3 = (v: number) => v.toFixed(3);

@@ -25,7 +25,14 @@ import { ValidationError } from "../../shared/core/errors.ts";
 import { collapseByDocument, DEFAULT_ALPHA, DEFAULT_RRF_K } from "../../shared/core/fusion.ts";
 import { evaluateRun, type MetricSpec, metricSpec } from "../../shared/core/metrics.ts";
 import type { Embedder } from "../../shared/core/ports.ts";
-import { type RetrievalMode, type SearchDeps, type SearchRequest, searchTwoStage } from "../../shared/core/search.ts";
+import { LEXICAL_PROVIDER } from "../../shared/core/lexical-scorer.ts";
+import {
+  defaultFusion,
+  type RetrievalMode,
+  type SearchDeps,
+  type SearchRequest,
+  searchTwoStage,
+} from "../../shared/core/search.ts";
 import type { FusionMode, SearchHit } from "../../shared/core/types.ts";
 import { machine } from "../bench/harness.ts";
 import { type BeirDataset, documentText, loadDataset } from "./dataset.ts";
@@ -61,7 +68,8 @@ export interface EvalConfig {
   name: string;
   retrieval: RetrievalMode | "bm25";
   reranker: EvalReranker | null;
-  fusion: FusionMode;
+  /** Absent: the service's default for this reranker (defaultFusion in the search core). */
+  fusion?: FusionMode;
 }
 
 const silentProgress: ProgressSink = { start() {}, update() {}, stop() {} };
@@ -78,14 +86,16 @@ function specsFor(n: number): MetricSpec[] {
 
 /** Every configuration the run evaluates, in report order. */
 export function evalConfigs(rerankers: readonly EvalReranker[]): EvalConfig[] {
-  const out: EvalConfig[] = [{ name: "bm25", retrieval: "bm25", reranker: null, fusion: "rerank" }];
+  const out: EvalConfig[] = [{ name: "bm25", retrieval: "bm25", reranker: null }];
   for (const retrieval of RETRIEVALS) {
-    out.push({ name: retrieval, retrieval, reranker: null, fusion: "rerank" });
-    for (const r of rerankers) out.push({ name: `${retrieval}+${r.name}`, retrieval, reranker: r, fusion: "rerank" });
+    out.push({ name: retrieval, retrieval, reranker: null });
+    for (const r of rerankers) out.push({ name: `${retrieval}+${r.name}`, retrieval, reranker: r });
   }
+  // Hybrid with each of the other fusions, beside the service's default one.
   for (const r of rerankers)
-    for (const fusion of ["linear", "rrf"] as const)
-      out.push({ name: `hybrid+${r.name}:${fusion}`, retrieval: "hybrid", reranker: r, fusion });
+    for (const fusion of ["rerank", "linear", "rrf"] as const)
+      if (fusion !== defaultFusion([r.name === "lexical" ? LEXICAL_PROVIDER : r.name]))
+        out.push({ name: `hybrid+${r.name}:${fusion}`, retrieval: "hybrid", reranker: r, fusion });
   return out;
 }
 
@@ -208,6 +218,8 @@ export async function runEval(opts: EvalOptions): Promise<EvalReport> {
 
   // runs[config@N] : query id → ranking; ms[config@N] : wall time of its searches
   const runs = new Map<string, Map<string, string[]>>();
+  /** The fusion the service used for each reranked configuration (its default where none is named). */
+  const fusionUsed = new Map<string, FusionMode>();
   const ms = new Map<string, number>();
   const runKey = (c: string, n: number) => `${c}@${n}`;
   const record = (c: string, n: number, qid: string, docs: string[], took: number) => {
@@ -227,7 +239,6 @@ export async function runEval(opts: EvalOptions): Promise<EvalReport> {
     const base: Omit<SearchRequest, "retrieval" | "candidates" | "k"> = {
       query: q.text,
       rerank: false,
-      fusion: "rerank",
     };
     const deep = new Map<RetrievalMode, { docs: string[]; ms: number }>();
     for (const retrieval of RETRIEVALS) {
@@ -262,9 +273,17 @@ export async function runEval(opts: EvalOptions): Promise<EvalReport> {
         // that hybrid fuses only each side's top n.
         t0 = performance.now();
         const res = await searchTwoStage(
-          { ...base, retrieval: c.retrieval, k: 2 * n, candidates: n, rerank: c.reranker !== null, fusion: c.fusion },
+          {
+            ...base,
+            retrieval: c.retrieval,
+            k: 2 * n,
+            candidates: n,
+            rerank: c.reranker !== null,
+            ...(c.fusion ? { fusion: c.fusion } : {}),
+          },
           depsFor(c.reranker),
         );
+        if (c.reranker) fusionUsed.set(c.name, res.fusion);
         if (res.warnings.some((w) => w.startsWith("reranker failed")))
           throw new Error(`${c.name}: ${res.warnings.join("; ")}`);
         record(c.name, n, q.id, documentRanking(res.results, first.docs, DEPTH), performance.now() - t0);
@@ -300,7 +319,7 @@ export async function runEval(opts: EvalOptions): Promise<EvalReport> {
         config: c.name,
         retrieval: c.retrieval,
         reranker: c.reranker?.name ?? "none",
-        fusion: c.reranker ? c.fusion : null,
+        fusion: c.reranker ? (fusionUsed.get(c.name) ?? c.fusion ?? null) : null,
         candidates: n,
         ndcg_at_10: m.ndcg_at_10,
         mrr_at_10: m.mrr_at_10,

@@ -20,6 +20,8 @@ import type { ModelDescription, PairScoreOptions, PairScorer, PairScores } from 
 import type { TermStatistics } from "./types.ts";
 
 export const LEXICAL_MODEL = "lexical-v1";
+/** meta.provider of its answers: the search core's default fusion keys on it. */
+export const LEXICAL_PROVIDER = "lexical";
 
 export interface LexicalWeights {
   bm25: number;
@@ -266,7 +268,7 @@ export function combineFeatures(f: LexicalFeatures, w: LexicalWeights): number {
 /** The lexical reranker behind the same port as the ONNX cross-encoder. */
 export function createLexicalScorer(opts: LexicalScorerOptions = {}): PairScorer {
   const weights: LexicalWeights = { ...DEFAULT_LEXICAL_WEIGHTS, ...opts.weights };
-  const description: ModelDescription = { model: opts.name ?? LEXICAL_MODEL, provider: "lexical" };
+  const description: ModelDescription = { model: opts.name ?? LEXICAL_MODEL, provider: LEXICAL_PROVIDER };
   return {
     describe: () => ({ ...description }),
     async scorePairs(query: string, documents: string[], o: PairScoreOptions): Promise<PairScores> {

@@ -17,6 +17,7 @@ import {
   type RerankPlan,
 } from "./budget.ts";
 import { assertEmbedderMatches } from "./embedding.ts";
+import { LEXICAL_PROVIDER } from "./lexical-scorer.ts";
 import { DomainError, EmbedderMismatchError, EmbedderUnavailableError } from "./errors.ts";
 import { collapseByDocument, fuseFirstStage, fuseScores, type HybridFusionMode, rankScores } from "./fusion.ts";
 import type {
@@ -68,7 +69,8 @@ export interface SearchRequest {
   k: number;
   candidates: number;
   rerank: boolean;
-  fusion: FusionMode;
+  /** How the stages merge; absent: defaultFusion of the reranker that answered. */
+  fusion?: FusionMode;
   alpha?: number;
   filter?: SearchFilter;
   /** Keep only the best passage of each document. */
@@ -171,6 +173,17 @@ export function matchesFilter(p: PassageInfo, filter: SearchFilter | undefined):
 
 const hasFilter = (f: SearchFilter | undefined) =>
   f !== undefined && (f.source_prefix !== undefined || Object.keys(f.metadata ?? {}).length > 0);
+
+/**
+ * The fusion of a request that names none: "rerank" (the second stage's order) for a model, but
+ * "linear" (alpha·reranker + (1 − alpha)·first stage, min-max normalised) when every answer came from
+ * the weight-free lexical scorer. That scorer is one more lexical signal, not a better judge than the
+ * first stage: replacing a first stage that carries a trained embedder's meaning with it throws the
+ * meaning away (docs/EVAL.md), while adding it keeps both.
+ */
+export function defaultFusion(providers: readonly string[]): FusionMode {
+  return providers.length > 0 && providers.every((p) => p === LEXICAL_PROVIDER) ? "linear" : "rerank";
+}
 
 /** A first-stage hit of one side (dense or sparse), before fusion. */
 interface SideHit {
@@ -496,6 +509,8 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
 
   // ---- second stage ----
   let rerankedCount = 0;
+  /** meta.provider of every reranker answer (decides the default fusion). */
+  const providers: string[] = [];
   const reranker = deps.reranker && deps.reranker.describe().kind !== "none" ? deps.reranker : null;
   // Texts: a reranked search needs every candidate's, otherwise only the returned hits' (below). A
   // lazily read store fetches them now, by range; a failure fails this request with a 503, the
@@ -563,12 +578,13 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
                 tokens: resp.meta?.tokens,
                 serverMs: resp.meta?.timings?.total_ms,
               });
-            return { group, scores, error: null };
+            return { group, scores, error: null, provider: resp.meta?.provider };
           } catch (e) {
-            return { group, scores: null, error: describeFailure(e, timeoutMs) };
+            return { group, scores: null, error: describeFailure(e, timeoutMs), provider: undefined };
           }
         }),
       );
+      for (const o of outcomes) if (o.provider !== undefined) providers.push(o.provider);
       const scored: Array<{ index: number; score: number }> = [];
       for (const o of outcomes) {
         if (!o.scores) continue;
@@ -599,7 +615,8 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
   const t3 = clock.now();
 
   // ---- fuse, collapse, cut ----
-  let ranked = fuseScores(candidates, { mode: request.fusion, alpha: request.alpha });
+  const fusion = request.fusion ?? defaultFusion(providers);
+  let ranked = fuseScores(candidates, { mode: fusion, alpha: request.alpha });
   if (request.collapse) ranked = collapseByDocument(ranked, (c) => c.passage.docId);
   const top = ranked.slice(0, request.k);
   const tTexts = clock.now();
@@ -624,7 +641,7 @@ export async function searchTwoStage(request: SearchRequest, deps: SearchDeps): 
     reranked: rerankedCount > 0,
     reranked_candidates: rerankedCount,
     candidates: candidates.length,
-    fusion: request.fusion,
+    fusion,
     retrieval: mode,
     warnings,
     ...(shardReport ? { shards: shardReport } : {}),

@@ -85,7 +85,8 @@ export interface ParsedSearch {
   k: number;
   candidates: number;
   rerank: boolean;
-  fusion: (typeof FUSION_MODES)[number];
+  /** Absent: the core's default for the reranker that answers (defaultFusion). */
+  fusion?: (typeof FUSION_MODES)[number];
   alpha?: number;
   filter?: z.infer<typeof filterSchema>;
   collapse: boolean;
@@ -129,7 +130,7 @@ function finish(limits: SearchLimitsConfig, queryField: string) {
       k,
       candidates,
       rerank: v.rerank ?? true,
-      fusion: v.fusion ?? "rerank",
+      ...(v.fusion !== undefined ? { fusion: v.fusion } : {}),
       ...(v.alpha !== undefined ? { alpha: v.alpha } : {}),
       ...(v.filter !== undefined ? { filter: v.filter } : {}),
       collapse: v.collapse ?? false,
@@ -147,7 +148,7 @@ const docs = (limits: SearchLimitsConfig) => ({
   dense_weight: `Convex hybrid fusion only: weight w of the dense side, 0..1 (default ${limits.denseWeight}); BM25 gets 1 − w.`,
   rrf_k: `RRF hybrid fusion only: the rank constant k, > 0 (default ${DEFAULT_RRF_K}).`,
   rerank: "Rerank the candidates with the cross-encoder (default true).",
-  fusion: `How the two stages' scores merge: "rerank" (cross-encoder score), "linear" (alpha·minmax(rerank) + (1−alpha)·minmax(retrieval)), "rrf" (Σ 1/(${DEFAULT_RRF_K} + rank)).`,
+  fusion: `How the two stages' scores merge: "rerank" (cross-encoder score), "linear" (alpha·minmax(rerank) + (1−alpha)·minmax(retrieval)), "rrf" (Σ 1/(${DEFAULT_RRF_K} + rank)). Default: "rerank" for a cross-encoder, "linear" when the reranker is the weight-free lexical scorer (it adds to the first stage rather than replacing it); the response's \`fusion\` names the one used.`,
   alpha: `Weight of the rerank score in linear fusion, 0..1 (default ${DEFAULT_ALPHA}).`,
   collapse: "Keep only the best passage of each document (default false).",
   budget_ms: `Latency budget in ms (1..${MAX_BUDGET_MS}); when reranking every candidate would exceed it, fewer (or none) are reranked and a warning says so.`,

@@ -146,7 +146,7 @@ describe.skipIf(!haveAdi)("eval pipeline on ADI (offline defaults)", () => {
     "hybrid",
     "hybrid+lexical",
     "hybrid+cross-encoder",
-    "hybrid+lexical:linear",
+    "hybrid+lexical:rerank",
     "hybrid+lexical:rrf",
     "hybrid+cross-encoder:linear",
     "hybrid+cross-encoder:rrf",
@@ -167,6 +167,17 @@ describe.skipIf(!haveAdi)("eval pipeline on ADI (offline defaults)", () => {
     expect(report.corpus.documents).toBe(82);
     expect(report.corpus.passages).toBeGreaterThanOrEqual(82 - report.corpus.empty_documents);
     for (const r of report.rows) expect(r.seconds).toBeGreaterThanOrEqual(0);
+    // Rows without a named fusion use the service's default: linear for the lexical scorer, the
+    // reranker's own order for a model; the swept rows use the one they name.
+    const fusionOf = (config: string) => [
+      ...new Set(report.rows.filter((r) => r.config === config).map((r) => r.fusion)),
+    ];
+    expect(fusionOf("hybrid+lexical")).toEqual(["linear"]);
+    expect(fusionOf("dense+lexical")).toEqual(["linear"]);
+    expect(fusionOf("hybrid+cross-encoder")).toEqual(["rerank"]);
+    expect(fusionOf("hybrid+lexical:rerank")).toEqual(["rerank"]);
+    expect(fusionOf("hybrid+cross-encoder:rrf")).toEqual(["rrf"]);
+    expect(fusionOf("hybrid")).toEqual([null]);
   });
 
   it("the service's sparse path ranks exactly as BM25 over the same passages", () => {

@@ -2,7 +2,9 @@ import { describe, expect, it } from "vitest";
 import { createRerankCostTracker } from "../../shared/core/budget.ts";
 import { EmbedderMismatchError, EmbedderUnavailableError, IndexNotReadyError } from "../../shared/core/errors.ts";
 import type { RerankerPort } from "../../shared/core/ports.ts";
+import { LEXICAL_PROVIDER } from "../../shared/core/lexical-scorer.ts";
 import {
+  defaultFusion,
   matchesFilter,
   type SearchDeps,
   type SearchRequest,
@@ -111,6 +113,28 @@ describe("searchTwoStage: second stage", () => {
     // alpha 1: minmax(rerank) alone; the best reranked candidate scores 1
     expect(lin.results[0].score).toBe(1);
     expect(lin.results[0].rerank!.rank).toBe(1);
+  });
+
+  it("without a named fusion: the reranker's order for a model, linear fusion for the lexical scorer", async () => {
+    const { fusion: _, ...unnamed } = req({ query: "wild cats savanna", k: 5, candidates: 8 });
+    const model = await searchTwoStage(unnamed, deps());
+    expect(model.fusion).toBe("rerank");
+    for (const h of model.results) expect(h.score).toBe(h.rerank!.score);
+    const lexicalPort = portFrom(async (r) => {
+      const a = rerankAnswer(r, overlapScore(r.query));
+      return { ...a, meta: { ...a.meta, provider: LEXICAL_PROVIDER } };
+    });
+    const lexical = await searchTwoStage(unnamed, deps({ reranker: lexicalPort }));
+    expect(lexical.fusion).toBe("linear");
+    const linear = await searchTwoStage({ ...unnamed, fusion: "linear" }, deps({ reranker: lexicalPort }));
+    expect(lexical.results.map((h) => [h.id, h.score])).toEqual(linear.results.map((h) => [h.id, h.score]));
+    // A named fusion wins.
+    const named = await searchTwoStage({ ...unnamed, fusion: "rerank" }, deps({ reranker: lexicalPort }));
+    expect(named.fusion).toBe("rerank");
+    for (const h of named.results) expect(h.score).toBe(h.rerank!.score);
+    expect(defaultFusion([])).toBe("rerank");
+    expect(defaultFusion([LEXICAL_PROVIDER, "cpu"])).toBe("rerank");
+    expect(defaultFusion([LEXICAL_PROVIDER, LEXICAL_PROVIDER])).toBe("linear");
   });
 
   it("observes successful calls in the cost estimate", async () => {
