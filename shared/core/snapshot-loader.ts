@@ -105,6 +105,12 @@ export interface SnapshotLoaderOptions extends SnapshotFetchOptions {
    * them to load the version. A SnapshotInvalidError rejects the version like a corrupt file.
    */
   openRemoteIndex?: (manifest: SnapshotManifest, signal?: AbortSignal) => Promise<VectorIndex>;
+  /**
+   * Called once a version's manifest is read and valid, before its files download: the search
+   * service starts the query embedder's model load here, so it overlaps the index download instead
+   * of following it. Must not throw (a throw is logged and ignored).
+   */
+  onManifest?: (manifest: SnapshotManifest) => void;
   log?: LogFn;
   /** Wall clock in ms (tests inject their own). */
   now?: () => number;
@@ -385,7 +391,8 @@ export async function loadSnapshot(
   store: ObjectStore,
   indexPrefix: string,
   pointer: SnapshotPointer,
-  opts: SnapshotFetchOptions & Pick<SnapshotLoaderOptions, "decodeIndex" | "openIndexSink" | "openRemoteIndex" | "now">,
+  opts: SnapshotFetchOptions &
+    Pick<SnapshotLoaderOptions, "decodeIndex" | "openIndexSink" | "openRemoteIndex" | "onManifest" | "now">,
 ): Promise<LoadedSnapshot & { stats: LoadStats; afterLive?: (signal: AbortSignal) => void }> {
   const now = opts.now ?? Date.now;
   const t0 = now();
@@ -395,6 +402,11 @@ export async function loadSnapshot(
   const manifest = parseManifest(manifestObj.body);
   if (manifest.version !== pointer.version) {
     throw new SnapshotInvalidError(`pointer names ${pointer.version} but its manifest says ${manifest.version}`);
+  }
+  try {
+    opts.onManifest?.(manifest);
+  } catch (e) {
+    opts.log?.("warn", "onManifest hook failed", { error: (e as Error).message });
   }
   const prefix = snapshotPrefix(indexPrefix, manifest.version);
   const run = limiter(Math.max(1, opts.concurrency ?? 4));
@@ -577,6 +589,7 @@ export function createSnapshotLoader(opts: SnapshotLoaderOptions): SnapshotLoade
         decodeIndex: opts.decodeIndex,
         openIndexSink: opts.openIndexSink,
         openRemoteIndex: opts.openRemoteIndex,
+        onManifest: opts.onManifest,
         partBytes: opts.partBytes,
         concurrency: opts.concurrency,
         allocate: opts.allocate,

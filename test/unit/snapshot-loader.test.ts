@@ -250,6 +250,27 @@ describe("snapshot loader", () => {
     expect(allocateSnapshotBytes(5 << 20).every((b) => b === 0)).toBe(true);
   });
 
+  it("calls onManifest with each version's manifest before any of its files is fetched; a throwing hook is ignored", async () => {
+    const { published } = await publishCorpus(base, "index/", makeCorpus({ n: 50, d, seed: 4, label: "hook" }));
+    const { store, state } = switchable(base);
+    const seen: Array<{ version: string; getsSoFar: string[] }> = [];
+    const loader = loaderOf(
+      options(store, {
+        onManifest: (m) => {
+          seen.push({ version: m.version, getsSoFar: [...state.gets] });
+          throw new Error("hook bug");
+        },
+      }),
+    );
+    expect((await loader.current()).version).toBe(published.version);
+    expect(seen.map((s) => s.version)).toEqual([published.version]);
+    // Only the pointer and the manifest were read when the hook ran; the index came after.
+    expect(seen[0].getsSoFar.some((k) => k.endsWith("manifest.json"))).toBe(true);
+    const indexKey = snapshotFileKey("index/", published.version, INDEX_FILE);
+    expect(seen[0].getsSoFar).not.toContain(indexKey);
+    expect(state.gets).toContain(indexKey);
+  });
+
   it("close() drops the snapshot", async () => {
     await publishCorpus(base, "index/", makeCorpus({ n: 50, d, seed: 1, label: "one" }));
     const loader = loaderOf(options(base));
