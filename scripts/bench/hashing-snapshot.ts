@@ -1,9 +1,10 @@
-// One way for benchmarks to stand up a searchable snapshot: hashing-embed the passages, build a flat
-// index through the service's own build path, and publish it to the given store.
+// One way for benchmarks to stand up a searchable snapshot: embed the passages (hashing, or any
+// embedder), build a flat index through the service's own build path, and publish it to the store.
 import { faissIndexBuilder } from "../../shared/adapters/faiss-index.ts";
-import { computeHashingStats, createHashingEmbedder, hashingIdentity } from "../../shared/adapters/hash-embedder.ts";
+import { computeCorpusStats } from "../../shared/adapters/embedders.ts";
+import { createHashingEmbedder } from "../../shared/adapters/hash-embedder.ts";
 import { buildSnapshot } from "../../shared/core/build.ts";
-import type { ObjectStore } from "../../shared/core/ports.ts";
+import type { Embedder, ObjectStore } from "../../shared/core/ports.ts";
 import { publishSnapshot } from "../../shared/core/publish.ts";
 import type { Passage } from "../../shared/core/types.ts";
 
@@ -12,14 +13,26 @@ export async function publishHashingSnapshot(
   passages: Passage[],
   opts: { dimensions: number; indexPrefix?: string; indexType?: string },
 ): Promise<{ version: string; bytes: number }> {
-  const embedder = createHashingEmbedder({ dimensions: opts.dimensions });
+  return publishEmbeddedSnapshot(store, passages, {
+    ...opts,
+    embedder: createHashingEmbedder({ dimensions: opts.dimensions }),
+  });
+}
+
+/** The same with any embedder (its corpus statistics computed as the reindex function does). */
+export async function publishEmbeddedSnapshot(
+  store: ObjectStore,
+  passages: Passage[],
+  opts: { embedder: Embedder; indexPrefix?: string; indexType?: string },
+): Promise<{ version: string; bytes: number }> {
+  const { embedder } = opts;
   const built = await buildSnapshot({
     passages,
     embed: (texts) => embedder.embedDocuments(texts),
-    embedder: hashingIdentity(opts.dimensions),
-    corpusStats: computeHashingStats(
+    embedder: embedder.identity,
+    corpusStats: computeCorpusStats(
+      embedder.identity,
       passages.map((p) => p.text),
-      opts.dimensions,
     ),
     indexType: opts.indexType ?? "flat",
     indexBuilder: faissIndexBuilder,

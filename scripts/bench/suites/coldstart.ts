@@ -8,7 +8,11 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { buildFunctions } from "../../build-functions.ts";
 import { ensureFixtureModel } from "../../fixtures/index.ts";
-import { publishHashingSnapshot } from "../hashing-snapshot.ts";
+import { useLiteHashingIdentity } from "../../../shared/adapters/embedders.ts";
+import { createHashingEmbedder } from "../../../shared/adapters/hash-embedder.ts";
+import { createUseLiteEmbedder } from "../../../shared/adapters/use-lite-embedder.ts";
+import { joinEmbedders } from "../../../shared/core/embedding.ts";
+import { publishEmbeddedSnapshot, publishHashingSnapshot } from "../hashing-snapshot.ts";
 import { figure, type Suite, type SuiteResult, stats } from "../harness.ts";
 import { makePassages, s3rverStore, startS3rverChild } from "./snapshot.ts";
 
@@ -80,6 +84,23 @@ export const suite: Suite = {
         indexPrefix: "fp16/",
         indexType: "fp16",
       });
+      // The embedded default's first stage against hashing alone: a smaller corpus (USE-lite indexes
+      // ~100 passages/s here), embedded for real by each, served with the lexical reranker.
+      const nEmb = ctx.quick ? 200 : 2000;
+      const embPassages = passages.slice(0, nEmb);
+      ctx.log(`building two ${nEmb}-passage snapshots (hashing 2048 dims; use-lite+hashing 2560 dims)`);
+      await publishEmbeddedSnapshot(store, embPassages, {
+        embedder: createHashingEmbedder({ dimensions: 2048 }),
+        indexPrefix: "emb-hashing/",
+      });
+      const useLiteCache = join(work, "use-lite-build-cache");
+      await publishEmbeddedSnapshot(store, embPassages, {
+        embedder: joinEmbedders(useLiteHashingIdentity(2048), [
+          await createUseLiteEmbedder({ cacheDir: useLiteCache }),
+          createHashingEmbedder({ dimensions: 2048 }),
+        ]),
+        indexPrefix: "emb-use-lite/",
+      });
       const modelDir = await ensureFixtureModel(ctx.quick ? "tiny-cross" : "minilm-l6-cross");
       const env = {
         STORE_KIND: "s3",
@@ -104,6 +125,23 @@ export const suite: Suite = {
       await runChild(env, bundle.handlerFile);
       const tsxRuns: ColdRun[] = [];
       const fp16Runs: ColdRun[] = [];
+      const embRuns: Record<"hashing" | "use_lite_cold" | "use_lite_cached", ColdRun[]> = {
+        hashing: [],
+        use_lite_cold: [],
+        use_lite_cached: [],
+      };
+      const lexical = { ...env, RERANKER_BACKEND: "lexical", HASHING_DIMENSIONS: "2048" };
+      const embEnv = {
+        hashing: { ...lexical, EMBEDDER: "hashing", INDEX_PREFIX: "emb-hashing/" },
+        // Lambda starts each execution environment with an empty /tmp: the graph is converted again.
+        use_lite_cold: (r: number) => ({
+          ...lexical,
+          EMBEDDER: "auto",
+          INDEX_PREFIX: "emb-use-lite/",
+          MODEL_CACHE_DIR: join(work, `model-cache-cold-${r}`),
+        }),
+        use_lite_cached: { ...lexical, EMBEDDER: "auto", INDEX_PREFIX: "emb-use-lite/", MODEL_CACHE_DIR: useLiteCache },
+      };
       // PASSAGE_TEXTS modes of the bundle; the first is the default the other figures describe.
       const modes = ["lazy", "background", "eager"] as const;
       const modeRuns: Record<(typeof modes)[number], ColdRun[]> = { background: [], lazy: [], eager: [] };
@@ -116,6 +154,12 @@ export const suite: Suite = {
         }
         ctx.log(`cold start ${r + 1}/${reps}: bundle, fp16 vectors`);
         fp16Runs.push(await runChild({ ...env, INDEX_PREFIX: "fp16/" }, bundle.handlerFile));
+        ctx.log(
+          `cold start ${r + 1}/${reps}: bundle, ${nEmb} passages, hashing / use-lite+hashing (empty, cached /tmp)`,
+        );
+        embRuns.hashing.push(await runChild(embEnv.hashing, bundle.handlerFile));
+        embRuns.use_lite_cold.push(await runChild(embEnv.use_lite_cold(r), bundle.handlerFile));
+        embRuns.use_lite_cached.push(await runChild(embEnv.use_lite_cached, bundle.handlerFile));
         ctx.log(`cold start ${r + 1}/${reps}: tsx`);
         tsxRuns.push(await runChild(env));
       }
@@ -136,7 +180,8 @@ export const suite: Suite = {
         figure(`PASSAGE_TEXTS=${m}: first query`, med(modeRuns[m], "first_query_ms"), "ms"),
         figure(`PASSAGE_TEXTS=${m}: 100th query`, med(modeRuns[m], "query_100_ms"), "ms"),
       ]);
-      const everyRun = [...Object.values(modeRuns).flat(), ...fp16Runs, ...tsxRuns];
+      const everyRun = [...Object.values(modeRuns).flat(), ...fp16Runs, ...tsxRuns, ...Object.values(embRuns).flat()];
+      const emb = (k: keyof typeof embRuns, f: keyof ColdRun) => med(embRuns[k], f);
       const ok = everyRun.every((x) => x.status === 200 && x.results > 0);
       return {
         suite: "coldstart",
@@ -171,6 +216,18 @@ export const suite: Suite = {
           ),
           figure("fp16 vectors: first query", med(fp16Runs, "first_query_ms"), "ms"),
           figure("fp16 vectors: 100th query", med(fp16Runs, "query_100_ms"), "ms"),
+          ...(["hashing", "use_lite_cold", "use_lite_cached"] as const).flatMap((k) => {
+            const label = {
+              hashing: `${nEmb} passages, EMBEDDER=hashing`,
+              use_lite_cold: `${nEmb} passages, use-lite+hashing, empty /tmp`,
+              use_lite_cached: `${nEmb} passages, use-lite+hashing, converted graph cached`,
+            }[k];
+            return [
+              figure(`${label}: process start → first answer`, emb(k, "total_ms"), "ms"),
+              figure(`${label}: first query`, emb(k, "first_query_ms"), "ms", undefined, "includes the embedder load"),
+              figure(`${label}: 100th query`, emb(k, "query_100_ms"), "ms"),
+            ];
+          }),
         ],
         summary: {
           cold_start_ms: Math.round(b("total_ms")),
@@ -190,14 +247,24 @@ export const suite: Suite = {
           fp16_cold_start_ms: Math.round(med(fp16Runs, "total_ms")),
           fp16_snapshot_load_ms: Math.round(med(fp16Runs, "snapshot_load_ms")),
           fp16_vs_fp32_cold_start: Number((med(fp16Runs, "total_ms") / b("total_ms")).toFixed(3)),
+          embedder_passages: nEmb,
+          hashing_cold_start_ms: Math.round(emb("hashing", "total_ms")),
+          use_lite_hashing_cold_start_ms: Math.round(emb("use_lite_cold", "total_ms")),
+          use_lite_hashing_cached_cold_start_ms: Math.round(emb("use_lite_cached", "total_ms")),
+          use_lite_hashing_vs_hashing_cold_start: Number(
+            (emb("use_lite_cold", "total_ms") / emb("hashing", "total_ms")).toFixed(3),
+          ),
+          use_lite_hashing_query_100_ms: Number(emb("use_lite_cold", "query_100_ms").toFixed(2)),
+          hashing_query_100_ms: Number(emb("hashing", "query_100_ms").toFixed(2)),
         },
-        details: { modeRuns, fp16Runs, tsxRuns },
+        details: { modeRuns, fp16Runs, tsxRuns, embRuns },
         notes: [
           `Median of ${reps} fresh processes per form, interleaved, after one unmeasured warm-up run of each (page cache, tsx compile cache).`,
           "Bundle: dist/functions/search/handler.mjs from `npm run build:functions` under plain node, fed a recorded API Gateway v2 event, as Lambda runs it; its phase split comes from /health (index.load_ms, reranker.loadMs).",
           "tsx: the same service built from the TypeScript sources (scripts/bench/coldstart-child.ts), PASSAGE_TEXTS at its default.",
           "PASSAGE_TEXTS: lazy (default; bundle figures above) serves once the index and the passage store's head are in and reads texts only by verified 64 KiB blocks (64 MB cache); background does the same and downloads all texts behind the first query; eager reads the whole store before serving. The 100th query follows 99 searches with different queries in the same process.",
           "s3rver runs in its own process on loopback; on AWS the snapshot comes from S3 over the network instead.",
+          "Embedder forms: the same bundle on a smaller snapshot embedded by each embedder, lexical reranker; use-lite+hashing is EMBEDDER=auto's pick. 'empty /tmp' converts the TF.js graph again (as each new Lambda execution environment does), 'cached' finds it in MODEL_CACHE_DIR. The USE-lite model load starts when the manifest is read, beside the index download.",
         ],
       };
     } finally {

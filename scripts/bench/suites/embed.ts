@@ -1,7 +1,8 @@
 // embed: the offline embedders side by side in one run, on the same texts: indexing throughput
 // (passages/s, tokens/s over Cranfield passages, or synthetic prose without ../shared/data) and query
 // latency p50/p99 (the Cranfield queries), for the hashing embedder, Universal Sentence Encoder Lite
-// (converted to ONNX, onnxruntime-node CPU) and the MiniLM-L6-shaped ONNX fixture bi-encoder (random
+// (converted to ONNX, onnxruntime-node CPU), the two joined (use-lite+hashing, the embedded default)
+// and the MiniLM-L6-shaped ONNX fixture bi-encoder (random
 // weights; the cost of a sentence-transformers model of that size). Also USE-lite's one-off costs:
 // converting the graph (cache miss) and creating the embedder from the cached folder.
 import { existsSync } from "node:fs";
@@ -9,9 +10,11 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { createHashingEmbedder } from "../../../shared/adapters/hash-embedder.ts";
+import { useLiteHashingIdentity } from "../../../shared/adapters/embedders.ts";
 import { createOnnxEmbedder } from "../../../shared/adapters/onnx-embedder.ts";
 import { createUseLiteEmbedder, ensureUseLiteModel } from "../../../shared/adapters/use-lite-embedder.ts";
 import { chunkDocuments } from "../../../shared/core/chunking.ts";
+import { joinEmbedders } from "../../../shared/core/embedding.ts";
 import type { Embedder } from "../../../shared/core/ports.ts";
 import { documentText, loadDataset } from "../../eval/dataset.ts";
 import { DEFAULT_SHARED_DATA, ensureFixtureModel } from "../../fixtures/index.ts";
@@ -46,7 +49,7 @@ async function texts(quick: boolean): Promise<{ passages: string[]; queries: str
 export const suite: Suite = {
   name: "embed",
   description:
-    "offline embedders side by side: indexing passages/s and tokens/s, query p50/p99 (hashing, USE-lite on ONNX, MiniLM-L6-shaped ONNX fixture)",
+    "offline embedders side by side: indexing passages/s and tokens/s, query p50/p99 (hashing, USE-lite on ONNX, the two joined, MiniLM-L6-shaped ONNX fixture)",
   async run(ctx): Promise<SuiteResult> {
     const { passages, queries, source } = await texts(ctx.quick);
     const figures: Figure[] = [];
@@ -70,6 +73,11 @@ export const suite: Suite = {
     const embedders: Array<[string, Embedder]> = [
       ["hashing", createHashingEmbedder({ dimensions: 2048 })],
       ["use_lite", useLite],
+      // The embedded default (EMBEDDER=auto without a key or model folder): both of the above in one vector.
+      [
+        "use_lite_hashing",
+        joinEmbedders(useLiteHashingIdentity(2048), [useLite, createHashingEmbedder({ dimensions: 2048 })]),
+      ],
       ["minilm_l6_fixture", await createOnnxEmbedder({ modelDir: fixtureDir, provider: "cpu" })],
     ];
     for (const [name, e] of embedders) {
