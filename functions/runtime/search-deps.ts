@@ -80,7 +80,7 @@ export function createSearchService(cfg: Config, overrides: SearchServiceOverrid
     allocate: allocateSnapshotBytes,
     passageTexts: cfg.passageTexts,
     passageCacheBytes: cfg.passageCacheMb * 1024 * 1024,
-    // The query embedder's model loads while the index downloads (USE-lite: ~0.3 s, BENCHMARKS.md).
+    // The query embedder's model loads while the index downloads (USE-lite: conversion + session ~0.8 s on a fresh /tmp, BENCHMARKS.md).
     onManifest: (manifest) => void prepareEmbedder(cfg, manifest.embedder),
     ...(shardClient
       ? {

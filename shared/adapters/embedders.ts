@@ -46,8 +46,8 @@ function canRunWith(kind: EmbedderKind, cfg: ChoiceConfig, useLiteInstalled: () 
  * Which embedder the configuration selects. EMBEDDER=auto: openai when OPENAI_API_KEY is set, else onnx
  * when EMBEDDING_MODEL_DIR holds onnx/model.onnx, else use-lite+hashing when the USE-lite package is
  * installed, else hashing. USE-lite alone is not an auto pick: on technical vocabulary (Cranfield) its
- * hybrid fell below BM25 alone (docs/EVAL.md); joined with the hashing embedder's lexical features it is
- * at least as good as hashing on every collection measured. Given a snapshot's identity, auto follows the
+ * hybrid fell below BM25 alone (docs/EVAL.md); joined with the hashing embedder's lexical features its
+ * hybrid is at least as good as hashing's on every collection measured. Given a snapshot's identity, auto follows the
  * snapshot's kind when this configuration can run it, so an added API key does not break old snapshots.
  */
 export function describeEmbedderChoice(

@@ -310,7 +310,11 @@ export const settings = {
     "RERANKER_MODEL_S3_PREFIX",
     "Bucket prefix of the cross-encoder; cached under MODEL_CACHE_DIR.",
   ),
-  modelCacheDir: str("MODEL_CACHE_DIR", "/tmp/models", "Local cache of models fetched from the bucket."),
+  modelCacheDir: str(
+    "MODEL_CACHE_DIR",
+    "/tmp/models",
+    "Local cache of models fetched from the bucket, and of USE-lite's graph converted to ONNX.",
+  ),
   rerankerProvider: oneOf(
     "RERANKER_PROVIDER",
     ["auto", "cuda", "webgpu", "cpu", "wasm"] as const,

@@ -35,7 +35,6 @@ beforeAll(async () => {
     PORT: "0",
     RERANKER_PORT: "0",
     S3_PORT: "0",
-    EMBEDDER: "hashing",
     RERANKER_TIMEOUT_MS: "60000",
   });
 });
@@ -91,6 +90,8 @@ describe("npm run demo", () => {
     expect(out).toMatch(/models fetch ms-marco-MiniLM-L-6-v2/);
     expect(out).toMatch(/reranker\s+in the search process/);
     expect(out).not.toMatch(/FIXTURE/);
+    // The embedded default first stage: USE-lite (trained, from npm) joined with hashing.
+    expect(out).toMatch(/embedder\s+use-lite\+hashing \(/);
     expect(out).toMatch(/uploaded 9 demo files/);
     expect(out).toMatch(/reindexed\s+\S+: \d+ documents/);
     const curls = out.split("\n").filter((l) => l.trim().startsWith("curl "));
@@ -100,8 +101,10 @@ describe("npm run demo", () => {
       status: string;
       store: { kind: string; bucket: string; endpoint: string };
       reranker: { kind: string; fixture?: boolean; model?: string; note?: string };
+      embedder: { setting: string; identity: { kind: string } };
       index: { count: number };
     };
+    expect(health.embedder).toMatchObject({ setting: "auto", identity: { kind: "use-lite+hashing" } });
     expect(health.status).toBe("ok");
     expect(health.store).toEqual({ kind: "s3", bucket, endpoint: s3Endpoint });
     expect(health.reranker).toMatchObject({ kind: "in-process", model: "lexical-v1" });
@@ -126,9 +129,11 @@ describe("npm run demo", () => {
     const get = curls[0].match(/'(http[^']+)'/)![1];
     const getRes = await fetch(get);
     expect(getRes.status).toBe(200);
-    const getAnswer = (await getRes.json()) as SearchAnswer & { retrieval: string };
+    const getAnswer = (await getRes.json()) as SearchAnswer & { retrieval: string; fusion: string };
     expect(getAnswer.reranked).toBe(true);
     expect(getAnswer.retrieval).toBe("hybrid");
+    // The lexical reranker's score is blended with the first stage's, not put in its place.
+    expect(getAnswer.fusion).toBe("linear");
     expect(getAnswer.results[0].doc_id).toBe("notes/why-two-stages.txt");
     const body = JSON.parse(curls[1].match(/-d '([^']+)'/)![1]) as Record<string, unknown>;
     const postAnswer = await search(url, body);

@@ -56,6 +56,8 @@ export const suite: Suite = {
     const summary: SuiteResult["summary"] = { texts: source, passages: passages.length, queries: queries.length };
 
     const cache = await mkdtemp(path.join(os.tmpdir(), "bench-use-lite-"));
+    // Resident memory USE-lite adds to a process (the first thing this suite loads), and after indexing.
+    const rss0 = process.memoryUsage().rss;
     let t = performance.now();
     await ensureUseLiteModel(cache);
     const convertMs = performance.now() - t;
@@ -68,6 +70,12 @@ export const suite: Suite = {
     );
     summary.use_lite_convert_ms = Math.round(convertMs);
     summary.use_lite_create_ms = Math.round(createMs);
+    await useLite.embedQuery("warm up");
+    // The conversion's garbage (TF.js weights read as arrays) is not what a loaded embedder holds.
+    (globalThis as { gc?: () => void }).gc?.();
+    const rssLoaded = process.memoryUsage().rss;
+    figures.push(figure("USE-lite: resident memory added, loaded", (rssLoaded - rss0) / 2 ** 20, "MiB"));
+    summary.use_lite_rss_loaded_mib = Math.round((rssLoaded - rss0) / 2 ** 20);
 
     const fixtureDir = await ensureFixtureModel("minilm-l6-bi", { log: ctx.log });
     const embedders: Array<[string, Embedder]> = [
@@ -104,6 +112,20 @@ export const suite: Suite = {
       summary[`${name}_tokens_per_s`] = tokens > 0 ? Math.round(tokens / s) : null;
       summary[`${name}_query_p50_ms`] = Math.round(lat.p50 * 1000) / 1000;
       summary[`${name}_query_p99_ms`] = Math.round(lat.p99 * 1000) / 1000;
+      if (name === "use_lite") {
+        (globalThis as { gc?: () => void }).gc?.();
+        const rss = (process.memoryUsage().rss - rss0) / 2 ** 20;
+        figures.push(
+          figure(
+            "USE-lite: resident memory added, after indexing",
+            rss,
+            "MiB",
+            undefined,
+            "ORT arena at 8,192-token batches",
+          ),
+        );
+        summary.use_lite_rss_indexed_mib = Math.round(rss);
+      }
     }
     await rm(cache, { recursive: true, force: true });
     return {
