@@ -62,7 +62,12 @@ size_check() {
   if [[ -d "$OUT/faiss/build" && -d "$OUT/onnxruntime/build" ]]; then
     # Search and reindex carry both bundles, the reranker only ONNX Runtime, an index shard only faiss
     # (infra/api.ts, reindex.ts, reranker.ts, shards.ts).
-    profiles=("search=$OUT/faiss/build,$OUT/onnxruntime/build" "reindex=$OUT/faiss/build,$OUT/onnxruntime/build"
+    # They also carry the USE-lite packages (pure JS, copied from node_modules) unless EMBEDDER names an
+    # embedder without it (infra/native.ts embedderPackaging): counted here, as a plain deploy ships them.
+    local use_lite
+    use_lite=$(cd "$ROOT" && node --import tsx -e \
+      'import("./infra/bundles.ts").then((m) => console.log(m.USE_LITE_PACKAGES.map((p) => "node_modules/" + p).join(",")))')
+    profiles=("search=$OUT/faiss/build,$OUT/onnxruntime/build,$use_lite" "reindex=$OUT/faiss/build,$OUT/onnxruntime/build,$use_lite"
               "reranker=$OUT/onnxruntime/build" "shard=$OUT/faiss/build")
   else
     for b in "${built[@]}"; do profiles+=("$b=$OUT/$b/build"); done

@@ -6,6 +6,7 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symli
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { USE_LITE_PACKAGES } from "../../infra/bundles.ts";
 import {
   checkProfiles,
   dirSize,
@@ -147,8 +148,13 @@ describe("layers/build.sh", () => {
     writeSized(join(out, "onnxruntime/build/nodejs/node_modules/onnxruntime-node/lib.so"), 40 * MB);
     const r = build(["--check-only"], { LAYERS_OUT: out });
     expect(r.status).toBe(0);
-    expect(r.stdout).toMatch(/^search: 60\.0 MB of 250\.0 MB unzipped, fits/m);
-    expect(r.stdout).toMatch(/^reindex: 60\.0 MB/m);
+    // Search and reindex also count the USE-lite packages a plain deploy copies from node_modules.
+    const useLiteMb = USE_LITE_PACKAGES.reduce((a, p) => a + dirSize(join(repoRoot, "node_modules", p)), 0) / MB;
+    expect(useLiteMb).toBeGreaterThan(25);
+    const searchMb = (60 + useLiteMb).toFixed(1).replace(".", "\\.");
+    expect(r.stdout).toMatch(new RegExp(`^search: ${searchMb} MB of 250\\.0 MB unzipped, fits`, "m"));
+    expect(r.stdout).toMatch(new RegExp(`^reindex: ${searchMb} MB`, "m"));
+    expect(r.stdout).toMatch(/node_modules\/@energetic-ai\/model-embeddings-en/);
     expect(r.stdout).toMatch(/^reranker: 55\.0 MB/m);
     const over = build(["--check-only"], { LAYERS_OUT: out, CODE_MB: "220" });
     expect(over.status).toBe(1);
