@@ -2,10 +2,12 @@
 // RSS, and s3rver on its own event loop instead of the one being measured.
 //   s3rver <dir> <bucket>          serve <dir> over S3 on a free loopback port; prints {"port"}; exits when stdin closes
 //   raw-s3 <json>                  plain GETs of the given keys, bodies drained and dropped (or, with
-//                                  keep, copied into fresh buffers); prints {bytes, ms}
+//                                  keep, copied into fresh buffers); prints {bytes, ms, cpuMs}
 //   first-touch <bytes>            write rate into never-touched memory, then the same memory again
+//   sha256 <bytes>                 one thread's sha256 rate over that many bytes, in 8 MiB updates
 //   raw-fs <json>                  plain reads of the given files; prints {bytes, ms}
 //   load <json>                    the snapshot loader, as the search function runs it; prints timings and RSS
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { GetObjectCommand, S3Client } from "@aws-sdk/client-s3";
@@ -41,6 +43,8 @@ export interface LoadJob {
 
 export interface LoadResult {
   ms: number;
+  /** CPU time of this process (all its threads) during the load. */
+  cpuMs: number;
   bytes: number;
   version: string;
   rssBefore: number;
@@ -51,6 +55,12 @@ export interface LoadResult {
 }
 
 const credentials = { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" };
+
+/** User + system CPU ms of this process since `from`. */
+function cpuMsSince(from: NodeJS.CpuUsage): number {
+  const d = process.cpuUsage(from);
+  return (d.user + d.system) / 1000;
+}
 
 function s3Client(endpoint: string): S3Client {
   return new S3Client({ endpoint, forcePathStyle: true, region: "us-east-1", credentials });
@@ -100,6 +110,7 @@ async function main(): Promise<void> {
     const job = JSON.parse(arg) as S3Target & { keys: string[]; keep?: boolean };
     const client = s3Client(job.endpoint);
     const kept: Uint8Array[] = [];
+    const cpu0 = process.cpuUsage();
     const t0 = performance.now();
     const sizes = await Promise.all(
       job.keys.map(async (key) => {
@@ -115,7 +126,8 @@ async function main(): Promise<void> {
       }),
     );
     const ms = performance.now() - t0;
-    process.stdout.write(`${JSON.stringify({ bytes: sizes.reduce((a, b) => a + b, 0), ms })}\n`);
+    const cpuMs = cpuMsSince(cpu0);
+    process.stdout.write(`${JSON.stringify({ bytes: sizes.reduce((a, b) => a + b, 0), ms, cpuMs })}\n`);
     client.destroy();
     return;
   }
@@ -133,6 +145,19 @@ async function main(): Promise<void> {
       fresh.set(chunk.subarray(0, Math.min(chunk.byteLength, bytes - at)), at);
     const againMs = performance.now() - t1;
     process.stdout.write(`${JSON.stringify({ bytes, ms, againMs })}\n`);
+    return;
+  }
+  if (role === "sha256") {
+    // One thread's sha256 rate over fresh bytes of the snapshot's size: the loader's verification cost.
+    const bytes = Number(arg);
+    const data = new Uint8Array(bytes);
+    for (let i = 0; i < bytes; i += 4096) data[i] = i & 0xff;
+    const part = 8 * 1024 * 1024;
+    const t0 = performance.now();
+    const h = createHash("sha256");
+    for (let at = 0; at < bytes; at += part) h.update(data.subarray(at, Math.min(bytes, at + part)));
+    h.digest();
+    process.stdout.write(`${JSON.stringify({ bytes, ms: performance.now() - t0 })}\n`);
     return;
   }
   if (role === "raw-fs") {
@@ -170,17 +195,23 @@ async function main(): Promise<void> {
     const rssBefore = process.memoryUsage().rss;
     const hwm = await resetPeakRss();
     let sampled = rssBefore;
-    const sampler = setInterval(() => {
-      sampled = Math.max(sampled, process.memoryUsage().rss);
-    }, 2);
+    // Sampling only where the kernel keeps no high-water mark: it would take time from the load.
+    const sampler = hwm
+      ? undefined
+      : setInterval(() => {
+          sampled = Math.max(sampled, process.memoryUsage().rss);
+        }, 2);
+    const cpu0 = process.cpuUsage();
     const t0 = performance.now();
     const snap = await loader.current();
     const ms = performance.now() - t0;
-    clearInterval(sampler);
+    const cpuMs = cpuMsSince(cpu0);
+    if (sampler) clearInterval(sampler);
     const peakRss = Math.max(hwm ? (vmKb("VmHWM") ?? 0) : 0, sampled, process.memoryUsage().rss);
     const bytes = Object.values(snap.manifest.files).reduce((a, f) => a + f.bytes, 0);
     const out: LoadResult = {
       ms,
+      cpuMs,
       bytes,
       version: snap.version,
       rssBefore,

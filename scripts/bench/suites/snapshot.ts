@@ -2,8 +2,8 @@
 // from the local filesystem store, each against a raw read of the same bytes through the same path.
 // Every measurement runs in a fresh child process (clean heap and RSS); s3rver runs in its own
 // process so its work does not share the measured event loop.
-import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -38,6 +38,31 @@ function runChild<T>(args: string[]): Promise<T> {
       resolve(JSON.parse(last) as T);
     });
   });
+}
+
+/** CPU ms (user + system) a process has used so far, from /proc/<pid>/stat; null where unreadable. */
+function procCpuMs(pid: number | undefined): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // Fields after the parenthesised command name: utime is the 12th, stime the 13th.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const ticks = Number(fields[11]) + Number(fields[12]);
+    return (ticks * 1000) / clockTicks();
+  } catch {
+    return null;
+  }
+}
+
+let ticksPerS: number | undefined;
+function clockTicks(): number {
+  if (ticksPerS === undefined) {
+    try {
+      ticksPerS = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
+    } catch {
+      ticksPerS = 100;
+    }
+  }
+  return ticksPerS;
 }
 
 /** An S3 store on the benchmark's s3rver child. */
@@ -140,6 +165,15 @@ export const suite: Suite = {
       const fsJob: LoadJob = { store: { kind: "fs", root: fsRoot }, indexPrefix, streaming: true };
 
       const raw = { s3: [] as number[], s3Kept: [] as number[], fs: [] as number[] };
+      // CPU cores busy during a kept-bodies GET run and a loader run: this process's child + s3rver.
+      const cores = { kept: [] as number[], loader: [] as number[], keptMs: [] as number[] };
+      const withServerCpu = async <T extends { ms: number; cpuMs: number }>(run: Promise<T>, into: number[]) => {
+        const before = procCpuMs(s3child?.pid);
+        const r = await run;
+        const after = procCpuMs(s3child?.pid);
+        if (before !== null && after !== null) into.push((r.cpuMs + after - before) / r.ms);
+        return r;
+      };
       const loads = {
         s3: [] as LoadResult[],
         s3Small: [] as LoadResult[],
@@ -157,12 +191,16 @@ export const suite: Suite = {
           JSON.stringify({ endpoint: s3.endpoint, bucket, keys }),
         ]);
         raw.s3.push(rs3.bytes / MB / (rs3.ms / 1000));
-        const kept = await runChild<{ bytes: number; ms: number }>([
-          "raw-s3",
-          JSON.stringify({ endpoint: s3.endpoint, bucket, keys, keep: true }),
-        ]);
+        const kept = await withServerCpu(
+          runChild<{ bytes: number; ms: number; cpuMs: number }>([
+            "raw-s3",
+            JSON.stringify({ endpoint: s3.endpoint, bucket, keys, keep: true }),
+          ]),
+          cores.kept,
+        );
         raw.s3Kept.push(kept.bytes / MB / (kept.ms / 1000));
-        loads.s3.push(await runChild<LoadResult>(["load", JSON.stringify(s3Job)]));
+        cores.keptMs.push(kept.ms);
+        loads.s3.push(await withServerCpu(runChild<LoadResult>(["load", JSON.stringify(s3Job)]), cores.loader));
         loads.s3Small.push(await runChild<LoadResult>(["load", JSON.stringify({ ...s3Job, hugePages: false })]));
         loads.s3Lazy.push(await runChild<LoadResult>(["load", JSON.stringify({ ...s3Job, passageTexts: "lazy" })]));
         const rfs = await runChild<{ bytes: number; ms: number }>(["raw-fs", JSON.stringify(files)]);
@@ -201,6 +239,7 @@ export const suite: Suite = {
         String(snapshotBytes),
       ]);
       loads.s3Bytes.push(await runChild<LoadResult>(["load", JSON.stringify({ ...s3Job, streaming: false })]));
+      const sha = await runChild<{ bytes: number; ms: number }>(["sha256", String(snapshotBytes)]);
 
       const mbps = (l: LoadResult) => l.bytes / MB / (l.ms / 1000);
       const s3Load = median(loads.s3.map(mbps));
@@ -217,6 +256,11 @@ export const suite: Suite = {
       const touchMBps = touch.bytes / MB / (touch.ms / 1000);
       const againMBps = touch.bytes / MB / (touch.againMs / 1000);
       const fsRatio = fsLoad / fsRaw;
+      const shaMBps = sha.bytes / MB / (sha.ms / 1000);
+      // The kept GETs plus one thread hashing the same bytes after them: the loader's time if hashing
+      // could not overlap the transfer (no core free for it).
+      const keptMs = median(cores.keptMs);
+      const serialCeiling = keptMs / (keptMs + sha.ms);
 
       const figures = [
         figure("snapshot size", snapshotBytes / MB, "MB", undefined, `${n}×${d} flat index + passage store`),
@@ -238,7 +282,32 @@ export const suite: Suite = {
           undefined,
           "the same GETs, each body copied into a fresh buffer of its size",
         ),
-        figure("s3rver: loader / raw with bodies kept", s3Load / s3KeptRaw, "×"),
+        figure("s3rver: loader / raw with bodies kept", s3Load / s3KeptRaw, "×", {
+          text: "≥ 1.0×",
+          met: s3Load / s3KeptRaw >= 1,
+        }),
+        figure("sha256, one thread", shaMBps, "MB/s", undefined, `${Math.round(sha.ms)} ms for the snapshot's bytes`),
+        figure(
+          "kept GETs: CPU cores busy",
+          cores.kept.length ? median(cores.kept) : Number.NaN,
+          "cores",
+          undefined,
+          "(client + s3rver CPU time) / wall time",
+        ),
+        figure(
+          "loader: CPU cores busy",
+          cores.loader.length ? median(cores.loader) : Number.NaN,
+          "cores",
+          undefined,
+          "(client + s3rver CPU time) / wall time",
+        ),
+        figure(
+          "kept / (kept + sha256)",
+          serialCeiling,
+          "×",
+          undefined,
+          "loader / kept if verification cannot overlap the transfer",
+        ),
         figure(
           "first write into fresh memory",
           touchMBps,
@@ -287,6 +356,11 @@ export const suite: Suite = {
           s3_vs_raw_throughput: Number(s3Ratio.toFixed(3)),
           s3_vs_kept_throughput: Number((s3Load / s3KeptRaw).toFixed(3)),
           s3_no_huge_pages_vs_raw_throughput: Number((s3LoadSmall / s3Raw).toFixed(3)),
+          s3_no_huge_pages_vs_kept_throughput: Number((s3LoadSmall / s3KeptRaw).toFixed(3)),
+          sha256_mb_per_s: Math.round(shaMBps),
+          kept_cores_busy: cores.kept.length ? Number(median(cores.kept).toFixed(2)) : null,
+          loader_cores_busy: cores.loader.length ? Number(median(cores.loader).toFixed(2)) : null,
+          kept_over_kept_plus_sha256: Number(serialCeiling.toFixed(3)),
           first_touch_mb_per_s: Math.round(touchMBps),
           fs_vs_raw_throughput: Number(fsRatio.toFixed(3)),
           rss_over_snapshot_bytes: Number(rssRatio.toFixed(3)),
@@ -296,7 +370,7 @@ export const suite: Suite = {
           s3_load_ms: Math.round(median(loads.s3.map((l) => l.ms))),
           fs_load_ms: Math.round(median(loads.fs.map((l) => l.ms))),
         },
-        details: { raw, loads, firstTouch: touch, ...(sweep.length ? { sweep } : {}) },
+        details: { raw, loads, cores, sha, firstTouch: touch, ...(sweep.length ? { sweep } : {}) },
         notes: [
           `Medians of ${reps} rounds; each measurement is a fresh child process, raw and loader alternating.`,
           "Loader = createSnapshotLoader as the search function runs it: pointer + manifest GETs, parallel ranged GETs (8 MiB parts, 4 in flight), incremental sha256 of every file; a flat index.faiss lands part by part in the WebAssembly memory it is searched in (other types stream into a temp file faiss reads); the passage store is kept in memory as downloaded. Both memories are advised to use transparent huge pages (madvise, through our faiss-node build) before the bytes land; the 'without huge-page advice' run skips that.",
