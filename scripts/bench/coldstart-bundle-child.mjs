@@ -53,6 +53,8 @@ console.log(
     // loads start a little before the import returns).
     first_query_ms: done - afterImports - Math.max(snapshotMs, modelMs),
     query_100_ms: hundredth[hundredth.length - 1],
+    // The service's own split of the first answer (embed, search, sparse, texts, rerank).
+    first_timings: body.timings,
     total_ms: done,
   }),
 );

@@ -62,13 +62,21 @@ const TF_TYPES: Record<string, "float" | "int" | "bool"> = {
 const tfType = (a: TfAttr | undefined) => TF_TYPES[String(a?.type ?? "")];
 
 /** Weight values by name, from the concatenated shard bytes in manifest order. */
+/**
+ * The named weights of a TF.js graph, as views into its shards' bytes (copied only when a weight's
+ * offset is not 4-byte aligned, or when the shards come as several buffers: pass them read into one,
+ * as ensureUseLiteModel does, and no weight byte is copied here).
+ */
 export function readWeights(model: TfjsModelJson, shards: Uint8Array[]): Map<string, ConstValue> {
-  const total = shards.reduce((a, s) => a + s.byteLength, 0);
-  const all = new Uint8Array(total);
-  let off = 0;
-  for (const s of shards) {
-    all.set(s, off);
-    off += s.byteLength;
+  let all: Uint8Array;
+  if (shards.length === 1) all = shards[0];
+  else {
+    all = new Uint8Array(shards.reduce((a, s) => a + s.byteLength, 0));
+    let off = 0;
+    for (const s of shards) {
+      all.set(s, off);
+      off += s.byteLength;
+    }
   }
   const out = new Map<string, ConstValue>();
   let at = 0;
@@ -77,13 +85,18 @@ export function readWeights(model: TfjsModelJson, shards: Uint8Array[]): Map<str
       const n = w.shape.reduce((a, b) => a * b, 1);
       if (w.dtype !== "float32" && w.dtype !== "int32")
         throw new Error(`weight ${w.name}: dtype ${w.dtype} is not supported`);
-      const bytes = all.slice(at, at + 4 * n);
+      if (at + 4 * n > all.byteLength)
+        throw new Error(`weights manifest describes more bytes than the shards hold (${all.byteLength})`);
+      const aligned = (all.byteOffset + at) % 4 === 0;
+      const buffer = aligned ? all.buffer : all.slice(at, at + 4 * n).buffer;
+      const offset = aligned ? all.byteOffset + at : 0;
+      const data = w.dtype === "float32" ? new Float32Array(buffer, offset, n) : new Int32Array(buffer, offset, n);
       at += 4 * n;
-      const data = w.dtype === "float32" ? new Float32Array(bytes.buffer) : new Int32Array(bytes.buffer);
       out.set(w.name, { dtype: w.dtype, shape: w.shape, data });
     }
   }
-  if (at !== total) throw new Error(`weights manifest describes ${at} bytes, the shards hold ${total}`);
+  if (at !== all.byteLength)
+    throw new Error(`weights manifest describes ${at} bytes, the shards hold ${all.byteLength}`);
   return out;
 }
 

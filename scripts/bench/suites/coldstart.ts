@@ -33,6 +33,8 @@ interface ColdRun {
   first_query_ms: number;
   /** Bundle runs only: the 100th search of the process. */
   query_100_ms?: number;
+  /** Bundle runs only: the service's timings of the first answer. */
+  first_timings?: { embed_ms: number; search_ms: number; texts_ms?: number; rerank_ms: number; total_ms: number };
   total_ms: number;
 }
 
@@ -194,6 +196,13 @@ export const suite: Suite = {
           figure("bundle: snapshot load", b("snapshot_load_ms"), "ms", undefined, "pointer → files → sha256 → index"),
           figure("bundle: first query", b("first_query_ms"), "ms", undefined, "after both loads (approximate)"),
           figure("bundle: 100th query", b("query_100_ms"), "ms", undefined, "same process, 99 searches later"),
+          figure(
+            "bundle: first query, in the service",
+            stats(bundleRuns.map((x) => x.first_timings?.total_ms ?? 0)).p50,
+            "ms",
+            undefined,
+            `texts ${Math.round(stats(bundleRuns.map((x) => x.first_timings?.texts_ms ?? 0)).p50)} ms, rerank ${Math.round(stats(bundleRuns.map((x) => x.first_timings?.rerank_ms ?? 0)).p50)} ms; the rest of "first query" is the first invocation's own start`,
+          ),
           figure("bundle: process start → first answer", b("total_ms"), "ms", {
             text: "≤ 1500 ms",
             met: b("total_ms") <= 1500,
