@@ -27,7 +27,7 @@ const stampFile = join(pkgDir, "build", "two-stage-retrieval.stamp");
 const mode = process.env.FAISS_NODE_BUILD ?? "auto";
 const quiet = process.argv.includes("--quiet");
 const log = (m) => console.log(`[faiss-node] ${m}`);
-const sourceVersion = "patch-v4";
+const sourceVersion = "patch-v5"; // v5: fp16 flat scan, FLAT_SCAN_KERNEL
 
 function loads() {
   const r = spawnSync(

@@ -8,10 +8,15 @@
 //
 // scanInnerProduct(memory, q, rows, n, d, out), offsets in bytes into `memory` (the index's
 // WebAssembly memory, so the rows are not copied): out[i] = <q, row_i> for i < n.
+// scanInnerProductF16: the same with rows stored as IEEE binary16 (faiss SQfp16 codes), converted
+// to float32 in registers (F16C). Why: an fp16 snapshot then stays fp16 in memory, so a load
+// writes half the bytes (no float32 copy to fill) and each query reads half.
 #include <napi.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -64,20 +69,110 @@ __attribute__((target("avx2,fma"))) void scanAvx2(const float *q, const float *r
     s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
     s4 = _mm_add_ss(s4, _mm_shuffle_ps(s4, s4, 1));
     float s = _mm_cvtss_f32(s4);
+    // Explicit fused tails, so the float32 and fp16 kernels round alike (tests compare them exactly).
     for (; j < d; j++)
-      s += q[j] * r[j];
+      s = __builtin_fmaf(q[j], r[j], s);
+    out[i] = s;
+  }
+}
+#endif
+
+// IEEE binary16 -> float32, exact for every pattern (subnormals, infinities, NaN).
+inline float halfToFloat(uint16_t h)
+{
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+  uint32_t exp = (h >> 10) & 0x1f;
+  uint32_t frac = h & 0x3ff;
+  uint32_t bits;
+  if (exp == 0x1f)
+    bits = sign | 0x7f800000u | (frac << 13);
+  else if (exp != 0)
+    bits = sign | ((exp + 112) << 23) | (frac << 13);
+  else if (frac == 0)
+    bits = sign;
+  else
+  {
+    // subnormal half: normalise into a float32 exponent
+    exp = 113;
+    while (!(frac & 0x400))
+    {
+      frac <<= 1;
+      exp--;
+    }
+    bits = sign | (exp << 23) | ((frac & 0x3ff) << 13);
+  }
+  float f;
+  __builtin_memcpy(&f, &bits, 4);
+  return f;
+}
+
+void scanPortableF16(const float *q, const uint16_t *rows, size_t n, size_t d, float *out)
+{
+  for (size_t i = 0; i < n; i++)
+  {
+    const uint16_t *r = rows + i * d;
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t j = 0;
+    for (; j + 8 <= d; j += 8)
+      for (int k = 0; k < 8; k++)
+        acc[k] += q[j + k] * halfToFloat(r[j + k]);
+    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; j < d; j++)
+      s += q[j] * halfToFloat(r[j]);
+    out[i] = s;
+  }
+}
+
+#ifdef FLAT_SCAN_X86
+__attribute__((target("avx2,fma,f16c"))) inline __m256 half8(const uint16_t *p)
+{
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+}
+
+__attribute__((target("avx2,fma,f16c"))) void scanAvx2F16(const float *q, const uint16_t *rows, size_t n, size_t d,
+                                                           float *out)
+{
+  for (size_t i = 0; i < n; i++)
+  {
+    const uint16_t *r = rows + i * d;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    size_t j = 0;
+    for (; j + 32 <= d; j += 32)
+    {
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j), half8(r + j), a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j + 8), half8(r + j + 8), a1);
+      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j + 16), half8(r + j + 16), a2);
+      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j + 24), half8(r + j + 24), a3);
+    }
+    for (; j + 8 <= d; j += 8)
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j), half8(r + j), a0);
+    const __m256 s8 = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    s4 = _mm_add_ss(s4, _mm_shuffle_ps(s4, s4, 1));
+    float s = _mm_cvtss_f32(s4);
+    for (; j < d; j++)
+      s = __builtin_fmaf(q[j], _cvtsh_ss(r[j]), s);
     out[i] = s;
   }
 }
 #endif
 
 using ScanFn = void (*)(const float *, const float *, size_t, size_t, float *);
+using ScanF16Fn = void (*)(const float *, const uint16_t *, size_t, size_t, float *);
+
+// FLAT_SCAN_KERNEL=portable picks the portable kernels on any CPU (tests compare them).
+bool portableForced()
+{
+  const char *v = std::getenv("FLAT_SCAN_KERNEL");
+  return v != nullptr && std::string(v) == "portable";
+}
 
 ScanFn pickKernel(const char **name)
 {
 #ifdef FLAT_SCAN_X86
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+  if (!portableForced() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
   {
     *name = "avx2-fma";
     return scanAvx2;
@@ -87,11 +182,28 @@ ScanFn pickKernel(const char **name)
   return scanPortable;
 }
 
+ScanF16Fn pickKernelF16(const char **name)
+{
+#ifdef FLAT_SCAN_X86
+  __builtin_cpu_init();
+  if (!portableForced() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+      __builtin_cpu_supports("f16c"))
+  {
+    *name = "avx2-fma-f16c";
+    return scanAvx2F16;
+  }
+#endif
+  *name = "portable";
+  return scanPortableF16;
+}
+
 const char *kernelName = nullptr;
 const ScanFn kernel = pickKernel(&kernelName);
+const char *kernelF16Name = nullptr;
+const ScanF16Fn kernelF16 = pickKernelF16(&kernelF16Name);
 
-// A byte offset argument: a non-negative integer, 4-byte aligned (float access).
-bool floatOffset(const Napi::Value &v, uint64_t *out)
+// A byte offset argument: a non-negative integer, `align`-byte aligned (4: float, 2: half access).
+bool byteOffset(const Napi::Value &v, uint64_t *out, uint64_t align)
 {
   if (!v.IsNumber())
     return false;
@@ -99,23 +211,28 @@ bool floatOffset(const Napi::Value &v, uint64_t *out)
   if (!(x >= 0) || x > 9007199254740991.0 || x != static_cast<double>(static_cast<uint64_t>(x)))
     return false;
   *out = static_cast<uint64_t>(x);
-  return *out % 4 == 0;
+  return *out % align == 0;
 }
 
-Napi::Value ScanInnerProduct(const Napi::CallbackInfo &info)
+// Checks (memory, q, rows, n, d, out) for a scan whose rows hold `rowElementBytes` per value and
+// runs `scan` over the buffer; throws a JS error on bad arguments. Every range must lie inside it.
+template <typename Row, typename Scan>
+Napi::Value RunScan(const Napi::CallbackInfo &info, const char *fn, Scan scan)
 {
   Napi::Env env = info.Env();
   if (info.Length() != 6 || !info[0].IsArrayBuffer())
   {
-    Napi::TypeError::New(env, "scanInnerProduct expects (ArrayBuffer, q, rows, n, d, out).").ThrowAsJavaScriptException();
+    Napi::TypeError::New(env, std::string(fn) + " expects (ArrayBuffer, q, rows, n, d, out).").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   auto memory = info[0].As<Napi::ArrayBuffer>();
   uint64_t q, rows, out, n, d;
-  if (!floatOffset(info[1], &q) || !floatOffset(info[2], &rows) || !floatOffset(info[5], &out) ||
+  if (!byteOffset(info[1], &q, 4) || !byteOffset(info[2], &rows, sizeof(Row)) || !byteOffset(info[5], &out, 4) ||
       !info[3].IsNumber() || !info[4].IsNumber())
   {
-    Napi::TypeError::New(env, "scanInnerProduct: offsets must be non-negative multiples of 4.").ThrowAsJavaScriptException();
+    Napi::TypeError::New(env, std::string(fn) + ": offsets must be non-negative and aligned (q, out: 4; rows: " +
+                                  std::to_string(sizeof(Row)) + ").")
+        .ThrowAsJavaScriptException();
     return env.Undefined();
   }
   const double nd = info[3].As<Napi::Number>().DoubleValue();
@@ -123,23 +240,33 @@ Napi::Value ScanInnerProduct(const Napi::CallbackInfo &info)
   if (!(nd >= 0) || nd > 4294967296.0 || nd != static_cast<double>(static_cast<uint64_t>(nd)) ||
       !(dd >= 1) || dd > 1048576.0 || dd != static_cast<double>(static_cast<uint64_t>(dd)))
   {
-    Napi::RangeError::New(env, "scanInnerProduct: n and d out of range.").ThrowAsJavaScriptException();
+    Napi::RangeError::New(env, std::string(fn) + ": n and d out of range.").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   n = static_cast<uint64_t>(nd);
   d = static_cast<uint64_t>(dd);
   const uint64_t size = memory.ByteLength();
-  // Every range must lie inside the buffer: n * d * 4 <= 2^32 * 2^20 * 4 cannot overflow 64 bits.
+  // n * d * 4 <= 2^32 * 2^20 * 4 cannot overflow 64 bits.
   const auto fits = [size](uint64_t at, uint64_t bytes) { return at <= size && bytes <= size - at; };
-  if (!fits(q, d * 4) || !fits(rows, n * d * 4) || !fits(out, n * 4))
+  if (!fits(q, d * 4) || !fits(rows, n * d * sizeof(Row)) || !fits(out, n * 4))
   {
-    Napi::RangeError::New(env, "scanInnerProduct: a range lies outside the buffer.").ThrowAsJavaScriptException();
+    Napi::RangeError::New(env, std::string(fn) + ": a range lies outside the buffer.").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   auto *base = static_cast<uint8_t *>(memory.Data());
-  kernel(reinterpret_cast<const float *>(base + q), reinterpret_cast<const float *>(base + rows), n, d,
-         reinterpret_cast<float *>(base + out));
+  scan(reinterpret_cast<const float *>(base + q), reinterpret_cast<const Row *>(base + rows), n, d,
+       reinterpret_cast<float *>(base + out));
   return env.Undefined();
+}
+
+Napi::Value ScanInnerProduct(const Napi::CallbackInfo &info)
+{
+  return RunScan<float>(info, "scanInnerProduct", kernel);
+}
+
+Napi::Value ScanInnerProductF16(const Napi::CallbackInfo &info)
+{
+  return RunScan<uint16_t>(info, "scanInnerProductF16", kernelF16);
 }
 
 // adviseHugePages(memory): asks Linux to back `memory` with transparent huge pages
@@ -176,5 +303,7 @@ void RegisterFlatScan(Napi::Env env, Napi::Object exports)
 {
   exports.Set("scanInnerProduct", Napi::Function::New(env, ScanInnerProduct, "scanInnerProduct"));
   exports.Set("scanInnerProductKernel", Napi::String::New(env, kernelName));
+  exports.Set("scanInnerProductF16", Napi::Function::New(env, ScanInnerProductF16, "scanInnerProductF16"));
+  exports.Set("scanInnerProductF16Kernel", Napi::String::New(env, kernelF16Name));
   exports.Set("adviseHugePages", Napi::Function::New(env, AdviseHugePages, "adviseHugePages"));
 }

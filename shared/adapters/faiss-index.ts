@@ -22,6 +22,7 @@ import {
   type NativeFlat,
   type NativeScan,
   parseFlatHeader,
+  type RowFormat,
   SimdFlatIndex,
   simdFlatAvailable,
 } from "./simd-flat.ts";
@@ -55,6 +56,7 @@ interface FaissModule {
   /** Our build only (scripts/faiss-node/flat-scan.cc). */
   scanInnerProduct?: NativeScan;
   scanInnerProductKernel?: string;
+  scanInnerProductF16?: NativeScan;
   adviseHugePages?: (memory: ArrayBuffer) => boolean;
 }
 
@@ -170,7 +172,9 @@ export function nativeFlat(): NativeFlat | null {
   if (nativeFlatOps === undefined) {
     try {
       const m = faiss();
-      nativeFlatOps = m.scanInnerProduct ? { scan: m.scanInnerProduct, adviseHugePages: m.adviseHugePages } : null;
+      nativeFlatOps = m.scanInnerProduct
+        ? { scan: m.scanInnerProduct, scanF16: m.scanInnerProductF16, adviseHugePages: m.adviseHugePages }
+        : null;
     } catch {
       nativeFlatOps = null; // the WebAssembly kernel needs no addon
     }
@@ -188,11 +192,25 @@ export function allocateSnapshotBytes(bytes: number): Uint8Array {
   return new Uint8Array(buf);
 }
 
-function newFlatIndex(d: number, capacity: number, kernel: FlatKernel | undefined, hugePages = true): SimdFlatIndex {
+function newFlatIndex(
+  d: number,
+  capacity: number,
+  kernel: FlatKernel | undefined,
+  hugePages = true,
+  rowFormat: RowFormat = "f32",
+): SimdFlatIndex {
   const native = kernel !== "wasm" ? nativeFlat() : null;
   if (!native) return new SimdFlatIndex(d, capacity);
-  return new SimdFlatIndex(d, capacity, hugePages ? native : { scan: native.scan });
+  return new SimdFlatIndex(d, capacity, hugePages ? native : { scan: native.scan, scanF16: native.scanF16 }, rowFormat);
 }
+
+/** Whether fp16 snapshots can stay fp16 in memory (the native fp16 scan of our faiss-node build). */
+function keepsHalves(kernel: FlatKernel | undefined): boolean {
+  return kernel !== "wasm" && typeof nativeFlat()?.scanF16 === "function";
+}
+
+/** SQfp16 rows scanned as they are stored (no float32 copy). */
+const HALF_PARAMS: IndexParamsRecord = { factory: "SQfp16", scan: "fp16 rows, native SIMD flat" };
 
 export interface FaissVectorIndex extends VectorIndex {
   readonly type: ConcreteIndexType | "unknown";
@@ -438,8 +456,9 @@ class FaissIndex implements FaissVectorIndex {
 /** A "flat" index searched by our SIMD scan (native or WebAssembly); same file format as faiss's IndexFlatIP. */
 class SimdFlat implements FaissVectorIndex {
   /**
-   * "flat", or "fp16"/"sq8" for a scalar-quantized snapshot decoded into this memory (exact scan
-   * of the decoded vectors; toBuffer() then writes a Flat file of them).
+   * "flat", or "fp16"/"sq8" for a scalar-quantized snapshot: kept as fp16 rows where the native
+   * fp16 scan exists (toBuffer() gives the SQfp16 file back), otherwise decoded into float32 rows
+   * (exact scan of the decoded vectors; toBuffer() then writes a Flat file of them).
    */
   constructor(
     readonly flat: SimdFlatIndex,
@@ -614,6 +633,12 @@ export function faissIndexFromBuffer(buf: Uint8Array, opts: FaissLoadOptions = {
     flat.fileView(header).set(buf);
     return new SimdFlat(flat);
   }
+  const sq = useSimd(opts.flatKernel, opts.upstreamOnly) && keepsHalves(opts.flatKernel) ? parseSqHeader(buf) : null;
+  if (sq && typeof sq === "object" && sq.qtype === "fp16" && buf.byteLength === sq.headerBytes + sq.codeBytes) {
+    const flat = newFlatIndex(sq.dimensions, sq.count, opts.flatKernel, true, "f16");
+    flat.halfFileView(sq.headerBytes, sq.count).set(buf);
+    return new SimdFlat(flat, "fp16", HALF_PARAMS);
+  }
   checkFaissFile(bytesSource(buf));
   let native: NativeIndex;
   try {
@@ -733,13 +758,72 @@ export function createFaissIndexSinkFactory(
   } = {},
 ): (manifest: SnapshotManifest) => Promise<IndexSink> {
   const toFile = tempFileSink(opts);
-  const newFlat = (d: number, rows: number) => newFlatIndex(d, rows, opts.flatKernel, opts.hugePages ?? true);
+  const newFlat = (d: number, rows: number, format: RowFormat = "f32") =>
+    newFlatIndex(d, rows, opts.flatKernel, opts.hugePages ?? true, format);
   return async (manifest) => {
     if (!useSimd(opts.flatKernel, false)) return toFile(manifest);
-    if (manifest.index_type === "flat") return simdFlatSink(manifest, newFlat, () => toFile(manifest));
+    const fallback = () => toFile(manifest);
+    if (manifest.index_type === "flat") return inPlaceSink(manifest, flatLayout(manifest, newFlat), fallback);
+    if (manifest.index_type === "fp16" && keepsHalves(opts.flatKernel))
+      return inPlaceSink(manifest, halfLayout(manifest, newFlat), fallback);
     if (manifest.index_type === "fp16" || manifest.index_type === "sq8")
-      return scalarQuantizedSink(manifest, newFlat, () => toFile(manifest));
+      return scalarQuantizedSink(manifest, newFlat, fallback);
     return toFile(manifest);
+  };
+}
+
+/**
+ * A file whose rows can be searched where they land: a fixed-size header, then `rowBytes` per row.
+ * (faiss IndexFlatIP: float32 rows; SQfp16: IEEE halves, kept as they are by the native fp16 scan.)
+ */
+interface InPlaceLayout {
+  headerBytes: number;
+  rowBytes: number;
+  /** The row count a complete header declares, or null when it is not the file this layout expects. */
+  rowsInHeader(head: Uint8Array): number | null;
+  /** Memory for `rows` rows and the byte view the whole file goes into. */
+  open(rows: number): { flat: SimdFlatIndex; view: Uint8Array };
+  wrap(flat: SimdFlatIndex): SimdFlat;
+}
+
+type NewFlat = (d: number, rows: number, format?: RowFormat) => SimdFlatIndex;
+
+function flatLayout(manifest: SnapshotManifest, newFlat: NewFlat): InPlaceLayout {
+  const d = manifest.embedder.dimensions;
+  return {
+    headerBytes: FLAT_HEADER_BYTES,
+    rowBytes: 4 * d,
+    rowsInHeader(head) {
+      const h = parseFlatHeader(head);
+      return h && h.dimensions === d ? h.count : null;
+    },
+    open(rows) {
+      const flat = newFlat(d, rows);
+      return { flat, view: flat.fileView({ dimensions: d, count: rows }) };
+    },
+    wrap: (flat) => new SimdFlat(flat),
+  };
+}
+
+/** An SQfp16 file: FIXED header (no trained values for fp16), then 2·d bytes per row. */
+const SQ_FP16_HEADER_BYTES = 81;
+
+function halfLayout(manifest: SnapshotManifest, newFlat: NewFlat): InPlaceLayout {
+  const d = manifest.embedder.dimensions;
+  return {
+    headerBytes: SQ_FP16_HEADER_BYTES,
+    rowBytes: 2 * d,
+    rowsInHeader(head) {
+      const h = parseSqHeader(head);
+      return h && typeof h === "object" && h.qtype === "fp16" && h.dimensions === d && h.headerBytes === SQ_FP16_HEADER_BYTES
+        ? h.count
+        : null;
+    },
+    open(rows) {
+      const flat = newFlat(d, rows, "f16");
+      return { flat, view: flat.halfFileView(SQ_FP16_HEADER_BYTES, rows) };
+    },
+    wrap: (flat) => new SimdFlat(flat, "fp16", HALF_PARAMS),
   };
 }
 
@@ -751,7 +835,7 @@ export function createFaissIndexSinkFactory(
  */
 function scalarQuantizedSink(
   manifest: SnapshotManifest,
-  newFlat: (d: number, rows: number) => SimdFlatIndex,
+  newFlat: NewFlat,
   fallback: () => Promise<IndexSink>,
 ): IndexSink {
   let head: Uint8Array = new Uint8Array(0);
@@ -809,73 +893,66 @@ function scalarQuantizedSink(
 }
 
 /**
- * Streams a flat IP file into the WebAssembly memory it will be searched in. The memory is sized
- * from the manifest up front, so downloaded parts can land in place (target()); the header is
- * checked when it arrives, and a file that is not a flat IP index goes to `fallback` instead.
+ * Streams a file (flat IP, or SQfp16 kept as halves) into the WebAssembly memory it will be
+ * searched in. The memory is sized from the manifest up front, so downloaded parts can land in
+ * place (target()); the header is checked when it arrives, and a file that is not what the
+ * layout expects goes to `fallback` instead.
  */
-function simdFlatSink(
-  manifest: SnapshotManifest,
-  newFlat: (d: number, rows: number) => SimdFlatIndex,
-  fallback: () => Promise<IndexSink>,
-): IndexSink {
-  const d = manifest.embedder.dimensions;
+function inPlaceSink(manifest: SnapshotManifest, layout: InPlaceLayout, fallback: () => Promise<IndexSink>): IndexSink {
   const fileBytes = manifest.files[INDEX_FILE_NAME]?.bytes ?? 0;
-  const rows = (fileBytes - FLAT_HEADER_BYTES) / (4 * d);
-  // Sized from the manifest; when it cannot describe a flat file, decide from the header alone.
-  let flat: SimdFlatIndex | undefined = Number.isInteger(rows) && rows >= 0 ? newFlat(d, rows) : undefined;
-  let view = flat?.fileView({ dimensions: d, count: rows });
+  const rows = (fileBytes - layout.headerBytes) / layout.rowBytes;
+  // Sized from the manifest; when it cannot describe the file, decide from the header alone.
+  let opened = Number.isInteger(rows) && rows >= 0 ? layout.open(rows) : undefined;
   let checked = false;
-  const head = new Uint8Array(FLAT_HEADER_BYTES);
+  const head = new Uint8Array(layout.headerBytes);
   let received = 0;
   let other: IndexSink | undefined;
   return {
     target(offset, length) {
-      return other ? undefined : flat?.fileRange(offset, length);
+      return other ? undefined : opened?.flat.fileRange(offset, length);
     },
     async write(chunk) {
       if (other) return other.write(chunk);
       if (!checked) {
-        const take = Math.min(chunk.byteLength, FLAT_HEADER_BYTES - received);
+        const take = Math.min(chunk.byteLength, layout.headerBytes - received);
         head.set(chunk.subarray(0, take), received);
-        if (received + take < FLAT_HEADER_BYTES) {
-          if (view) view.set(chunk, received);
+        if (received + take < layout.headerBytes) {
+          if (opened) opened.view.set(chunk, received);
           received += take;
           return;
         }
         checked = true;
-        const header = parseFlatHeader(head);
-        if (!header || header.dimensions !== d || (view && header.count !== rows)) {
-          // Not the flat file the manifest describes: let faiss read whatever it is.
-          flat = undefined;
-          view = undefined;
+        const count = layout.rowsInHeader(head);
+        if (count === null || (opened && count !== rows)) {
+          // Not the file the manifest describes: let faiss read whatever it is.
+          opened = undefined;
           other = await fallback();
           await other.write(head.subarray(0, received + take));
           if (take < chunk.byteLength) await other.write(chunk.subarray(take));
           return;
         }
-        if (!view) {
-          flat = newFlat(d, header.count);
-          view = flat.fileView(header);
-          view.set(head.subarray(0, received));
+        if (!opened) {
+          opened = layout.open(count);
+          opened.view.set(head.subarray(0, received));
         }
       }
-      if (!view) throw new ValidationError("flat index sink has no memory");
+      if (!opened) throw new ValidationError("index sink has no memory");
+      const { view } = opened;
       if (received + chunk.byteLength > view.byteLength)
-        throw new ValidationError("flat index file is longer than its header says");
+        throw new ValidationError(`${manifest.index_type} index file is longer than its header says`);
       // Parts downloaded through target() are already in place.
       if (chunk.buffer !== view.buffer || chunk.byteOffset !== view.byteOffset + received) view.set(chunk, received);
       received += chunk.byteLength;
     },
     async finish() {
       if (other) return other.finish();
-      if (!flat || !view || received !== view.byteLength)
-        throw new ValidationError("flat index file is shorter than its header says");
-      return new SimdFlat(flat);
+      if (!opened || received !== opened.view.byteLength)
+        throw new ValidationError(`${manifest.index_type} index file is shorter than its header says`);
+      return layout.wrap(opened.flat);
     },
     async abort() {
       if (other) await other.abort();
-      flat = undefined;
-      view = undefined;
+      opened = undefined;
     },
   };
 }

@@ -10,7 +10,10 @@
 //
 // The vectors stay in faiss's on-disk layout: an IndexFlatIP file is a 45-byte header followed by
 // the raw float32 rows, so a snapshot's index.faiss is read (or streamed) straight into WebAssembly
-// memory, and toBuffer() writes a file faiss itself reads back.
+// memory, and toBuffer() writes a file faiss itself reads back. An SQfp16 file is laid out the same
+// way (an 81-byte header, then the rows as IEEE halves); where the native scan reads halves
+// (`scanF16`), an fp16 snapshot is kept as fp16: half the memory to fill at load, half to read per
+// query, and the scores are those of the decoded vectors.
 import { ValidationError } from "../core/errors.ts";
 import { METRIC_INNER_PRODUCT } from "./faiss-file-check.ts";
 import type { VectorSearchResult } from "../core/ports.ts";
@@ -248,8 +251,8 @@ function writeFlatHeader(out: Uint8Array, h: FlatHeader): void {
 // ---------- the index ----------
 
 const PAGE = 65536;
-/** Rows start 16-byte aligned; the 45-byte file header sits just before them (from offset 3). */
-const ROWS_OFFSET = 48;
+/** Rows start 16-byte aligned with room for the file header just before them (45 bytes for flat, 81 for SQfp16). */
+const ROWS_OFFSET = 96;
 const MAX_MEMORY = 65536 * PAGE; // wasm32: 4 GiB
 
 const align64 = (n: number) => Math.ceil(n / 64) * 64;
@@ -260,9 +263,14 @@ const align64 = (n: number) => Math.ceil(n / 64) * 64;
  */
 export type NativeScan = (memory: ArrayBuffer, q: number, rows: number, n: number, d: number, out: number) => void;
 
+/** How the rows are stored: float32, or IEEE binary16 (faiss SQfp16 codes; native scan only). */
+export type RowFormat = "f32" | "f16";
+
 /** What our faiss-node build adds for the flat index (scripts/faiss-node/flat-scan.cc). */
 export interface NativeFlat {
   scan: NativeScan;
+  /** The scan over rows stored as IEEE halves (builds from patch-v5 on). */
+  scanF16?: NativeScan;
   /** madvise(MADV_HUGEPAGE) over the buffer: fewer first-touch faults while a snapshot streams in. */
   adviseHugePages?: (memory: ArrayBuffer) => boolean;
 }
@@ -276,28 +284,45 @@ export class SimdFlatIndex {
   readonly dimensions: number;
   /** Which kernel scans: "wasm" or "native". */
   readonly kernel: "wasm" | "native";
+  readonly rowFormat: RowFormat;
   private n = 0;
   private memory: WebAssembly.Memory;
-  private scan: (q: number, rows: number, n: number, rowBytes: number, out: number) => void;
+  /** Bytes per stored value: 4 (f32) or 2 (f16). */
+  private readonly valueBytes: number;
+  /** Where the file given to fileView()/halfFileView() starts in memory (-1: fp16 rows not loaded yet). */
+  private fileStart: number;
+  private scan: (q: number, rows: number, n: number, d: number, out: number) => void;
   private readonly adviseHugePages?: (memory: ArrayBuffer) => boolean;
 
-  constructor(dimensions: number, capacity: number, native?: NativeFlat) {
+  constructor(dimensions: number, capacity: number, native?: NativeFlat, rowFormat: RowFormat = "f32") {
     const module = kernel();
     if (!module) throw new Error("WebAssembly SIMD is not available");
     if (!Number.isInteger(dimensions) || dimensions <= 0)
       throw new ValidationError(`dimensions must be a positive integer, got ${dimensions}`);
+    const native16 = native?.scanF16;
+    if (rowFormat === "f16" && !native16) throw new Error("fp16 rows need the native fp16 scan of our faiss-node build");
     this.dimensions = dimensions;
+    this.rowFormat = rowFormat;
+    this.valueBytes = rowFormat === "f16" ? 2 : 4;
+    this.fileStart = rowFormat === "f16" ? -1 : ROWS_OFFSET - FLAT_HEADER_BYTES;
     this.memory = new WebAssembly.Memory({ initial: Math.max(1, Math.ceil(this.bytesFor(capacity) / PAGE)) });
     if (native) {
-      const scan = native.scan;
+      const scan = rowFormat === "f16" && native16 ? native16 : native.scan;
       this.kernel = "native";
       // memory.buffer is replaced when memory grows: read it at each call.
-      this.scan = (q, rows, n, rowBytes, out) => scan(this.memory.buffer, q, rows, n, rowBytes / 4, out);
+      this.scan = (q, rows, n, d, out) => scan(this.memory.buffer, q, rows, n, d, out);
       this.adviseHugePages = native.adviseHugePages;
       this.adviseHugePages?.(this.memory.buffer);
     } else {
       this.kernel = "wasm";
-      this.scan = new WebAssembly.Instance(module, { env: { mem: this.memory } }).exports.scan as typeof this.scan;
+      const wasm = new WebAssembly.Instance(module, { env: { mem: this.memory } }).exports.scan as (
+        q: number,
+        rows: number,
+        n: number,
+        rowBytes: number,
+        out: number,
+      ) => void;
+      this.scan = (q, rows, n, d, out) => wasm(q, rows, n, d * 4, out);
     }
   }
 
@@ -307,9 +332,10 @@ export class SimdFlatIndex {
 
   /** Memory needed for `rows` rows plus the query and score scratch space. */
   private bytesFor(rows: number): number {
-    const b = ROWS_OFFSET + align64(rows * this.dimensions * 4) + align64(this.dimensions * 4) + align64(rows * 4);
+    const b =
+      ROWS_OFFSET + align64(rows * this.dimensions * this.valueBytes) + align64(this.dimensions * 4) + align64(rows * 4);
     if (b > MAX_MEMORY)
-      throw new ValidationError(`a flat index of ${rows}×${this.dimensions} floats exceeds WebAssembly's 4 GiB memory`);
+      throw new ValidationError(`a flat index of ${rows}×${this.dimensions} values exceeds WebAssembly's 4 GiB memory`);
     return b;
   }
 
@@ -324,8 +350,9 @@ export class SimdFlatIndex {
     }
   }
 
-  /** Appends row-major vectors. */
+  /** Appends row-major vectors (float32 rows only; an fp16 index is filled from its file). */
   add(rows: Float32Array): void {
+    this.requireF32("add");
     const d = this.dimensions;
     if (rows.length % d !== 0)
       throw new ValidationError(`a batch of ${rows.length} floats is not a multiple of ${d} dimensions`);
@@ -340,14 +367,30 @@ export class SimdFlatIndex {
    * the file must be copied into (header included), for loading without an intermediate copy.
    */
   fileView(header: FlatHeader): Uint8Array {
+    this.requireF32("fileView");
     if (header.dimensions !== this.dimensions) throw new ValidationError("dimension mismatch");
-    this.ensure(header.count);
-    this.n = header.count;
-    return new Uint8Array(
-      this.memory.buffer,
-      ROWS_OFFSET - FLAT_HEADER_BYTES,
-      FLAT_HEADER_BYTES + header.count * this.dimensions * 4,
-    );
+    return this.fileViewAt(FLAT_HEADER_BYTES, header.count);
+  }
+
+  /**
+   * For an fp16 index: room for an SQfp16 file of `count` rows whose codes start at byte
+   * `headerBytes`, returned as the byte view the whole file must be copied into.
+   */
+  halfFileView(headerBytes: number, count: number): Uint8Array {
+    if (this.rowFormat !== "f16") throw new Error("halfFileView needs an index with fp16 rows");
+    if (!(headerBytes > 0 && headerBytes <= ROWS_OFFSET)) throw new ValidationError(`header of ${headerBytes} bytes`);
+    return this.fileViewAt(headerBytes, count);
+  }
+
+  private fileViewAt(headerBytes: number, count: number): Uint8Array {
+    this.ensure(count);
+    this.n = count;
+    this.fileStart = ROWS_OFFSET - headerBytes;
+    return new Uint8Array(this.memory.buffer, this.fileStart, headerBytes + count * this.dimensions * this.valueBytes);
+  }
+
+  private requireF32(what: string): void {
+    if (this.rowFormat !== "f32") throw new Error(`${what} needs an index with float32 rows`);
   }
 
   /**
@@ -355,6 +398,7 @@ export class SimdFlatIndex {
    * storage format (fp16, SQ8) into this memory.
    */
   rowsView(count: number): Float32Array {
+    this.requireF32("rowsView");
     this.ensure(count);
     this.n = count;
     return new Float32Array(this.memory.buffer, ROWS_OFFSET, count * this.dimensions);
@@ -365,9 +409,9 @@ export class SimdFlatIndex {
    * reaching past the file's end into scratch space (for a reader's "is there more?" probe byte).
    */
   fileRange(offset: number, length: number): Uint8Array | undefined {
-    const start = ROWS_OFFSET - FLAT_HEADER_BYTES + offset;
+    const start = this.fileStart + offset;
     const buf = this.memory.buffer;
-    return offset >= 0 && start + length <= buf.byteLength ? new Uint8Array(buf, start, length) : undefined;
+    return this.fileStart >= 0 && offset >= 0 && start + length <= buf.byteLength ? new Uint8Array(buf, start, length) : undefined;
   }
 
   search(query: Float32Array, k: number): VectorSearchResult {
@@ -376,17 +420,21 @@ export class SimdFlatIndex {
       throw new ValidationError(`query vector has ${query.length} dimensions, the index has ${d}`);
     const kk = Math.min(Math.floor(k), this.n);
     if (!(kk > 0)) return { ordinals: [], scores: [] };
-    const qOff = ROWS_OFFSET + align64(this.n * d * 4);
+    const qOff = ROWS_OFFSET + align64(this.n * d * this.valueBytes);
     const outOff = qOff + align64(d * 4);
     this.ensure(this.n); // scratch space after a load that sized memory for rows only
     const buf = this.memory.buffer;
     new Float32Array(buf, qOff, d).set(query);
-    this.scan(qOff, ROWS_OFFSET, this.n, d * 4, outOff);
+    this.scan(qOff, ROWS_OFFSET, this.n, d, outOff);
     return topK(new Float32Array(buf, outOff, this.n), kk);
   }
 
-  /** The index as a faiss IndexFlatIP file. */
+  /** The index as a faiss IndexFlatIP file, or for fp16 rows the SQfp16 file it was loaded from. */
   toBuffer(): Uint8Array {
+    if (this.rowFormat === "f16") {
+      if (this.fileStart < 0) throw new Error("an fp16 index holds no file until halfFileView() fills it");
+      return new Uint8Array(this.memory.buffer, this.fileStart, ROWS_OFFSET - this.fileStart + this.n * this.dimensions * 2).slice();
+    }
     const out = new Uint8Array(FLAT_HEADER_BYTES + this.n * this.dimensions * 4);
     writeFlatHeader(out, { dimensions: this.dimensions, count: this.n });
     out.set(new Uint8Array(this.memory.buffer, ROWS_OFFSET, this.n * this.dimensions * 4), FLAT_HEADER_BYTES);

@@ -1,5 +1,6 @@
 // The WebAssembly SIMD flat scan: exact against brute force for any dimension (SIMD blocks and
 // scalar tail), byte-compatible with faiss's IndexFlatIP files, and loadable from streamed chunks.
+import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
@@ -134,8 +135,8 @@ describe("SIMD flat index", () => {
     expect(() => scan(mem, 0, 64, 100, 8, 512)).toThrow(/outside the buffer/); // rows past the end
     expect(() => scan(mem, 1020, 64, 1, 8, 512)).toThrow(/outside the buffer/); // query past the end
     expect(() => scan(mem, 0, 64, 4, 8, 1016)).toThrow(/outside the buffer/); // scores past the end
-    expect(() => scan(mem, 2, 64, 4, 8, 512)).toThrow(/multiples of 4/);
-    expect(() => scan(mem, -4, 64, 4, 8, 512)).toThrow(/multiples of 4/);
+    expect(() => scan(mem, 2, 64, 4, 8, 512)).toThrow(/aligned/);
+    expect(() => scan(mem, -4, 64, 4, 8, 512)).toThrow(/aligned/);
     expect(() => scan(mem, 0, 64, 4, 0, 512)).toThrow(/out of range/);
     expect(() => scan(mem, 0, 64, 1.5, 8, 512)).toThrow(/out of range/);
     expect(() => (scan as unknown as (...a: unknown[]) => void)(f, 0, 64, 4, 8, 512)).toThrow(/ArrayBuffer/);
@@ -219,5 +220,118 @@ describe("SIMD flat index", () => {
     await sink.write(hnswFile.subarray(0, 10));
     await sink.write(hnswFile.subarray(10));
     expect((await sink.finish()).search(row(base, d, 7), 1).ordinals).toEqual([7]);
+  });
+});
+
+// The native scan over IEEE halves (fp16 snapshots kept as fp16): F16C conversion is exact, so its
+// scores equal the float32 scan's over the decoded rows bit for bit, subnormals and signs included.
+describe.skipIf(!nativeOps?.scanF16)("native fp16 scan", () => {
+  const scanF16 = nativeOps?.scanF16 as NativeScan;
+  const scan32 = nativeOps?.scan as NativeScan;
+
+  /** n×d halves from a seeded generator: every exponent, subnormals and ±0, no infinities or NaN. */
+  function halves(n: number, d: number, seed: number): Uint16Array {
+    const out = new Uint16Array(n * d);
+    let x = seed >>> 0;
+    for (let i = 0; i < out.length; i++) {
+      x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+      const h = x >>> 16;
+      out[i] = (h & 0x7c00) === 0x7c00 ? h & 0x83ff : h; // exponent 31 (inf/NaN) → subnormal
+    }
+    return out;
+  }
+  /** float32 of a half, by the definition (independent of sq-decode's table). */
+  const halfValue = (h: number) => {
+    const s = h & 0x8000 ? -1 : 1;
+    const e = (h >> 10) & 0x1f;
+    const f = h & 0x3ff;
+    return e === 0 ? s * 2 ** -14 * (f / 1024) : s * 2 ** (e - 15) * (1 + f / 1024);
+  };
+
+  it.each([1, 5, 8, 37, 45, 384])("equals the float32 scan of the decoded rows (d=%i)", (d) => {
+    const n = 50;
+    const codes = halves(n, d, d);
+    // Queries small enough that no product overflows float32.
+    const q = Float32Array.from({ length: d }, (_, j) => ((j * 37) % 11) / 1e5 - 5e-5);
+    const up = (x: number) => Math.ceil(x / 64) * 64;
+    const qOff = 0;
+    const rows32 = up(d * 4);
+    const out32 = up(rows32 + n * d * 4);
+    const rows16 = up(out32 + n * 4);
+    const out16 = up(rows16 + n * d * 2);
+    const mem = new ArrayBuffer(out16 + n * 4);
+    new Float32Array(mem, qOff, d).set(q);
+    const decoded = new Float32Array(mem, rows32, n * d);
+    for (let i = 0; i < codes.length; i++) decoded[i] = halfValue(codes[i]);
+    new Uint16Array(mem, rows16, n * d).set(codes);
+    scan32(mem, qOff, rows32, n, d, out32);
+    scanF16(mem, qOff, rows16, n, d, out16);
+    expect(Array.from(new Float32Array(mem, out16, n))).toEqual(Array.from(new Float32Array(mem, out32, n)));
+  });
+
+  it("refuses misaligned rows and ranges outside its buffer (2 bytes per value)", () => {
+    const mem = new ArrayBuffer(1024);
+    new Uint16Array(mem, 64, 32).fill(0x3c00); // 1.0
+    new Float32Array(mem, 0, 8).fill(1);
+    scanF16(mem, 0, 66, 3, 8, 512); // rows at an odd multiple of 2 are fine
+    expect(Array.from(new Float32Array(mem, 512, 3))).toEqual([8, 8, 8]);
+    expect(() => scanF16(mem, 0, 65, 3, 8, 512)).toThrow(/aligned/);
+    expect(() => scanF16(mem, 0, 1024 - 30, 2, 8, 512)).toThrow(/outside the buffer/);
+    expect(() => scanF16(mem, 0, 64, 4, 8, 1022)).toThrow(/aligned/);
+  });
+
+  it("the portable kernel (CPUs without F16C) gives the same scores", () => {
+    const d = 45;
+    const n = 40;
+    // The child rebuilds the same inputs from the same seed, with FLAT_SCAN_KERNEL=portable.
+    const program = `
+      const f = require("faiss-node");
+      const d = ${d}, n = ${n};
+      const mem = new ArrayBuffer(4096 * 4);
+      const q = new Float32Array(mem, 0, d);
+      for (let j = 0; j < d; j++) q[j] = ((j * 37) % 11) / 1e5 - 5e-5;
+      const rows = new Uint16Array(mem, 256, n * d);
+      let x = ${d} >>> 0;
+      for (let i = 0; i < rows.length; i++) {
+        x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+        const h = x >>> 16;
+        rows[i] = (h & 0x7c00) === 0x7c00 ? h & 0x83ff : h;
+      }
+      f.scanInnerProductF16(mem, 0, 256, n, d, 12288);
+      console.log(JSON.stringify({ kernel: f.scanInnerProductF16Kernel, scores: Array.from(new Float32Array(mem, 12288, n)) }));`;
+    const r = spawnSync(process.execPath, ["-e", program], {
+      encoding: "utf8",
+      env: { ...process.env, FLAT_SCAN_KERNEL: "portable" },
+    });
+    expect(r.status, r.stderr).toBe(0);
+    const child = JSON.parse(r.stdout) as { kernel: string; scores: number[] };
+    expect(child.kernel).toBe("portable");
+    const codes = halves(n, d, d);
+    for (let i = 0; i < n; i++) {
+      let want = 0;
+      for (let j = 0; j < d; j++) want += (Math.fround(((j * 37) % 11) / 1e5 - 5e-5) * halfValue(codes[i * d + j]));
+      expect(child.scores[i]).toBeCloseTo(want, Math.max(0, 5 - Math.ceil(Math.log10(Math.abs(want) + 1))));
+    }
+  });
+
+  it("an fp16 index keeps its file: scans the halves in place and gives the same bytes back", async () => {
+    const d = 48;
+    const base = clusteredVectors({ n: 700, d, seed: 3, clusters: 6 });
+    const file = (await buildFaissIndex({ dimensions: d, type: "fp16", count: 700 }, [base])).toBuffer();
+    const index = faissIndexFromBuffer(file);
+    expect(index.type).toBe("fp16");
+    expect(index.params).toMatchObject({ scan: "fp16 rows, native SIMD flat" });
+    expect(index.toBuffer()).toEqual(new Uint8Array(file));
+    const decoded = faissIndexFromBuffer(file, { flatKernel: "wasm" }); // no fp16 scan there: faiss reads it
+    for (const i of [0, 99, 699]) {
+      const a = index.search(row(base, d, i), 10);
+      const b = decoded.search(row(base, d, i), 10);
+      expect(a.ordinals).toEqual(b.ordinals);
+      for (let r = 0; r < 10; r++) expect(a.scores[r]).toBeCloseTo(b.scores[r], 4);
+    }
+    const flat = new SimdFlatIndex(d, 1, nativeOps as NativeFlat, "f16");
+    expect(() => flat.add(base)).toThrow(/float32 rows/);
+    expect(() => flat.toBuffer()).toThrow(/no file/);
+    expect(() => new SimdFlatIndex(d, 1, { scan: scan32 }, "f16")).toThrow(/native fp16 scan/);
   });
 });

@@ -7,7 +7,9 @@ import {
   buildFaissIndex,
   createFaissIndexSinkFactory,
   type FaissVectorIndex,
+  type FlatKernel,
   faissIndexFromBuffer,
+  nativeFlat,
 } from "../../shared/adapters/faiss-index.ts";
 import { createSqDecoder, parseSqHeader, type SqHeader } from "../../shared/adapters/sq-decode.ts";
 import type { SnapshotManifest } from "../../shared/core/ports.ts";
@@ -23,8 +25,8 @@ const manifestFor = (type: string, bytes: number, count = n) =>
     files: { "index.faiss": { bytes } },
   }) as unknown as SnapshotManifest;
 
-async function streamed(file: Uint8Array, manifest: SnapshotManifest, cuts: number[]) {
-  const sink = await createFaissIndexSinkFactory()(manifest);
+async function streamed(file: Uint8Array, manifest: SnapshotManifest, cuts: number[], kernel?: FlatKernel) {
+  const sink = await createFaissIndexSinkFactory({ flatKernel: kernel })(manifest);
   let at = 0;
   for (const c of [...cuts, file.length]) {
     await sink.write(file.subarray(at, c));
@@ -33,15 +35,24 @@ async function streamed(file: Uint8Array, manifest: SnapshotManifest, cuts: numb
   return (await sink.finish()) as FaissVectorIndex;
 }
 
-describe.each(["fp16", "sq8"] as const)("%s snapshot into the flat scan", (type) => {
+/** fp16 stays fp16 where our faiss-node build scans halves; otherwise (and SQ8) it is decoded to float32. */
+const keepsHalves = typeof nativeFlat()?.scanF16 === "function";
+
+describe.each([
+  ["fp16", undefined],
+  ["fp16", "wasm"],
+  ["sq8", undefined],
+] as const)("%s snapshot into the flat scan (kernel %s)", (type, kernel) => {
   it("scores every vector as faiss's own index does, from chunks split anywhere", async () => {
     const built = await buildFaissIndex({ dimensions: d, type, count: n }, [base]);
     const file = built.toBuffer();
-    const reference = faissIndexFromBuffer(file);
+    const reference = faissIndexFromBuffer(file, { flatKernel: "faiss" });
+    const scan =
+      type === "fp16" && kernel !== "wasm" && keepsHalves ? "fp16 rows, native SIMD flat" : "decoded to float32, SIMD flat";
     for (const cuts of [[], [1, 72, 73, 80, 81, 82, 83, 300], [Math.floor(file.length / 2) | 1]]) {
-      const index = await streamed(file, manifestFor(type, file.length), cuts);
+      const index = await streamed(file, manifestFor(type, file.length), cuts, kernel);
       expect(index.type).toBe(type);
-      expect(index.params).toMatchObject({ scan: "decoded to float32, SIMD flat" });
+      expect(index.params).toMatchObject({ scan });
       expect(index.count).toBe(n);
       for (const q of [0, 17, 333]) {
         const ours = index.search(row(base, d, q), 10);
@@ -54,11 +65,11 @@ describe.each(["fp16", "sq8"] as const)("%s snapshot into the flat scan", (type)
 
   it("refuses a truncated stream, and hands a file the manifest misdescribes to faiss", async () => {
     const file = (await buildFaissIndex({ dimensions: d, type, count: n }, [base])).toBuffer();
-    const sink = await createFaissIndexSinkFactory()(manifestFor(type, file.length));
+    const sink = await createFaissIndexSinkFactory({ flatKernel: kernel })(manifestFor(type, file.length));
     await sink.write(file.subarray(0, file.length - 3));
     await expect(sink.finish()).rejects.toThrow(/shorter than its header says/);
     const flatFile = (await buildFaissIndex({ dimensions: d, type: "flat", count: n }, [base])).toBuffer();
-    const viaFaiss = await streamed(flatFile, manifestFor(type, flatFile.length), [10]);
+    const viaFaiss = await streamed(flatFile, manifestFor(type, flatFile.length), [10], kernel);
     expect(viaFaiss.search(row(base, d, 9), 1).ordinals).toEqual([9]);
   });
 });
