@@ -81,13 +81,16 @@ export const INDEX_TYPES: readonly ConcreteIndexType[] = [
   "fp16",
 ];
 
-/** Flat scans up to this many floats per query (80 MB: 52K×384, 13K×1536) before "auto" goes approximate. */
-export const FLAT_MAX_FLOATS = 20_000_000;
+/**
+ * "auto" keeps the exact scan while a query reads at most 80 MB: up to this many values stored as
+ * fp16 (104K×384, 26K×1536), scanned as halves by our faiss-node build. Beyond it goes approximate.
+ */
+export const FLAT_MAX_FLOATS = 40_000_000;
 /**
  * Above this many floats (16 MB of float32: 10.4K×384) "auto" stores the exact index as fp16: half
- * the snapshot bytes to publish, download and verify; the search function decodes it into the same
- * SIMD flat scan, so it costs nothing at query time, and recall@20 against float32 was 0.999 in
- * `npm run bench -- faiss`. Below it the saving is under 8 MB and not worth the rounding.
+ * the snapshot bytes to publish, download, verify and hold in memory, and half to read per query
+ * (the native scan converts halves in registers; recall@20 against float32 was 0.999 in
+ * `npm run bench -- faiss`). Below it the saving is under 8 MB and not worth the rounding.
  */
 export const FP16_FROM_FLOATS = 4_194_304;
 
@@ -95,8 +98,10 @@ export const FP16_FROM_FLOATS = 4_194_304;
  * Default index type by corpus size (INDEX_TYPE overrides it):
  * - up to FP16_FROM_FLOATS floats (10.4K×384) → "flat": exact. A flat query reads every vector
  *   once (our SIMD scan: ~2.7 ms for 50K×384).
- * - up to FLAT_MAX_FLOATS floats (count × dimensions; 52K vectors at 384-d, 13K at 1536-d) →
- *   "fp16": the same exact scan over vectors stored (and shipped) as fp16, decoded at load.
+ * - up to FLAT_MAX_FLOATS floats (count × dimensions; 104K vectors at 384-d, 26K at 1536-d) →
+ *   "fp16": the same exact scan over vectors stored, shipped and scanned as fp16 (where the
+ *   native fp16 scan is missing, e.g. the prebuilt faiss-node binary, they are decoded to float32
+ *   at load: twice the memory and scan time).
  * - up to 5,000,000 vectors → "ivf" (IVF-Flat, nprobe from the count): in `npm run bench -- faiss`
  *   at 200K×384 it kept recall@20 = 1.000 at 8–33× Flat's speed, while HNSW's recall swung between
  *   builds with faiss's default efConstruction (40; we now build with 80). "hnsw" remains
@@ -106,8 +111,8 @@ export const FP16_FROM_FLOATS = 4_194_304;
  *   (Lambda tops out at 10 GB) at ~0.28× Flat's bytes. Plain "ivfpq" (no re-scoring, d/8-byte codes)
  *   measured recall@20 ≈ 0.35 on the bench's clustered vectors: still buildable through INDEX_TYPE,
  *   and older snapshots of it load, but "auto" no longer picks it.
- * "sq8" (INDEX_TYPE) stores a quarter of the bytes (recall@20 0.970); like "fp16" the search function
- * decodes it into the flat scan, so neither saves memory there, only snapshot bytes. (faiss's own SQ
+ * "sq8" (INDEX_TYPE) stores a quarter of the bytes (recall@20 0.970); the search function decodes
+ * it into the float32 flat scan, so it saves snapshot bytes only, not memory. (faiss's own SQ
  * scan, used where WebAssembly SIMD is missing, is 7–8× slower than Flat.)
  */
 export function chooseIndexType(count: number, override: IndexType = "auto", dimensions = 384): ConcreteIndexType {

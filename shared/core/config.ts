@@ -163,7 +163,7 @@ export const settings = {
     "INDEX_TYPE",
     ["auto", "flat", "hnsw", "ivf", "ivfpq", "ivfpq-refine", "sq8", "fp16"] as const,
     "auto",
-    "FAISS index type; auto picks by corpus size: flat up to 4.2M floats (count × dimensions; 10.4K×384), fp16 up to 20M (52K×384: exact scan, vectors stored and shipped as fp16, decoded at load), ivf up to 5M vectors, ivfpq-refine beyond (IVF-PQ candidates re-scored by an SQ8 copy: 0.28× flat's bytes and resident memory, recall@20 0.97 at 1M×384 clustered, BENCHMARKS.md). ivfpq (no re-scoring, recall@20 ≈ 0.35 on clustered data) stays available. sq8 stores a quarter of flat's bytes (recall@20 ≈ 0.97), decoded like fp16.",
+    "FAISS index type; auto picks by corpus size: flat up to 4.2M floats (count × dimensions; 10.4K×384), fp16 up to 40M (104K×384: exact scan, vectors stored, shipped and scanned as fp16), ivf up to 5M vectors, ivfpq-refine beyond (IVF-PQ candidates re-scored by an SQ8 copy: 0.28× flat's bytes and resident memory, recall@20 0.97 at 1M×384 clustered, BENCHMARKS.md). ivfpq (no re-scoring, recall@20 ≈ 0.35 on clustered data) stays available. sq8 stores a quarter of flat's bytes (recall@20 ≈ 0.97), decoded to float32 at load.",
   ),
   indexParams: intParams(
     "INDEX_PARAMS",

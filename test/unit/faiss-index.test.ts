@@ -207,9 +207,10 @@ describe("faiss index adapter", () => {
     expect(chooseIndexType(0)).toBe("flat");
     expect(chooseIndexType(10_922, "auto", 384)).toBe("flat");
     expect(chooseIndexType(10_923, "auto", 384)).toBe("fp16");
-    expect(chooseIndexType(52_083, "auto", 384)).toBe("fp16");
-    expect(chooseIndexType(52_084, "auto", 384)).toBe("ivf");
-    expect(chooseIndexType(20_000, "auto", 1536)).toBe("ivf");
+    expect(chooseIndexType(104_166, "auto", 384)).toBe("fp16");
+    expect(chooseIndexType(104_167, "auto", 384)).toBe("ivf");
+    expect(chooseIndexType(26_041, "auto", 1536)).toBe("fp16");
+    expect(chooseIndexType(26_042, "auto", 1536)).toBe("ivf");
     expect(chooseIndexType(5_000_000)).toBe("ivf");
     expect(chooseIndexType(5_000_001)).toBe("ivfpq-refine");
     expect(chooseIndexType(10, "sq8")).toBe("sq8");
