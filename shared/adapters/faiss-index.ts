@@ -820,7 +820,11 @@ function halfLayout(manifest: SnapshotManifest, newFlat: NewFlat): InPlaceLayout
     rowBytes: 2 * d,
     rowsInHeader(head) {
       const h = parseSqHeader(head);
-      return h && typeof h === "object" && h.qtype === "fp16" && h.dimensions === d && h.headerBytes === SQ_FP16_HEADER_BYTES
+      return h &&
+        typeof h === "object" &&
+        h.qtype === "fp16" &&
+        h.dimensions === d &&
+        h.headerBytes === SQ_FP16_HEADER_BYTES
         ? h.count
         : null;
     },

@@ -300,7 +300,8 @@ export class SimdFlatIndex {
     if (!Number.isInteger(dimensions) || dimensions <= 0)
       throw new ValidationError(`dimensions must be a positive integer, got ${dimensions}`);
     const native16 = native?.scanF16;
-    if (rowFormat === "f16" && !native16) throw new Error("fp16 rows need the native fp16 scan of our faiss-node build");
+    if (rowFormat === "f16" && !native16)
+      throw new Error("fp16 rows need the native fp16 scan of our faiss-node build");
     this.dimensions = dimensions;
     this.rowFormat = rowFormat;
     this.valueBytes = rowFormat === "f16" ? 2 : 4;
@@ -333,7 +334,10 @@ export class SimdFlatIndex {
   /** Memory needed for `rows` rows plus the query and score scratch space. */
   private bytesFor(rows: number): number {
     const b =
-      ROWS_OFFSET + align64(rows * this.dimensions * this.valueBytes) + align64(this.dimensions * 4) + align64(rows * 4);
+      ROWS_OFFSET +
+      align64(rows * this.dimensions * this.valueBytes) +
+      align64(this.dimensions * 4) +
+      align64(rows * 4);
     if (b > MAX_MEMORY)
       throw new ValidationError(`a flat index of ${rows}×${this.dimensions} values exceeds WebAssembly's 4 GiB memory`);
     return b;
@@ -411,7 +415,9 @@ export class SimdFlatIndex {
   fileRange(offset: number, length: number): Uint8Array | undefined {
     const start = this.fileStart + offset;
     const buf = this.memory.buffer;
-    return this.fileStart >= 0 && offset >= 0 && start + length <= buf.byteLength ? new Uint8Array(buf, start, length) : undefined;
+    return this.fileStart >= 0 && offset >= 0 && start + length <= buf.byteLength
+      ? new Uint8Array(buf, start, length)
+      : undefined;
   }
 
   search(query: Float32Array, k: number): VectorSearchResult {
@@ -433,7 +439,11 @@ export class SimdFlatIndex {
   toBuffer(): Uint8Array {
     if (this.rowFormat === "f16") {
       if (this.fileStart < 0) throw new Error("an fp16 index holds no file until halfFileView() fills it");
-      return new Uint8Array(this.memory.buffer, this.fileStart, ROWS_OFFSET - this.fileStart + this.n * this.dimensions * 2).slice();
+      return new Uint8Array(
+        this.memory.buffer,
+        this.fileStart,
+        ROWS_OFFSET - this.fileStart + this.n * this.dimensions * 2,
+      ).slice();
     }
     const out = new Uint8Array(FLAT_HEADER_BYTES + this.n * this.dimensions * 4);
     writeFlatHeader(out, { dimensions: this.dimensions, count: this.n });

@@ -4,7 +4,11 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { createFaissIndexSinkFactory, decodeFaissSnapshotIndex, nativeFlat } from "../../shared/adapters/faiss-index.ts";
+import {
+  createFaissIndexSinkFactory,
+  decodeFaissSnapshotIndex,
+  nativeFlat,
+} from "../../shared/adapters/faiss-index.ts";
 import { createFsStore } from "../../shared/adapters/fs-store.ts";
 import { createS3Store } from "../../shared/adapters/s3-store.ts";
 import { IndexNotReadyError, PreconditionFailedError, StoreUnavailableError } from "../../shared/core/errors.ts";

@@ -309,7 +309,7 @@ describe.skipIf(!nativeOps?.scanF16)("native fp16 scan", () => {
     const codes = halves(n, d, d);
     for (let i = 0; i < n; i++) {
       let want = 0;
-      for (let j = 0; j < d; j++) want += (Math.fround(((j * 37) % 11) / 1e5 - 5e-5) * halfValue(codes[i * d + j]));
+      for (let j = 0; j < d; j++) want += Math.fround(((j * 37) % 11) / 1e5 - 5e-5) * halfValue(codes[i * d + j]);
       expect(child.scores[i]).toBeCloseTo(want, Math.max(0, 5 - Math.ceil(Math.log10(Math.abs(want) + 1))));
     }
   });

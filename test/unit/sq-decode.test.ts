@@ -48,7 +48,9 @@ describe.each([
     const file = built.toBuffer();
     const reference = faissIndexFromBuffer(file, { flatKernel: "faiss" });
     const scan =
-      type === "fp16" && kernel !== "wasm" && keepsHalves ? "fp16 rows, native SIMD flat" : "decoded to float32, SIMD flat";
+      type === "fp16" && kernel !== "wasm" && keepsHalves
+        ? "fp16 rows, native SIMD flat"
+        : "decoded to float32, SIMD flat";
     for (const cuts of [[], [1, 72, 73, 80, 81, 82, 83, 300], [Math.floor(file.length / 2) | 1]]) {
       const index = await streamed(file, manifestFor(type, file.length), cuts, kernel);
       expect(index.type).toBe(type);

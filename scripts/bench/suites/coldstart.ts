@@ -227,13 +227,7 @@ export const suite: Suite = {
             `same corpus, vectors stored as fp16${autoType === "fp16" ? ": INDEX_TYPE=auto's choice at this size" : ""}`,
           ),
           figure("fp16 vectors: process start → first answer", med(fp16Runs, "total_ms"), "ms"),
-          figure(
-            "fp16 vectors: snapshot load",
-            med(fp16Runs, "snapshot_load_ms"),
-            "ms",
-            undefined,
-            fp16Rows,
-          ),
+          figure("fp16 vectors: snapshot load", med(fp16Runs, "snapshot_load_ms"), "ms", undefined, fp16Rows),
           figure("fp16 vectors: first query", med(fp16Runs, "first_query_ms"), "ms"),
           figure("fp16 vectors: 100th query", med(fp16Runs, "query_100_ms"), "ms"),
           ...(["hashing", "use_lite_cold", "use_lite_cached"] as const).flatMap((k) => {
