@@ -46,6 +46,8 @@ console.log(
     runtime_start_ms: atEntry,
     imports_ms: afterImports - atEntry,
     model_load_ms: modelMs,
+    // The share of model_load_ms spent on the warm-up run (RERANKER_WARMUP_PAIRS).
+    model_warmup_ms: health.reranker?.warmup?.ms ?? 0,
     snapshot_load_ms: snapshotMs,
     // Both loads start during the handler module's evaluation and run concurrently.
     init_ms: Math.max(snapshotMs, modelMs),

@@ -28,9 +28,12 @@ import { resolveModelDir } from "./model-source.ts";
 import { availableCores } from "./ort-session.ts";
 import type { OrtLog, ProviderFallback } from "./ort-session.ts";
 
-/** rerankerCacheMb unset: no score cache (loadConfig's default turns it on). */
+/** rerankerCacheMb / rerankerWarmupPairs unset: no score cache, no warm-up (loadConfig's defaults turn both on). */
 export type LocalRerankerConfig = Partial<
-  Pick<Config, "rerankerMaxQueue" | "rerankerBackend" | "reranker" | "rerankerCacheMb" | "rerankerWorkers">
+  Pick<
+    Config,
+    "rerankerMaxQueue" | "rerankerBackend" | "reranker" | "rerankerCacheMb" | "rerankerWorkers" | "rerankerWarmupPairs"
+  >
 > &
   Pick<
     Config,
@@ -76,6 +79,8 @@ export interface RerankerStatus {
   cache?: ScoreCacheStats;
   /** How long the last successful model load took (files, session creation, warm-up). */
   loadMs?: number;
+  /** The warm-up run of that load (RERANKER_WARMUP_PAIRS): pairs scored and its share of loadMs. */
+  warmup?: { pairs: number; ms: number };
 }
 
 /** What warm() resolves to: the loaded scorer and what /health shows of it. */
@@ -105,6 +110,24 @@ export function rerankerBackendOf(cfg: LocalRerankerConfig): "onnx" | "lexical" 
   const backend = cfg.rerankerBackend ?? "auto";
   if (backend !== "auto") return backend;
   return cfg.rerankerModelDir || cfg.rerankerModelS3 ? "onnx" : "lexical";
+}
+
+const WARMUP_QUERY = "how does the first request avoid the cold start";
+const WARMUP_WORDS =
+  "the search service retrieves many passages with a bi-encoder and reranks a few of them with a cross-encoder whose scores decide the final order of results for each query".split(
+    " ",
+  );
+
+/**
+ * `n` synthetic passages of 40–160 words for the warm-up run: ONNX Runtime plans and allocates
+ * buffers on the first run of a shape, which costs the first request ~1.7× a warm rerank of 20
+ * pairs here (`npm run bench -- coldstart`); a warm-up batch of the usual size takes that at init.
+ */
+function warmupPassages(n: number): string[] {
+  return Array.from({ length: n }, (_, i) => {
+    const words = 40 + ((i * 37) % 121);
+    return Array.from({ length: words }, (_, j) => WARMUP_WORDS[(i + j * 7) % WARMUP_WORDS.length]).join(" ");
+  });
 }
 
 export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalRerankerOptions = {}): LocalReranker {
@@ -146,6 +169,7 @@ export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalReranke
   let pending: Promise<ModelHandle> | null = null;
   let lastError: string | undefined;
   let loadMs: number | undefined;
+  let warmup: RerankerStatus["warmup"];
 
   const load = (): Promise<ModelHandle> => {
     if (model) return Promise.resolve(model);
@@ -178,6 +202,13 @@ export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalReranke
         // onnxruntime-node runs inference on the calling thread: parallel requests need threads.
         const { startRerankWorker } = await import("./rerank-worker-pool.ts");
         pool = await Promise.all(Array.from({ length: workers }, () => startRerankWorker(options)));
+      }
+      const pairs = cfg.rerankerWarmupPairs ?? 0;
+      if (pairs > 0) {
+        const t = performance.now();
+        const docs = warmupPassages(pairs);
+        await Promise.all(pool.map((m) => m.scorePairs(WARMUP_QUERY, docs, { strategy: "truncate" })));
+        warmup = { pairs, ms: Math.round(performance.now() - t) };
       }
       return pool[0];
     })().then(
@@ -225,6 +256,7 @@ export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalReranke
         error: lastError,
         ...(cache ? { cache: cache.stats() } : {}),
         ...(loadMs !== undefined ? { loadMs } : {}),
+        ...(warmup ? { warmup } : {}),
       };
     },
     async rerank(req: RerankRequest, callOpts: RerankCallOptions = {}): Promise<RerankResponse> {

@@ -335,6 +335,13 @@ export const settings = {
     "Rerank requests that may wait for the model; past it the service answers 503 overloaded with Retry-After.",
     0,
   ),
+  rerankerWarmupPairs: int(
+    "RERANKER_WARMUP_PAIRS",
+    20,
+    "Synthetic query–passage pairs scored once right after the model loads (during init, beside the snapshot download), so the first request does not pay ONNX Runtime's first run at that batch size; not cached or counted. 0 = off.",
+    0,
+    1000,
+  ),
   rerankerThreads: optInt("RERANKER_THREADS", "Intra-op threads (default: the cores available).", 1),
   rerankerFanout: int(
     "RERANKER_FANOUT",

@@ -193,6 +193,23 @@ describe("POST /rerank (app.request)", () => {
 });
 
 describe("GET /health", () => {
+  it("warms the model with RERANKER_WARMUP_PAIRS synthetic pairs at load, outside the cache, scores unchanged", async () => {
+    expect(cfg.rerankerWarmupPairs).toBe(20); // loadConfig's default
+    const query = "warm-up: where is the museum";
+    const warmed = createLocalReranker({ ...cfg, rerankerQuantized: false }, { log: () => {} });
+    const cold = createLocalReranker({ ...cfg, rerankerQuantized: false, rerankerWarmupPairs: 0 }, { log: () => {} });
+    await Promise.all([warmed.warm(), cold.warm()]);
+    const w = warmed.status();
+    expect(w.warmup?.pairs).toBe(20);
+    expect(w.warmup?.ms).toBeGreaterThanOrEqual(0);
+    expect(w.loadMs).toBeGreaterThanOrEqual(w.warmup?.ms ?? Number.POSITIVE_INFINITY);
+    expect(cold.status().warmup).toBeUndefined();
+    const a = await warmed.rerank({ query, documents: DOCS });
+    const b = await cold.rerank({ query, documents: DOCS });
+    expect(a.meta.cache).toEqual({ hits: 0, misses: DOCS.length }); // the warm-up left nothing in the cache
+    for (const r of b.results) expect(a.results.find((x) => x.index === r.index)!.logit).toBeCloseTo(r.logit, 5);
+  });
+
   it("reports a cold reranker, then the loaded model, provider and fixture flag", async () => {
     const fresh = createLocalReranker(cfg, { log: () => {} });
     const freshApp = createRerankApp({ reranker: fresh, limits: LIMITS });

@@ -29,6 +29,8 @@ interface ColdRun {
   runtime_start_ms: number;
   imports_ms: number;
   model_load_ms: number;
+  /** Bundle runs only: the warm-up run's share of model_load_ms. */
+  model_warmup_ms?: number;
   snapshot_load_ms: number;
   init_ms: number;
   first_query_ms: number;
@@ -129,6 +131,7 @@ export const suite: Suite = {
       await runChild(env, bundle.handlerFile);
       const tsxRuns: ColdRun[] = [];
       const fp16Runs: ColdRun[] = [];
+      const noWarmupRuns: ColdRun[] = [];
       const embRuns: Record<"hashing" | "use_lite_cold" | "use_lite_cached", ColdRun[]> = {
         hashing: [],
         use_lite_cold: [],
@@ -158,6 +161,8 @@ export const suite: Suite = {
         }
         ctx.log(`cold start ${r + 1}/${reps}: bundle, fp16 vectors`);
         fp16Runs.push(await runChild({ ...env, INDEX_PREFIX: "fp16/" }, bundle.handlerFile));
+        ctx.log(`cold start ${r + 1}/${reps}: bundle, RERANKER_WARMUP_PAIRS=0`);
+        noWarmupRuns.push(await runChild({ ...env, RERANKER_WARMUP_PAIRS: "0" }, bundle.handlerFile));
         ctx.log(
           `cold start ${r + 1}/${reps}: bundle, ${nEmb} passages, hashing / use-lite+hashing (empty, cached /tmp)`,
         );
@@ -184,7 +189,13 @@ export const suite: Suite = {
         figure(`PASSAGE_TEXTS=${m}: first query`, med(modeRuns[m], "first_query_ms"), "ms"),
         figure(`PASSAGE_TEXTS=${m}: 100th query`, med(modeRuns[m], "query_100_ms"), "ms"),
       ]);
-      const everyRun = [...Object.values(modeRuns).flat(), ...fp16Runs, ...tsxRuns, ...Object.values(embRuns).flat()];
+      const everyRun = [
+        ...Object.values(modeRuns).flat(),
+        ...fp16Runs,
+        ...noWarmupRuns,
+        ...tsxRuns,
+        ...Object.values(embRuns).flat(),
+      ];
       const emb = (k: keyof typeof embRuns, f: keyof ColdRun) => med(embRuns[k], f);
       const autoType = chooseIndexType(n, "auto", d);
       const fp16Rows =
@@ -197,7 +208,13 @@ export const suite: Suite = {
           figure("search bundle", bundle.codeBytes / 1e6, "MB", undefined, "esbuild output, addons external"),
           figure("bundle: runtime start", b("runtime_start_ms"), "ms", undefined, "process start → entry (plain node)"),
           figure("bundle: handler import", b("imports_ms"), "ms", undefined, "bundled code; starts the loads"),
-          figure("bundle: model load", b("model_load_ms"), "ms", undefined, "cross-encoder session (concurrent)"),
+          figure(
+            "bundle: model load",
+            b("model_load_ms"),
+            "ms",
+            undefined,
+            `cross-encoder session (concurrent), of which the warm-up run ${Math.round(b("model_warmup_ms"))} ms`,
+          ),
           figure("bundle: snapshot load", b("snapshot_load_ms"), "ms", undefined, "pointer → files → sha256 → index"),
           figure("bundle: first query", b("first_query_ms"), "ms", undefined, "after both loads (approximate)"),
           figure("bundle: 100th query", b("query_100_ms"), "ms", undefined, "same process, 99 searches later"),
@@ -219,6 +236,16 @@ export const suite: Suite = {
           figure("tsx: first query", t("first_query_ms"), "ms"),
           figure("tsx: process start → first answer", t("total_ms"), "ms"),
           ...modeFigures,
+          figure("no reranker warm-up: process start → first answer", med(noWarmupRuns, "total_ms"), "ms"),
+          figure("no reranker warm-up: model load", med(noWarmupRuns, "model_load_ms"), "ms"),
+          figure("no reranker warm-up: snapshot load", med(noWarmupRuns, "snapshot_load_ms"), "ms"),
+          figure(
+            "no reranker warm-up: first query, in the service",
+            stats(noWarmupRuns.map((x) => x.first_timings?.total_ms ?? 0)).p50,
+            "ms",
+            undefined,
+            `rerank ${Math.round(stats(noWarmupRuns.map((x) => x.first_timings?.rerank_ms ?? 0)).p50)} ms`,
+          ),
           figure(
             "fp16 snapshot",
             fp16.bytes / 1e6,
@@ -250,6 +277,7 @@ export const suite: Suite = {
           runtime_start_ms: Math.round(b("runtime_start_ms") + b("imports_ms")),
           runtime_start_tsx_ms: Math.round(t("runtime_start_ms") + t("imports_ms")),
           model_load_ms: Math.round(b("model_load_ms")),
+          model_warmup_ms: Math.round(b("model_warmup_ms")),
           snapshot_load_ms: Math.round(b("snapshot_load_ms")),
           first_query_ms: Math.round(b("first_query_ms")),
           query_100_ms: Math.round(b("query_100_ms")),
@@ -262,6 +290,8 @@ export const suite: Suite = {
           fp16_snapshot_load_ms: Math.round(med(fp16Runs, "snapshot_load_ms")),
           fp16_vs_fp32_cold_start: Number((med(fp16Runs, "total_ms") / b("total_ms")).toFixed(3)),
           fp16_rows: fp16Rows,
+          no_warmup_cold_start_ms: Math.round(med(noWarmupRuns, "total_ms")),
+          warmup_vs_no_warmup_cold_start: Number((b("total_ms") / med(noWarmupRuns, "total_ms")).toFixed(3)),
           auto_index_type: autoType,
           embedder_passages: nEmb,
           hashing_cold_start_ms: Math.round(emb("hashing", "total_ms")),
@@ -273,7 +303,7 @@ export const suite: Suite = {
           use_lite_hashing_query_100_ms: Number(emb("use_lite_cold", "query_100_ms").toFixed(2)),
           hashing_query_100_ms: Number(emb("hashing", "query_100_ms").toFixed(2)),
         },
-        details: { modeRuns, fp16Runs, tsxRuns, embRuns },
+        details: { modeRuns, fp16Runs, noWarmupRuns, tsxRuns, embRuns },
         notes: [
           `Median of ${reps} fresh processes per form, interleaved, after one unmeasured warm-up run of each (page cache, tsx compile cache).`,
           "Bundle: dist/functions/search/handler.mjs from `npm run build:functions` under plain node, fed a recorded API Gateway v2 event, as Lambda runs it; its phase split comes from /health (index.load_ms, reranker.loadMs).",
