@@ -28,7 +28,7 @@ import { resolveModelDir } from "./model-source.ts";
 import { availableCores } from "./ort-session.ts";
 import type { OrtLog, ProviderFallback } from "./ort-session.ts";
 
-/** rerankerCacheMb / rerankerWarmupPairs unset: no score cache, no warm-up (loadConfig's defaults turn both on). */
+/** rerankerCacheMb unset: no score cache (loadConfig's default turns it on); rerankerWarmupPairs unset: no warm-up. */
 export type LocalRerankerConfig = Partial<
   Pick<
     Config,
@@ -119,9 +119,11 @@ const WARMUP_WORDS =
   );
 
 /**
- * `n` synthetic passages of 40–160 words for the warm-up run: ONNX Runtime plans and allocates
- * buffers on the first run of a shape, which costs the first request ~1.7× a warm rerank of 20
- * pairs here (`npm run bench -- coldstart`); a warm-up batch of the usual size takes that at init.
+ * `n` synthetic passages of 40–160 words for the warm-up run (RERANKER_WARMUP_PAIRS): ONNX Runtime
+ * plans and allocates buffers on the first run of a batch shape, which costs the first request
+ * ~115 ms more than a warm 20-pair rerank here; a warm-up batch of the usual size pays it at init.
+ * Off by default: during a cold start it competes with the snapshot load for the cores
+ * (`npm run bench -- coldstart`: 1.4× the time to the first answer on 2 cores).
  */
 function warmupPassages(n: number): string[] {
   return Array.from({ length: n }, (_, i) => {

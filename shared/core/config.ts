@@ -337,8 +337,8 @@ export const settings = {
   ),
   rerankerWarmupPairs: int(
     "RERANKER_WARMUP_PAIRS",
-    20,
-    "Synthetic query–passage pairs scored once right after the model loads (during init, beside the snapshot download), so the first request does not pay ONNX Runtime's first run at that batch size; not cached or counted. 0 = off.",
+    0,
+    "Synthetic query–passage pairs scored once right after the model loads, so the first request does not pay ONNX Runtime's first run at that batch size (~115 ms of a 20-pair rerank here); not cached or counted. Off by default: on a cold start the warm-up competes with the snapshot load for the cores and cost 1.4× the time to the first answer (BENCHMARKS.md, coldstart). Worth it where init runs before traffic (provisioned concurrency, the rerank function kept warm). 0 = off.",
     0,
     1000,
   ),

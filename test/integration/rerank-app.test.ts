@@ -194,10 +194,13 @@ describe("POST /rerank (app.request)", () => {
 
 describe("GET /health", () => {
   it("warms the model with RERANKER_WARMUP_PAIRS synthetic pairs at load, outside the cache, scores unchanged", async () => {
-    expect(cfg.rerankerWarmupPairs).toBe(20); // loadConfig's default
+    expect(cfg.rerankerWarmupPairs).toBe(0); // loadConfig's default: off (it slows a cold start)
     const query = "warm-up: where is the museum";
-    const warmed = createLocalReranker({ ...cfg, rerankerQuantized: false }, { log: () => {} });
-    const cold = createLocalReranker({ ...cfg, rerankerQuantized: false, rerankerWarmupPairs: 0 }, { log: () => {} });
+    const warmed = createLocalReranker(
+      { ...cfg, rerankerQuantized: false, rerankerWarmupPairs: 20 },
+      { log: () => {} },
+    );
+    const cold = createLocalReranker({ ...cfg, rerankerQuantized: false }, { log: () => {} });
     await Promise.all([warmed.warm(), cold.warm()]);
     const w = warmed.status();
     expect(w.warmup?.pairs).toBe(20);
