@@ -59,7 +59,8 @@ export const FUNCTION_BUNDLES: Record<FunctionName, FunctionBundle> = {
     // The playground page (GET /) is read from ./playground/ beside the code.
     assets: [{ from: "shared/http/playground", to: "playground" }],
     optional: USE_LITE_PACKAGES,
-    workers: {},
+    // RERANKER=in-process with RERANKER_WORKERS > 1 or RERANKER_IN_WORKER runs the model here.
+    workers: { "rerank-worker": "shared/adapters/rerank-worker.ts" },
   },
   rerank: {
     entry: "functions/rerank/handler.ts",

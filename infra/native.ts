@@ -113,8 +113,9 @@ export function functionPackaging(
 }
 
 /**
- * SST bundles only the handler. With RERANKER_WORKERS > 1 in DEPLOY_RUNTIME_ENV, the reranker also
- * needs its worker-thread entry beside the handler: the one `npm run build:functions` wrote.
+ * SST bundles only the handler. With RERANKER_WORKERS > 1 or RERANKER_IN_WORKER=true in
+ * DEPLOY_RUNTIME_ENV, the reranker also needs its worker-thread entry beside the handler: the one
+ * `npm run build:functions` wrote.
  */
 function workerFiles(
   name: FunctionName,
@@ -122,12 +123,13 @@ function workerFiles(
   bundleDir = "dist/functions",
 ): { from: string; to: string }[] {
   const workers = Object.keys(FUNCTION_BUNDLES[name].workers);
-  if (workers.length === 0 || !(Number(runtimeEnv.RERANKER_WORKERS ?? 1) > 1)) return [];
+  const threaded = Number(runtimeEnv.RERANKER_WORKERS ?? 1) > 1 || runtimeEnv.RERANKER_IN_WORKER === "true";
+  if (workers.length === 0 || !threaded) return [];
   return workers.map((w) => {
     const from = posix.join(bundleDir, name, `${w}.mjs`);
     if (!existsSync(resolve(from))) {
       throw new Error(
-        `RERANKER_WORKERS > 1 needs ${from} in the ${name} package: run \`npm run build:functions\` before \`sst deploy\`.`,
+        `RERANKER_WORKERS > 1 (or RERANKER_IN_WORKER=true) needs ${from} in the ${name} package: run \`npm run build:functions\` before \`sst deploy\`.`,
       );
     }
     return { from, to: `${w}.mjs` };

@@ -32,7 +32,13 @@ import type { OrtLog, ProviderFallback } from "./ort-session.ts";
 export type LocalRerankerConfig = Partial<
   Pick<
     Config,
-    "rerankerMaxQueue" | "rerankerBackend" | "reranker" | "rerankerCacheMb" | "rerankerWorkers" | "rerankerWarmupPairs"
+    | "rerankerMaxQueue"
+    | "rerankerBackend"
+    | "reranker"
+    | "rerankerCacheMb"
+    | "rerankerWorkers"
+    | "rerankerWarmupPairs"
+    | "rerankerInWorker"
   >
 > &
   Pick<
@@ -79,6 +85,9 @@ export interface RerankerStatus {
   cache?: ScoreCacheStats;
   /** How long the last successful model load took (files, session creation, warm-up). */
   loadMs?: number;
+  /** Where the sessions run once loaded: the calling thread, or worker threads (RERANKER_WORKERS, RERANKER_IN_WORKER). */
+  thread?: "main" | "worker";
+  sessions?: number;
   /** The warm-up run of that load (RERANKER_WARMUP_PAIRS): pairs scored and its share of loadMs. */
   warmup?: { pairs: number; ms: number };
 }
@@ -172,6 +181,7 @@ export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalReranke
   let lastError: string | undefined;
   let loadMs: number | undefined;
   let warmup: RerankerStatus["warmup"];
+  const inWorkers = workers > 1 || cfg.rerankerInWorker === true;
 
   const load = (): Promise<ModelHandle> => {
     if (model) return Promise.resolve(model);
@@ -199,9 +209,10 @@ export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalReranke
         threads,
         name: cfg.rerankerModelS3 ? cfg.rerankerModelS3.split("/").filter(Boolean).pop() : undefined,
       };
-      if (workers === 1) pool = [await loadCrossEncoder({ ...options, log: opts.log })];
+      if (!inWorkers) pool = [await loadCrossEncoder({ ...options, log: opts.log })];
       else {
-        // onnxruntime-node runs inference on the calling thread: parallel requests need threads.
+        // onnxruntime-node creates sessions and runs inference on the calling thread: parallel
+        // requests need threads, and RERANKER_IN_WORKER keeps even one session off the event loop.
         const { startRerankWorker } = await import("./rerank-worker-pool.ts");
         pool = await Promise.all(Array.from({ length: workers }, () => startRerankWorker(options)));
       }
@@ -259,6 +270,7 @@ export function createLocalReranker(cfg: LocalRerankerConfig, opts: LocalReranke
         ...(cache ? { cache: cache.stats() } : {}),
         ...(loadMs !== undefined ? { loadMs } : {}),
         ...(warmup ? { warmup } : {}),
+        ...(model ? { thread: inWorkers ? ("worker" as const) : ("main" as const), sessions: pool.length } : {}),
       };
     },
     async rerank(req: RerankRequest, callOpts: RerankCallOptions = {}): Promise<RerankResponse> {

@@ -357,6 +357,11 @@ export const settings = {
     1,
     64,
   ),
+  rerankerInWorker: bool(
+    "RERANKER_IN_WORKER",
+    false,
+    "Reranker: run the one ONNX session (RERANKER_WORKERS=1) in a worker thread instead of the calling thread. onnxruntime-node creates sessions and runs inference synchronously, so in-thread they block the event loop: in the search function with RERANKER=in-process, ~0.3 s of session creation stalls the snapshot download at cold start (BENCHMARKS.md, coldstart). Costs a thread start and a message per request.",
+  ),
   rerankerFanoutPairs: int(
     "RERANKER_FANOUT_PAIRS",
     8,

@@ -304,7 +304,7 @@ describe("default stage: Lambda reranker", () => {
   });
 });
 
-describe("reranker worker threads (DEPLOY_RUNTIME_ENV RERANKER_WORKERS > 1)", () => {
+describe("reranker worker threads (DEPLOY_RUNTIME_ENV RERANKER_WORKERS > 1 or RERANKER_IN_WORKER)", () => {
   it("ships the worker entry `npm run build:functions` wrote beside the handler, or says to build it", async () => {
     await deploy();
     const { functionPackaging } = await import("../../infra/native.ts");
@@ -313,7 +313,7 @@ describe("reranker worker threads (DEPLOY_RUNTIME_ENV RERANKER_WORKERS > 1)", ()
       const opts = { dev: false, root: nativeRoot, bundleDir };
       expect(functionPackaging("rerank", {}, opts).copyFiles.map((c) => c.to)).not.toContain("rerank-worker.mjs");
       expect(() => functionPackaging("rerank", { RERANKER_WORKERS: "2" }, opts)).toThrow(
-        /RERANKER_WORKERS > 1 needs .*rerank-worker\.mjs .* run `npm run build:functions` before `sst deploy`/,
+        /RERANKER_WORKERS > 1 \(or RERANKER_IN_WORKER=true\) needs .*rerank-worker\.mjs .* run `npm run build:functions` before `sst deploy`/,
       );
       mkdirSync(join(bundleDir, "rerank"));
       writeFileSync(join(bundleDir, "rerank", "rerank-worker.mjs"), "// worker");
@@ -321,8 +321,18 @@ describe("reranker worker threads (DEPLOY_RUNTIME_ENV RERANKER_WORKERS > 1)", ()
         from: `${bundleDir}/rerank/rerank-worker.mjs`,
         to: "rerank-worker.mjs",
       });
-      // Only the reranker has workers.
-      expect(() => functionPackaging("search", { RERANKER_WORKERS: "2" }, opts)).not.toThrow();
+      expect(() => functionPackaging("rerank", { RERANKER_IN_WORKER: "true" }, opts)).not.toThrow();
+      // The search function runs the model in-process (RERANKER=in-process) with the same worker entry.
+      expect(() => functionPackaging("search", { RERANKER_IN_WORKER: "true" }, opts)).toThrow(/search package/);
+      mkdirSync(join(bundleDir, "search"));
+      writeFileSync(join(bundleDir, "search", "rerank-worker.mjs"), "// worker");
+      expect(functionPackaging("search", { RERANKER_IN_WORKER: "true" }, opts).copyFiles).toContainEqual({
+        from: `${bundleDir}/search/rerank-worker.mjs`,
+        to: "rerank-worker.mjs",
+      });
+      expect(functionPackaging("search", {}, opts).copyFiles.map((c) => c.to)).not.toContain("rerank-worker.mjs");
+      // Only the search and rerank functions run a model.
+      expect(() => functionPackaging("shard", { RERANKER_WORKERS: "2" }, opts)).not.toThrow();
     } finally {
       rmSync(bundleDir, { recursive: true, force: true });
     }

@@ -442,6 +442,24 @@ describe("configuration", () => {
 });
 
 describe("RERANKER_WORKERS", () => {
+  it("RERANKER_IN_WORKER runs the one session in a worker thread, with the in-thread session's scores", async () => {
+    const inThread = createLocalReranker({ ...cfg, rerankerCacheMb: 0, rerankerQuantized: false }, { log: () => {} });
+    const inWorker = createLocalReranker(
+      { ...cfg, rerankerCacheMb: 0, rerankerQuantized: false, rerankerInWorker: true },
+      { log: () => {} },
+    );
+    await inWorker.warm();
+    expect(inWorker.status()).toMatchObject({ warm: true, provider: "cpu", thread: "worker", sessions: 1 });
+    await inThread.warm();
+    expect(inThread.status()).toMatchObject({ thread: "main", sessions: 1 });
+    const request = { query: "where is the museum", documents: DOCS };
+    const a = await inWorker.rerank(request);
+    const b = await inThread.rerank(request);
+    expect(a.results.map((x) => [x.index, Math.round(x.logit * 1e4)])).toEqual(
+      b.results.map((x) => [x.index, Math.round(x.logit * 1e4)]),
+    );
+  });
+
   it("with two worker sessions, parallel requests get the same scores as one session serially", async () => {
     const one = createLocalReranker({ ...cfg, rerankerCacheMb: 0, rerankerQuantized: false }, { log: () => {} });
     const two = createLocalReranker(
