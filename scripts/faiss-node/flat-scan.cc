@@ -29,54 +29,6 @@
 
 namespace {
 
-// Portable kernel: eight independent partial sums, which compilers vectorise (SSE2, NEON).
-void scanPortable(const float *q, const float *rows, size_t n, size_t d, float *out)
-{
-  for (size_t i = 0; i < n; i++)
-  {
-    const float *r = rows + i * d;
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    size_t j = 0;
-    for (; j + 8 <= d; j += 8)
-      for (int k = 0; k < 8; k++)
-        acc[k] += q[j + k] * r[j + k];
-    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    for (; j < d; j++)
-      s += q[j] * r[j];
-    out[i] = s;
-  }
-}
-
-#ifdef FLAT_SCAN_X86
-__attribute__((target("avx2,fma"))) void scanAvx2(const float *q, const float *rows, size_t n, size_t d, float *out)
-{
-  for (size_t i = 0; i < n; i++)
-  {
-    const float *r = rows + i * d;
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    size_t j = 0;
-    for (; j + 32 <= d; j += 32)
-    {
-      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j), _mm256_loadu_ps(r + j), a0);
-      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j + 8), _mm256_loadu_ps(r + j + 8), a1);
-      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j + 16), _mm256_loadu_ps(r + j + 16), a2);
-      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j + 24), _mm256_loadu_ps(r + j + 24), a3);
-    }
-    for (; j + 8 <= d; j += 8)
-      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j), _mm256_loadu_ps(r + j), a0);
-    const __m256 s8 = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    s4 = _mm_add_ss(s4, _mm_shuffle_ps(s4, s4, 1));
-    float s = _mm_cvtss_f32(s4);
-    // Explicit fused tails, so the float32 and fp16 kernels round alike (tests compare them exactly).
-    for (; j < d; j++)
-      s = __builtin_fmaf(q[j], r[j], s);
-    out[i] = s;
-  }
-}
-#endif
-
 // IEEE binary16 -> float32, exact for every pattern (subnormals, infinities, NaN).
 inline float halfToFloat(uint16_t h)
 {
@@ -106,53 +58,78 @@ inline float halfToFloat(uint16_t h)
   return f;
 }
 
-void scanPortableF16(const float *q, const uint16_t *rows, size_t n, size_t d, float *out)
+// How each kernel reads a row: float32 as is, fp16 converted (one value, or eight into a register).
+struct F32Row
+{
+  using T = float;
+  static float one(const float *p) { return *p; }
+#ifdef FLAT_SCAN_X86
+  __attribute__((target("avx2,fma"))) static __m256 eight(const float *p) { return _mm256_loadu_ps(p); }
+  __attribute__((target("avx2,fma"))) static float oneAvx(const float *p) { return *p; }
+#endif
+};
+
+struct F16Row
+{
+  using T = uint16_t;
+  static float one(const uint16_t *p) { return halfToFloat(*p); }
+#ifdef FLAT_SCAN_X86
+  __attribute__((target("avx2,fma,f16c"))) static __m256 eight(const uint16_t *p)
+  {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+  }
+  __attribute__((target("avx2,fma,f16c"))) static float oneAvx(const uint16_t *p) { return _cvtsh_ss(*p); }
+#endif
+};
+
+// Portable kernel: eight independent partial sums, which compilers vectorise (SSE2, NEON).
+template <typename Row> void scanPortable(const float *q, const typename Row::T *rows, size_t n, size_t d, float *out)
 {
   for (size_t i = 0; i < n; i++)
   {
-    const uint16_t *r = rows + i * d;
+    const typename Row::T *r = rows + i * d;
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     size_t j = 0;
     for (; j + 8 <= d; j += 8)
       for (int k = 0; k < 8; k++)
-        acc[k] += q[j + k] * halfToFloat(r[j + k]);
+        acc[k] += q[j + k] * Row::one(r + j + k);
     float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
     for (; j < d; j++)
-      s += q[j] * halfToFloat(r[j]);
+      s += q[j] * Row::one(r + j);
     out[i] = s;
   }
 }
 
 #ifdef FLAT_SCAN_X86
-__attribute__((target("avx2,fma,f16c"))) inline __m256 half8(const uint16_t *p)
-{
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
-}
-
-__attribute__((target("avx2,fma,f16c"))) void scanAvx2F16(const float *q, const uint16_t *rows, size_t n, size_t d,
-                                                           float *out)
+// 256-bit kernel: four accumulators over 32 values, then 8 at a time, then fused single values.
+// The target lists F16C for both instantiations; only F16Row's reads emit F16C instructions, and
+// the float32 kernel is picked on AVX2 + FMA alone.
+template <typename Row>
+__attribute__((target("avx2,fma,f16c"))) void scanAvx2(const float *q, const typename Row::T *rows, size_t n, size_t d,
+                                                        float *out)
 {
   for (size_t i = 0; i < n; i++)
   {
-    const uint16_t *r = rows + i * d;
+    const typename Row::T *r = rows + i * d;
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     size_t j = 0;
     for (; j + 32 <= d; j += 32)
     {
-      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j), half8(r + j), a0);
-      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j + 8), half8(r + j + 8), a1);
-      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j + 16), half8(r + j + 16), a2);
-      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j + 24), half8(r + j + 24), a3);
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j), Row::eight(r + j), a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j + 8), Row::eight(r + j + 8), a1);
+      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j + 16), Row::eight(r + j + 16), a2);
+      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j + 24), Row::eight(r + j + 24), a3);
     }
     for (; j + 8 <= d; j += 8)
-      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j), half8(r + j), a0);
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j), Row::eight(r + j), a0);
     const __m256 s8 = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
     __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
     s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
     s4 = _mm_add_ss(s4, _mm_shuffle_ps(s4, s4, 1));
     float s = _mm_cvtss_f32(s4);
+    // Fused tails, so the float32 and fp16 kernels round alike (tests compare them exactly).
     for (; j < d; j++)
-      s = __builtin_fmaf(q[j], _cvtsh_ss(r[j]), s);
+      s = __builtin_fmaf(q[j], Row::oneAvx(r + j), s);
     out[i] = s;
   }
 }
@@ -175,11 +152,11 @@ ScanFn pickKernel(const char **name)
   if (!portableForced() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
   {
     *name = "avx2-fma";
-    return scanAvx2;
+    return scanAvx2<F32Row>;
   }
 #endif
   *name = "portable";
-  return scanPortable;
+  return scanPortable<F32Row>;
 }
 
 ScanF16Fn pickKernelF16(const char **name)
@@ -190,11 +167,11 @@ ScanF16Fn pickKernelF16(const char **name)
       __builtin_cpu_supports("f16c"))
   {
     *name = "avx2-fma-f16c";
-    return scanAvx2F16;
+    return scanAvx2<F16Row>;
   }
 #endif
   *name = "portable";
-  return scanPortableF16;
+  return scanPortable<F16Row>;
 }
 
 const char *kernelName = nullptr;
