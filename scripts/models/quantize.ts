@@ -35,5 +35,5 @@ export async function quantizeCli(argv: string[]): Promise<string> {
   if (!dir) throw new Error(`quantize needs a model folder\n${QUANTIZE_USAGE}`);
   const r = await quantizeFolder(path.resolve(dir), { force: argv.includes("--force") });
   const mb = (b: number) => (b / 2 ** 20).toFixed(1);
-  return `${r.output}: ${r.quantized} MatMuls to int8 (${r.kept} left in fp32), ${mb(r.bytesBefore)} MB → ${mb(r.bytesAfter)} MB`;
+  return `${r.output}: ${r.quantized} MatMuls to int8 (${r.kept} left in fp32), ${r.gathers} embedding table${r.gathers === 1 ? "" : "s"} to int8 rows, ${mb(r.bytesBefore)} MB → ${mb(r.bytesAfter)} MB`;
 }

@@ -8,7 +8,14 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadCrossEncoder, modelFileIn, releaseCrossEncoders, wantsInt8 } from "../../shared/adapters/cross-encoder.ts";
 import { DataType, GraphBuilder } from "../../shared/adapters/onnx-graph.ts";
-import { QuantizeRefusedError, quantizeDynamicInt8 } from "../../shared/adapters/onnx-quantize.ts";
+import onnxProto from "onnx-proto";
+import * as ort from "onnxruntime-node";
+import {
+  GATHER_MIN_VALUES,
+  QuantizeRefusedError,
+  quantizeDynamicInt8,
+  quantizeRows,
+} from "../../shared/adapters/onnx-quantize.ts";
 import { quantizeFolder } from "../../scripts/models/quantize.ts";
 import { ensureFixtureModel } from "../helpers/fixtures.ts";
 
@@ -80,6 +87,10 @@ describe("models quantize", () => {
     await cp(src, dir, { recursive: true });
     const r = await quantizeFolder(dir);
     expect(r.quantized).toBeGreaterThanOrEqual(36); // 6 layers × (Q, K, V, O, FFN in, FFN out)
+    // The 30522×384 word table becomes int8 rows (the 512-position and type tables stay fp32), so
+    // the file is about a quarter of the fp32 one rather than two thirds.
+    expect(r.gathers).toBe(1);
+    expect(r.bytesAfter).toBeLessThan(0.3 * r.bytesBefore);
     const fp32 = await logits(dir, false);
     const int8 = await logits(dir, true);
     // This export's random weights give nearly the same logit for every pair (spread ~1e-6), so a
@@ -92,6 +103,70 @@ describe("models quantize", () => {
     );
     expect(maxDiff).toBeLessThan(0.05 * Math.max(scale, 0.01));
   }, 300_000);
+
+  it("stores large embedding tables as int8 rows with a scale each, dequantising only the rows looked up", async () => {
+    const rows = 4096;
+    const cols = GATHER_MIN_VALUES / rows;
+    const table = new Float32Array(rows * cols);
+    // Rows of very different magnitudes: one scale per tensor would flatten the small ones to 0.
+    for (let r = 0; r < rows; r++)
+      for (let c = 0; c < cols; c++) table[r * cols + c] = Math.sin(r * 7.1 + c) * 10 ** ((r % 5) - 3);
+    table.fill(0, 5 * cols, 6 * cols); // an all-zero row (a padding row)
+    const small = new Float32Array(64 * cols).map((_, i) => Math.cos(i));
+    const build = (shareTable: boolean) => {
+      const g = new GraphBuilder();
+      const emb = g.op1("Gather", [g.floatTensor("table", [rows, cols], table), "ids"], {}, { name: "emb" });
+      const pos = g.op1("Gather", [g.floatTensor("small", [64, cols], small), "pos"], {}, { name: "pos_emb" });
+      const w = new Float32Array(cols * 4).map((_, i) => ((i * 37) % 11) / 11 - 0.5);
+      g.op1("MatMul", [g.op1("Add", [emb, pos]), g.floatTensor("w", [cols, 4], w)], {}, { name: "y" });
+      // A second use of the table (as tied output weights would be) keeps its fp32 copy.
+      if (shareTable) g.op1("ReduceSum", ["table"], { keepdims: 0 }, { name: "table_sum" });
+      return g.encode({
+        name: "gather",
+        opset: 13,
+        inputs: [
+          { name: "ids", elemType: DataType.INT64, dims: [2, 3] },
+          { name: "pos", elemType: DataType.INT64, dims: [2, 3] },
+        ],
+        outputs: [
+          { name: "emb", elemType: DataType.FLOAT, dims: [2, 3, cols] },
+          { name: "y", elemType: DataType.FLOAT, dims: [2, 3, 4] },
+          ...(shareTable ? [{ name: "table_sum", elemType: DataType.FLOAT, dims: [cols] }] : []),
+        ],
+      });
+    };
+    const fp32 = build(false);
+    const { model, report } = quantizeDynamicInt8(fp32);
+    expect(report).toMatchObject({ quantized: 1, gathers: 1 });
+    expect(model.byteLength).toBeLessThan(0.3 * fp32.byteLength);
+    const names = (m: Uint8Array) =>
+      new Set((onnxProto.onnx.ModelProto.decode(m).graph?.initializer ?? []).map((t) => t.name));
+    expect(names(model).has("table")).toBe(false);
+    expect(names(model).has("small")).toBe(true); // below GATHER_MIN_VALUES: left fp32
+
+    const idList = [0, 5, 4095, 1, 2, 3];
+    const feeds = {
+      ids: new ort.Tensor("int64", BigInt64Array.from(idList.map(BigInt)), [2, 3]),
+      pos: new ort.Tensor("int64", BigInt64Array.from([0, 1, 2, 0, 1, 2].map(BigInt)), [2, 3]),
+    };
+    const run = async (bytes: Uint8Array) => (await ort.InferenceSession.create(bytes)).run(feeds);
+    const [a, b] = [await run(fp32), await run(model)];
+    const { scales } = quantizeRows(table, rows, cols);
+    const got = b.emb.data as Float32Array;
+    idList.forEach((id, i) => {
+      for (let c = 0; c < cols; c++) {
+        const want = table[id * cols + c];
+        // Rounding to the row's own grid: at most half a step off, and zero rows stay exactly zero.
+        expect(Math.abs(got[i * cols + c] - want)).toBeLessThanOrEqual(scales[id] / 2 + 1e-12);
+        expect((a.emb.data as Float32Array)[i * cols + c]).toBe(want);
+      }
+    });
+    expect(Array.from(got.subarray(cols, 2 * cols)).every((v) => v === 0)).toBe(true);
+
+    const shared = quantizeDynamicInt8(build(true));
+    expect(shared.report.gathers).toBe(1);
+    expect(names(shared.model).has("table")).toBe(true);
+  });
 
   it("refuses graphs it does not understand, saying why", async () => {
     const g = new GraphBuilder();
