@@ -12,6 +12,7 @@ import type { ModelDescription, PairScoreOptions, PairScorer, PairScores } from 
 import {
   createOrtSession,
   cudaUnavailableReason,
+  defaultBatchTokens,
   type OrtLog,
   type OrtSession,
   type ProviderChoice,
@@ -26,7 +27,7 @@ export interface CrossEncoderOptions {
   quantized?: boolean;
   /** Pair length limit in tokens; default and ceiling: the model's own limit. */
   maxLength?: number;
-  /** Padded tokens per inference micro-batch. */
+  /** Padded tokens per inference micro-batch (default: defaultBatchTokens of the provider in use). */
   batchTokens?: number;
   threads?: number;
   /** Tokens shared by neighbouring windows of the chunk strategy (default: the tokenizer's, ≤ 32). */
@@ -83,8 +84,6 @@ interface LoadedModel {
 }
 
 const loaded = new Map<string, Promise<LoadedModel>>();
-
-export const DEFAULT_BATCH_TOKENS = 8192;
 
 /**
  * Dynamic-int8 graph names accepted, in order of preference: ours and Xenova/transformers.js
@@ -180,7 +179,7 @@ export async function loadCrossEncoder(opts: CrossEncoderOptions): Promise<Cross
       `cross-encoder: maxLength ${opts.maxLength} exceeds the model's limit ${modelLimit}; using ${modelLimit}`,
     );
   }
-  const batchTokens = Math.max(maxLength, opts.batchTokens ?? DEFAULT_BATCH_TOKENS);
+  const batchTokens = Math.max(maxLength, opts.batchTokens ?? defaultBatchTokens(session.provider));
   if (maxLength < tokenizer.pairOverhead + 2)
     throw new Error(`maxLength ${maxLength} leaves no room for a query and a document`);
   // The model's own pad id (XLM-R derives position ids from it), else the tokenizer's.

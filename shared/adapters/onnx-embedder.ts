@@ -11,7 +11,13 @@ import type { EmbedOptions, Embedder, EmbedderUsage } from "../core/ports.ts";
 import type { EmbedderIdentity } from "../core/types.ts";
 import { modelFileIn } from "./cross-encoder.ts";
 import { loadTokenizer } from "./hf-tokenizer.ts";
-import { createOrtSession, type OrtLog, type ProviderChoice, type ProviderFallback } from "./ort-session.ts";
+import {
+  createOrtSession,
+  defaultBatchTokens,
+  type OrtLog,
+  type ProviderChoice,
+  type ProviderFallback,
+} from "./ort-session.ts";
 
 export type Pooling = "mean" | "cls";
 
@@ -21,7 +27,7 @@ export interface OnnxEmbedderOptions {
   pooling?: Pooling;
   /** Tokens per text, special tokens included; default sentence_bert_config max_seq_length, else the model's limit. */
   maxLength?: number;
-  /** Padded tokens per inference micro-batch. */
+  /** Padded tokens per inference micro-batch (default: defaultBatchTokens of the provider in use). */
   batchTokens?: number;
   provider?: ProviderChoice;
   threads?: number;
@@ -69,7 +75,7 @@ export async function createOnnxEmbedder(opts: OnnxEmbedderOptions): Promise<Onn
   ]);
   const seqDefault = typeof st?.max_seq_length === "number" ? st.max_seq_length : tokenizer.modelMaxLength;
   const maxLength = Math.min(opts.maxLength ?? seqDefault, tokenizer.modelMaxLength);
-  const batchTokens = Math.max(maxLength, opts.batchTokens ?? 8192);
+  const batchTokens = Math.max(maxLength, opts.batchTokens ?? defaultBatchTokens(session.provider));
   const padId = typeof config.pad_token_id === "number" ? config.pad_token_id : tokenizer.padId;
   const output =
     ["last_hidden_state", "token_embeddings"].find((n) => session.outputNames.includes(n)) ?? session.outputNames[0];

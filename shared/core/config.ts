@@ -327,7 +327,11 @@ export const settings = {
     "On the CPU, run the model folder's dynamic-int8 graph when it has one (onnx/model_quantized.onnx, model_int8.onnx, model_qint8_avx512_vnni.onnx, model_qint8_avx512.onnx, model_quint8_avx2.onnx, model_qint8_arm64.onnx; `npm run cli -- models quantize <folder>` writes one); false = always fp32. GPU providers run fp32.",
   ),
   rerankerMaxLength: optInt("RERANKER_MAX_LENGTH", "Pair length limit in tokens (default: the model's).", 8),
-  rerankerBatchTokens: int("RERANKER_BATCH_TOKENS", 8192, "Padded tokens per inference micro-batch.", 64),
+  rerankerBatchTokens: optInt(
+    "RERANKER_BATCH_TOKENS",
+    "Padded tokens per inference micro-batch (never below the pair length limit). Default: 1024 on the CPU and WASM, where small batches keep activations in cache (20 pairs in 0.6–0.8× the time of 8192-token batches, ~2.5× less peak memory for 100 long pairs: BENCHMARKS.md, rerank); 8192 on a GPU.",
+    64,
+  ),
   rerankerMaxDocuments: int("RERANKER_MAX_DOCUMENTS", 1000, "Most documents one rerank request may carry.", 1),
   rerankerMaxQueue: int(
     "RERANKER_MAX_QUEUE",

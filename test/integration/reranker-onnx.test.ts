@@ -6,7 +6,12 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type CrossEncoder, loadCrossEncoder, releaseCrossEncoders } from "../../shared/adapters/cross-encoder.ts";
-import { createOrtSession } from "../../shared/adapters/ort-session.ts";
+import {
+  CPU_BATCH_TOKENS,
+  createOrtSession,
+  defaultBatchTokens,
+  GPU_BATCH_TOKENS,
+} from "../../shared/adapters/ort-session.ts";
 import { rerank } from "../../shared/core/rerank.ts";
 import { ensureFixtureModel } from "../helpers/fixtures.ts";
 
@@ -124,6 +129,16 @@ describe("cross-encoder on the tiny BERT fixture", () => {
     const b = await huge.scorePairs(QUERY, docs);
     for (let i = 0; i < docs.length; i++) expect(Math.abs(a.logits[i] - b.logits[i])).toBeLessThan(1e-5);
     expect(a.tokens).toBe(b.tokens);
+  });
+
+  it("batches by the provider's budget unless told: small on the CPU, large on a GPU", () => {
+    expect(cpu.provider).toBe("cpu");
+    expect(cpu.batchTokens).toBe(Math.max(CPU_BATCH_TOKENS, cpu.maxLength));
+    expect(defaultBatchTokens("cpu")).toBe(CPU_BATCH_TOKENS);
+    expect(defaultBatchTokens("wasm")).toBe(CPU_BATCH_TOKENS);
+    expect(defaultBatchTokens("cuda")).toBe(GPU_BATCH_TOKENS);
+    expect(defaultBatchTokens("webgpu")).toBe(GPU_BATCH_TOKENS);
+    expect(CPU_BATCH_TOKENS).toBeLessThan(GPU_BATCH_TOKENS);
   });
 
   it("truncates over-long documents to the model limit and counts them", async () => {

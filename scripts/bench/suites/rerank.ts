@@ -7,12 +7,18 @@
 // on both, and their cost per token is compared. Scores of both carry no meaning.
 // Workloads: 20 candidates of ~200 and of ~60 document tokens, one query.
 import { createLocalReranker } from "../../../shared/adapters/local-reranker.ts";
+import { execFile } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { type CrossEncoder, loadCrossEncoder, releaseCrossEncoders } from "../../../shared/adapters/cross-encoder.ts";
 import { loadTokenizer, type PairTokenizer } from "../../../shared/adapters/hf-tokenizer.ts";
-import { availableCores, createOrtSession } from "../../../shared/adapters/ort-session.ts";
+import {
+  availableCores,
+  CPU_BATCH_TOKENS,
+  createOrtSession,
+  GPU_BATCH_TOKENS,
+} from "../../../shared/adapters/ort-session.ts";
 import { DEFAULT_SHARED_DATA, ensureFixtureModel } from "../../fixtures/index.ts";
 import { DataType, GraphBuilder } from "../../../shared/adapters/onnx-graph.ts";
 import { normalArray } from "../../fixtures/prng.ts";
@@ -80,6 +86,33 @@ function makeDocs(tok: PairTokenizer, text: string, count: number, tokens: numbe
     docs.push(text.slice(spans[start][0], spans[start + tokens - 1][1]));
   }
   return docs;
+}
+
+const batchChildScript = path.join(import.meta.dirname, "..", "rerank-batch-child.ts");
+
+/** One fresh process scoring the pairs in `pairsFile` twice with the given budget (rerank-batch-child.ts). */
+function runBatchChild(
+  modelDir: string,
+  budget: number,
+  pairsFile: string,
+): Promise<{ batch_tokens: number; first_ms: number; second_ms: number; peak_rss_mb: number }> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      process.execPath,
+      ["--import", "tsx", batchChildScript, modelDir, String(budget), pairsFile],
+      { maxBuffer: 1 << 20 },
+      (err, stdout, stderr) => {
+        const line = stdout
+          .trim()
+          .split("\n")
+          .filter((l) => l.startsWith("{"))
+          .pop();
+        if (err || !line)
+          return reject(new Error(`rerank batch child failed: ${err?.message ?? ""} ${stderr.slice(-1000)}`));
+        resolve(JSON.parse(line));
+      },
+    );
+  });
 }
 
 interface Reference {
@@ -419,6 +452,92 @@ export const suite: Suite = {
         int8Summary.int8_top4_agreement = agree;
       }
     }
+    // Micro-batch budget: the CPU default graph (int8) scoring the same pairs with each padded-token
+    // budget, interleaved in this process (warm), then once per budget in a fresh process (first
+    // call and peak RSS, as a cold instance pays them), including 100 long pairs.
+    ctx.log("rerank: micro-batch budgets…");
+    const budgets = [512, CPU_BATCH_TOKENS, 2048, GPU_BATCH_TOKENS];
+    const byBudget = await Promise.all(
+      budgets.map((b) => loadCrossEncoder({ modelDir: fixtureDir, provider: "cpu", quantized: true, batchTokens: b })),
+    );
+    const budgetSummary: Record<string, number> = {};
+    for (const [len, docs] of workloads) {
+      const times = budgets.map(() => [] as number[]);
+      for (let i = 0; i < warmup + reps; i++)
+        for (const [j, m] of byBudget.entries()) {
+          const t = performance.now();
+          await m.scorePairs(QUERY, docs);
+          if (i >= warmup) times[j].push(performance.now() - t);
+        }
+      const p50s = times.map((t) => stats(t).p50);
+      const big = p50s[budgets.indexOf(GPU_BATCH_TOKENS)];
+      budgets.forEach((b, j) => {
+        figures.push(
+          figure(
+            `int8 ${CANDIDATES}×~${len} tok, ${b}-token batches: p50`,
+            p50s[j],
+            "ms",
+            undefined,
+            `${(p50s[j] / big).toFixed(3)}× the ${GPU_BATCH_TOKENS}-token p50`,
+          ),
+        );
+        budgetSummary[`batch_${b}_p50_ms_${len}`] = p50s[j];
+      });
+      budgetSummary[`batch_default_vs_${GPU_BATCH_TOKENS}_${len}`] = p50s[budgets.indexOf(CPU_BATCH_TOKENS)] / big;
+    }
+    const docs100 = makeDocs(tokenizer, text, 100, 200);
+    const cold: Record<
+      string,
+      Array<{ batch_tokens: number; first_ms: number; second_ms: number; peak_rss_mb: number }>
+    > = {};
+    const { mkdtemp: mkdtempB, rm: rmB, writeFile: writeFileB } = await import("node:fs/promises");
+    const pairsDir = await mkdtempB(path.join(os.tmpdir(), "rerank-batch-"));
+    try {
+      for (const [name, docs] of [
+        [`${CANDIDATES}×~200`, docs200],
+        ["100×~200", docs100],
+      ] as const) {
+        const file = path.join(pairsDir, `${name.replace(/\W/g, "_")}.json`);
+        await writeFileB(file, JSON.stringify({ query: QUERY, documents: docs }));
+        cold[name] = [];
+        // Budgets in turn, twice, so neither order nor page cache favours one.
+        for (let round = 0; round < (ctx.quick ? 1 : 2); round++)
+          for (const b of budgets) cold[name].push(await runBatchChild(fixtureDir, b, file));
+        const big = (k: "first_ms" | "peak_rss_mb") =>
+          stats(cold[name].filter((r) => r.batch_tokens === GPU_BATCH_TOKENS).map((r) => r[k])).p50;
+        for (const b of budgets) {
+          const runs = cold[name].filter((r) => r.batch_tokens === b);
+          const first = stats(runs.map((r) => r.first_ms)).p50;
+          const rss = stats(runs.map((r) => r.peak_rss_mb)).p50;
+          figures.push(
+            figure(
+              `fresh process, int8 ${name} tok, ${b}-token batches: first call`,
+              first,
+              "ms",
+              undefined,
+              `${(first / big("first_ms")).toFixed(3)}× the ${GPU_BATCH_TOKENS}-token first call; second call ${stats(runs.map((r) => r.second_ms)).p50.toFixed(0)} ms`,
+            ),
+            figure(
+              `fresh process, int8 ${name} tok, ${b}-token batches: peak RSS`,
+              rss,
+              "MB",
+              undefined,
+              `${(rss / big("peak_rss_mb")).toFixed(3)}× the ${GPU_BATCH_TOKENS}-token peak`,
+            ),
+          );
+          const key = name.startsWith("100") ? "100x200" : `${CANDIDATES}x200`;
+          budgetSummary[`fresh_${key}_batch_${b}_first_ms`] = first;
+          budgetSummary[`fresh_${key}_batch_${b}_peak_rss_mb`] = rss;
+        }
+      }
+    } finally {
+      await rmB(pairsDir, { recursive: true, force: true });
+    }
+    details.batch_budgets = { budgets, fresh: cold };
+    notes.push(
+      `Micro-batch budgets: the int8 graph with RERANKER_BATCH_TOKENS at ${budgets.join(", ")} (the CPU default is ${CPU_BATCH_TOKENS}, the GPU default ${GPU_BATCH_TOKENS}); warm figures interleaved in this process, first calls and peak RSS from one fresh process per budget and round (two rounds, medians).`,
+    );
+
     // The independent PyTorch export, quantised here by `models quantize`, on the ~200-token pairs.
     if (pytorchDir) {
       ctx.log("rerank: PyTorch export, int8 (quantised here) vs fp32…");
@@ -475,7 +594,7 @@ export const suite: Suite = {
       rerankerProvider: "cpu" as const,
       rerankerQuantized: true,
       rerankerMaxLength: undefined,
-      rerankerBatchTokens: 8192,
+      rerankerBatchTokens: undefined,
       rerankerMaxDocuments: 1000,
       rerankerThreads: undefined,
       rerankerCacheMb: 0,
@@ -609,6 +728,7 @@ export const suite: Suite = {
         wasm_latency_ratio: wasmRatio,
         wasm_max_abs_score_diff: wasmDiff,
         ...int8Summary,
+        ...budgetSummary,
         p50_ms_200: main.ours.p50,
         p99_ms_200: main.ours.p99,
         p50_ms_60: results["60"].ours.p50,
