@@ -52,7 +52,7 @@ export const search = new sst.aws.Function("Search", {
     ...indexShardsEnvironment,
   },
   copyFiles: native.copyFiles,
-  nodejs: { esbuild: { external: native.external } },
+  nodejs: native.nodejs,
   logging: { retention: settings.logRetention },
 });
 

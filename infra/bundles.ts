@@ -103,6 +103,10 @@ export const BUNDLE_ESBUILD = {
   // SST minifies function code by default (sst.aws.Function nodejs.minify); a minified bundle also
   // parses faster at init.
   minify: true,
+  // SST's nodejs.splitting, which every function here sets (functionNodejs): modules loaded with
+  // import() only under some settings (the OpenAI SDK, the Lambda client, the TF.js converter) go
+  // to chunks of their own, so a cold start compiles only what its settings use.
+  splitting: true,
   mainFields: ["module", "main"],
   // Error classes are told apart by name (shared/core/errors.ts), which minifying would rename.
   keepNames: true,
@@ -118,6 +122,11 @@ export const BUNDLE_ESBUILD = {
   },
   outExtension: { ".js": ".mjs" },
 } as const;
+
+/** The `nodejs` options of every sst.aws.Function here: code splitting, and its external packages. */
+export function functionNodejs(external: string[]): { splitting: true; esbuild: { external: string[] } } {
+  return { splitting: true, esbuild: { external } };
+}
 
 /** Every package kept out of a function's bundle (its native packages and the always-external ones). */
 export function bundleExternals(fn: FunctionBundle, extra: readonly string[] = []): string[] {

@@ -11,6 +11,7 @@ import {
   ALWAYS_EXTERNAL,
   bundleExternals,
   FUNCTION_BUNDLES,
+  functionNodejs,
   type FunctionName,
   NATIVE_BUNDLES,
   type NativeBundle,
@@ -24,6 +25,11 @@ export interface NativePackaging {
   copyFiles: { from: string; to: string }[];
   /** Kept out of the esbuild bundle; they resolve from the copied node_modules at runtime. */
   external: string[];
+}
+
+/** A function's packaging, with the `nodejs` options for its sst.aws.Function (functionNodejs). */
+export interface FunctionPackaging extends NativePackaging {
+  nodejs: ReturnType<typeof functionNodejs>;
 }
 
 export class NativeBundleMissingError extends Error {
@@ -102,14 +108,15 @@ export function functionPackaging(
   name: FunctionName,
   runtimeEnv: Record<string, string>,
   opts: { root?: string; dev?: boolean; bundleDir?: string } = {},
-): NativePackaging {
+): FunctionPackaging {
   const fn = FUNCTION_BUNDLES[name];
   const parts = [nativePackaging(fn.native, opts)];
   if (fn.optional.length) parts.push(embedderPackaging(runtimeEnv, opts));
   const joined = joinPackaging(...parts);
   const dev = opts.dev ?? $dev;
   const assets = dev ? [] : [...fn.assets, ...workerFiles(name, runtimeEnv, opts.bundleDir)];
-  return { copyFiles: [...assets, ...joined.copyFiles], external: bundleExternals(fn, joined.external) };
+  const external = bundleExternals(fn, joined.external);
+  return { copyFiles: [...assets, ...joined.copyFiles], external, nodejs: functionNodejs(external) };
 }
 
 /**

@@ -48,7 +48,7 @@ function reindexFunction(name: string, handler: string, description: string, ove
     link: [bucket, openAiApiKey],
     environment: reindexEnvironment,
     copyFiles: native.copyFiles,
-    nodejs: { esbuild: { external: native.external } },
+    nodejs: native.nodejs,
     logging: { retention: settings.logRetention },
     ...over,
   });

@@ -59,7 +59,7 @@ function createLambdaReranker(): sst.aws.Function {
       RERANKER_QUANTIZED: String(r.quantized),
     },
     copyFiles: native.copyFiles,
-    nodejs: { esbuild: { external: native.external } },
+    nodejs: native.nodejs,
     // DEPLOY_RERANKER_PROVISIONED counts warm searches: each fans out to `fanout` instances.
     ...(r.provisioned > 0 ? { versioning: true, concurrency: { provisioned: r.provisioned * r.fanout } } : {}),
     logging: { retention: settings.logRetention },

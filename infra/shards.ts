@@ -41,7 +41,7 @@ function createShardFunctions(): sst.aws.Function[] {
           SHARD_ID: String(i),
         },
         copyFiles: native.copyFiles,
-        nodejs: { esbuild: { external: native.external } },
+        nodejs: native.nodejs,
         logging: { retention: settings.logRetention },
       }),
   );

@@ -113,6 +113,8 @@ declare global {
           install?: string[];
           format?: "esm" | "cjs";
           minify?: boolean;
+          /** Dynamically imported modules in chunks of their own (esbuild splitting). */
+          splitting?: boolean;
           esbuild?: { external?: string[] };
           loader?: Record<string, string>;
         };

@@ -11,7 +11,7 @@ import { cpSync, mkdirSync, rmSync, statSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { build } from "esbuild";
+import { type BuildResult, build, type Metafile } from "esbuild";
 import { BUNDLE_ESBUILD, bundleExternals, FUNCTION_BUNDLES, type FunctionName } from "../infra/bundles.ts";
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -22,8 +22,10 @@ export interface BuiltFunction {
   /** The handler module: `import(handlerFile).handler`. */
   handlerFile: string;
   dir: string;
-  /** Bytes of the bundled JavaScript (handler + workers), source maps and assets excluded. */
+  /** Bytes of the bundled JavaScript (handler, its chunks, workers), source maps and assets excluded. */
   codeBytes: number;
+  /** Bytes of the handler and the chunks it imports statically: what a cold start compiles. */
+  initialBytes: number;
   mapBytes: number;
   external: string[];
   ms: number;
@@ -42,31 +44,50 @@ export async function buildFunctions(opts: { outDir?: string; only?: FunctionNam
     mkdirSync(dir, { recursive: true });
     const external = bundleExternals(fn);
     const t0 = performance.now();
-    const entryPoints: Record<string, string> = { handler: join(repoRoot, fn.entry) };
-    for (const [out, src] of Object.entries(fn.workers)) entryPoints[out] = join(repoRoot, src);
-    const result = await build({
+    const common = {
       ...BUNDLE_ESBUILD,
       mainFields: [...BUNDLE_ESBUILD.mainFields],
-      entryPoints,
       outdir: dir,
       external,
-      metafile: true,
-      logLevel: "warning",
-    });
+      metafile: true as const,
+      logLevel: "warning" as const,
+    };
+    // The handler with code splitting, as SST builds it (dynamically imported modules in chunks of
+    // their own). Worker entries are built apart and unsplit: the deploy copies a worker file into
+    // a package whose chunks SST named, so a worker must not import chunks of this build.
+    const results: BuildResult<{ metafile: true }>[] = [
+      await build({ ...common, entryPoints: { handler: join(repoRoot, fn.entry) } }),
+    ];
+    for (const [out, src] of Object.entries(fn.workers))
+      results.push(await build({ ...common, splitting: false, entryPoints: { [out]: join(repoRoot, src) } }));
     for (const a of fn.assets) cpSync(join(repoRoot, a.from), join(dir, a.to), { recursive: true });
     let codeBytes = 0;
     let mapBytes = 0;
-    for (const file of Object.keys(result.metafile.outputs)) {
+    const outputs = Object.assign({}, ...results.map((r) => r.metafile.outputs)) as Metafile["outputs"];
+    for (const file of Object.keys(outputs)) {
       // esbuild names outputs relative to its working directory (this process's cwd).
       const bytes = statSync(resolve(file)).size;
       if (file.endsWith(".map")) mapBytes += bytes;
       else codeBytes += bytes;
     }
+    // What a cold start compiles before the handler runs: the handler and the chunks it imports
+    // statically (chunks reached only by import() load when a setting needs them).
+    const handlerOut = Object.keys(outputs).find((f) => resolve(f) === join(dir, "handler.mjs"));
+    const initial = new Set<string>();
+    const pending = handlerOut ? [handlerOut] : [];
+    while (pending.length) {
+      const f = pending.pop() as string;
+      if (initial.has(f)) continue;
+      initial.add(f);
+      for (const i of outputs[f].imports) if (i.kind === "import-statement" && outputs[i.path]) pending.push(i.path);
+    }
+    const initialBytes = [...initial].reduce((n, f) => n + statSync(resolve(f)).size, 0);
     built.push({
       name,
       handlerFile: join(dir, "handler.mjs"),
       dir,
       codeBytes,
+      initialBytes,
       mapBytes,
       external,
       ms: performance.now() - t0,
@@ -87,7 +108,7 @@ async function main(): Promise<void> {
   }
   for (const b of built) {
     console.log(
-      `${b.name.padEnd(8)} ${relative(process.cwd(), b.handlerFile)}  ${(b.codeBytes / 1e6).toFixed(2)} MB code, ` +
+      `${b.name.padEnd(8)} ${relative(process.cwd(), b.handlerFile)}  ${(b.codeBytes / 1e6).toFixed(2)} MB code (${(b.initialBytes / 1e6).toFixed(2)} MB loaded at init), ` +
         `${(b.mapBytes / 1e6).toFixed(2)} MB source map, ${Math.round(b.ms)} ms; external: ${b.external.join(" ")}`,
     );
   }

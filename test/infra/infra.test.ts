@@ -287,6 +287,8 @@ describe("default stage: Lambda reranker", () => {
     });
     const reranker = d.rec.byId("Reranker").args;
     expect(reranker.nodejs.esbuild.external).toEqual(["onnxruntime-common", "onnxruntime-node", "onnxruntime-web"]);
+    // Code splitting on every function, as build:functions builds them (infra/bundles.ts).
+    for (const id of ["Search", "Reranker", "Reindex"]) expect(d.rec.byId(id).args.nodejs.splitting, id).toBe(true);
     expect(reranker.copyFiles.map((c: { to: string }) => c.to)).toEqual([
       "node_modules/onnxruntime-common",
       "node_modules/onnxruntime-node",

@@ -3,7 +3,7 @@
 // the recorded events: S3 notifications to the reindex bundle (against s3rver), API Gateway v2
 // events to the search bundle, direct invokes to the rerank bundle (tiny fixture model).
 import { execFile } from "node:child_process";
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
@@ -109,6 +109,35 @@ describe("npm run build:functions", () => {
     }
     expect(built.search.external).toEqual(expect.arrayContaining(["faiss-node", "bindings"]));
     expect(built.rerank.external).not.toContain("faiss-node");
+  });
+
+  it("splits code a setting may never load into chunks of its own; worker entries import no chunk", () => {
+    const dir = built.search.dir;
+    const initial = new Set<string>();
+    const pending = ["handler.mjs"];
+    while (pending.length) {
+      const f = pending.pop() as string;
+      if (initial.has(f)) continue;
+      initial.add(f);
+      const code = readFileSync(join(dir, f), "utf8");
+      for (const m of code.matchAll(/(?:^|[;}\s])import\s*(?:[\w${},\s*]+from\s*)?"\.\/([\w.-]+\.mjs)"/g))
+        pending.push(m[1]);
+    }
+    const initialCode = [...initial].map((f) => readFileSync(join(dir, f), "utf8")).join("\n");
+    // The OpenAI SDK (EMBEDDER=openai) and the TF.js → ONNX converter's protobuf code (a USE-lite
+    // cache miss) are reached only through import(); the S3 client is needed by every cold start.
+    expect(initialCode).not.toMatch(/api\.openai\.com/);
+    expect(initialCode).not.toMatch(/onnx\.ModelProto/);
+    expect(initialCode).toMatch(/GetObjectCommand/);
+    const all = readdirSync(dir).filter((f) => f.endsWith(".mjs"));
+    expect(all.length).toBeGreaterThan(initial.size);
+    expect(built.search.initialBytes).toBeLessThan(built.search.codeBytes);
+    expect(built.search.initialBytes).toBe([...initial].reduce((n, f) => n + readFileSync(join(dir, f)).byteLength, 0));
+    for (const fn of ["search", "rerank"]) {
+      const worker = readFileSync(join(built[fn].dir, "rerank-worker.mjs"), "utf8");
+      expect(worker, fn).not.toMatch(/from\s*"\.\/chunk-/);
+      expect(worker, fn).not.toMatch(/import\("\.\/chunk-/);
+    }
   });
 });
 
