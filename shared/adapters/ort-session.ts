@@ -36,15 +36,16 @@ export interface ProviderFallback {
 export type OrtLog = (level: "info" | "warn", message: string) => void;
 
 /** Padded tokens per micro-batch on the CPU and WASM providers, unless the caller sets a budget. */
-export const CPU_BATCH_TOKENS = 1024;
+export const CPU_BATCH_TOKENS = 512;
 /** The same on GPU providers, which need large batches to fill the device. */
 export const GPU_BATCH_TOKENS = 8192;
 
 /**
- * The micro-batch budget for a provider. On CPU, batches of ~1K padded tokens keep a layer's
- * activations in cache: against 8K-token batches they scored 20 pairs 0.6–0.8× the time, the first
- * call of a cold process about half, and peak RSS fell ~2.5× for 100 long pairs (BENCHMARKS.md,
- * rerank: micro-batch budget). A GPU wants the big batch.
+ * The micro-batch budget for a provider. On the CPU, batches of ~512 padded tokens keep a layer's
+ * activations in cache and touch little fresh memory: against 8192-token batches the int8 MiniLM
+ * scored 20 pairs of ~200 tokens in 0.83× the time warm, a fresh process's first call in 0.50×,
+ * with 0.50× the peak RSS (0.27× for 100 pairs) (BENCHMARKS.md, rerank: micro-batch budget). A GPU
+ * wants the big batch.
  */
 export function defaultBatchTokens(provider: ConcreteProvider): number {
   return provider === "cuda" || provider === "webgpu" ? GPU_BATCH_TOKENS : CPU_BATCH_TOKENS;

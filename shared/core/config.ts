@@ -329,7 +329,7 @@ export const settings = {
   rerankerMaxLength: optInt("RERANKER_MAX_LENGTH", "Pair length limit in tokens (default: the model's).", 8),
   rerankerBatchTokens: optInt(
     "RERANKER_BATCH_TOKENS",
-    "Padded tokens per inference micro-batch (never below the pair length limit). Default: 1024 on the CPU and WASM, where small batches keep activations in cache (20 pairs in 0.6–0.8× the time of 8192-token batches, ~2.5× less peak memory for 100 long pairs: BENCHMARKS.md, rerank); 8192 on a GPU.",
+    "Padded tokens per inference micro-batch (never below the pair length limit). Default: 512 on the CPU and WASM, where small batches keep activations in cache (int8 MiniLM, 20 pairs of ~200 tokens against 8192-token batches: 0.83× the warm time, 0.50× a fresh process's first call, 0.50× its peak RSS; BENCHMARKS.md, rerank); 8192 on a GPU.",
     64,
   ),
   rerankerMaxDocuments: int("RERANKER_MAX_DOCUMENTS", 1000, "Most documents one rerank request may carry.", 1),

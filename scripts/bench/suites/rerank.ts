@@ -456,7 +456,7 @@ export const suite: Suite = {
     // budget, interleaved in this process (warm), then once per budget in a fresh process (first
     // call and peak RSS, as a cold instance pays them), including 100 long pairs.
     ctx.log("rerank: micro-batch budgets…");
-    const budgets = [512, CPU_BATCH_TOKENS, 2048, GPU_BATCH_TOKENS];
+    const budgets = [CPU_BATCH_TOKENS, 1024, 2048, GPU_BATCH_TOKENS];
     const byBudget = await Promise.all(
       budgets.map((b) => loadCrossEncoder({ modelDir: fixtureDir, provider: "cpu", quantized: true, batchTokens: b })),
     );
