@@ -342,7 +342,7 @@ export const settings = {
   rerankerWarmupPairs: int(
     "RERANKER_WARMUP_PAIRS",
     0,
-    "Synthetic query–passage pairs scored once right after the model loads, so the first request does not pay ONNX Runtime's first run at that batch size (~115 ms of a 20-pair rerank here); not cached or counted. Off by default: on a cold start the warm-up competes with the snapshot load for the cores and cost 1.4× the time to the first answer (BENCHMARKS.md, coldstart). Worth it where init runs before traffic (provisioned concurrency, the rerank function kept warm). 0 = off.",
+    "Synthetic query–passage pairs scored once right after the model loads, so the first request does not pay ONNX Runtime's first run at that batch size (~115–150 ms of a 20-pair rerank here); not cached or counted. Off by default: on a cold start the warm-up competes with the snapshot load for the cores and cost 1.2–1.4× the time to the first answer (BENCHMARKS.md, coldstart). Worth it where init runs before traffic (provisioned concurrency, the rerank function kept warm). 0 = off.",
     0,
     1000,
   ),
@@ -364,7 +364,7 @@ export const settings = {
   rerankerInWorker: bool(
     "RERANKER_IN_WORKER",
     false,
-    "Reranker: run the one ONNX session (RERANKER_WORKERS=1) in a worker thread instead of the calling thread. onnxruntime-node creates sessions and runs inference synchronously, so in-thread they block the event loop: in the search function with RERANKER=in-process, ~0.3 s of session creation stalls the snapshot download at cold start (BENCHMARKS.md, coldstart). Costs a thread start and a message per request.",
+    "Reranker: run the one ONNX session (RERANKER_WORKERS=1) in a worker thread instead of the calling thread. onnxruntime-node creates sessions and runs inference synchronously, so in-thread they block the event loop: in the search function with RERANKER=in-process, 0.2–0.3 s of session creation stall the snapshot download at cold start (BENCHMARKS.md, coldstart). Costs a thread start and a message per request.",
   ),
   rerankerFanoutPairs: int(
     "RERANKER_FANOUT_PAIRS",
