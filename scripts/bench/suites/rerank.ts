@@ -9,6 +9,7 @@
 import { createLocalReranker } from "../../../shared/adapters/local-reranker.ts";
 import { execFile } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
+import { cp, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { type CrossEncoder, loadCrossEncoder, releaseCrossEncoders } from "../../../shared/adapters/cross-encoder.ts";
@@ -490,15 +491,14 @@ export const suite: Suite = {
       string,
       Array<{ batch_tokens: number; first_ms: number; second_ms: number; peak_rss_mb: number }>
     > = {};
-    const { mkdtemp: mkdtempB, rm: rmB, writeFile: writeFileB } = await import("node:fs/promises");
-    const pairsDir = await mkdtempB(path.join(os.tmpdir(), "rerank-batch-"));
+    const pairsDir = await mkdtemp(path.join(os.tmpdir(), "rerank-batch-"));
     try {
       for (const [name, docs] of [
         [`${CANDIDATES}×~200`, docs200],
         ["100×~200", docs100],
       ] as const) {
         const file = path.join(pairsDir, `${name.replace(/\W/g, "_")}.json`);
-        await writeFileB(file, JSON.stringify({ query: QUERY, documents: docs }));
+        await writeFile(file, JSON.stringify({ query: QUERY, documents: docs }));
         cold[name] = [];
         // Budgets in turn, twice, so neither order nor page cache favours one.
         for (let round = 0; round < (ctx.quick ? 1 : 2); round++)
@@ -531,7 +531,7 @@ export const suite: Suite = {
         }
       }
     } finally {
-      await rmB(pairsDir, { recursive: true, force: true });
+      await rm(pairsDir, { recursive: true, force: true });
     }
     details.batch_budgets = { budgets, fresh: cold };
     notes.push(
@@ -541,7 +541,6 @@ export const suite: Suite = {
     // The independent PyTorch export, quantised here by `models quantize`, on the ~200-token pairs.
     if (pytorchDir) {
       ctx.log("rerank: PyTorch export, int8 (quantised here) vs fp32…");
-      const { mkdtemp, cp, rm } = await import("node:fs/promises");
       const { quantizeFolder } = await import("../../models/quantize.ts");
       const tmp = await mkdtemp(path.join(os.tmpdir(), "bench-pt-int8-"));
       try {
