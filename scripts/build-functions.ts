@@ -64,9 +64,11 @@ export async function buildFunctions(opts: { outDir?: string; only?: FunctionNam
     let codeBytes = 0;
     let mapBytes = 0;
     const outputs = Object.assign({}, ...results.map((r) => r.metafile.outputs)) as Metafile["outputs"];
+    const sizes = new Map<string, number>();
     for (const file of Object.keys(outputs)) {
       // esbuild names outputs relative to its working directory (this process's cwd).
       const bytes = statSync(resolve(file)).size;
+      sizes.set(file, bytes);
       if (file.endsWith(".map")) mapBytes += bytes;
       else codeBytes += bytes;
     }
@@ -81,7 +83,7 @@ export async function buildFunctions(opts: { outDir?: string; only?: FunctionNam
       initial.add(f);
       for (const i of outputs[f].imports) if (i.kind === "import-statement" && outputs[i.path]) pending.push(i.path);
     }
-    const initialBytes = [...initial].reduce((n, f) => n + statSync(resolve(f)).size, 0);
+    const initialBytes = [...initial].reduce((n, f) => n + (sizes.get(f) ?? 0), 0);
     built.push({
       name,
       handlerFile: join(dir, "handler.mjs"),
