@@ -4,6 +4,8 @@
 // (shared/core/config.ts): a developer's local RERANKER=http must not change what gets deployed.
 // Every value is typed, defaulted and validated here; infra/*.ts only reads `settings`.
 
+import { ALLOCATOR_ENV } from "./process-env.ts";
+
 export type RerankerBackend = "lambda" | "gpu" | "external";
 
 export interface StageSettings {
@@ -63,6 +65,7 @@ export interface StageSettings {
   shards: { count: number; search: "local" | "lambda"; memoryMb: number; timeoutMs: number };
   api: { rateLimit: number; burstLimit: number; corsOrigins: string[]; authMode: "off" | "required" };
   /** Runtime variables passed to every function (non-secret), from DEPLOY_RUNTIME_ENV (JSON object). */
+  /** Every function's extra variables: ALLOCATOR_ENV, then DEPLOY_RUNTIME_ENV over it. */
   runtimeEnv: Record<string, string>;
   logRetention: string;
   /** Where layers/build.sh leaves the Amazon Linux 2023 native bundles (relative to the repo root). */
@@ -237,7 +240,7 @@ export function readStageSettings(env: Env, stage: string): StageSettings {
       corsOrigins: corsOrigins.length ? corsOrigins : ["*"],
       authMode: oneOf("DEPLOY_AUTH_MODE", ["off", "required"] as const, "off"),
     },
-    runtimeEnv: parseRuntimeEnv(raw("DEPLOY_RUNTIME_ENV")),
+    runtimeEnv: { ...ALLOCATOR_ENV, ...parseRuntimeEnv(raw("DEPLOY_RUNTIME_ENV")) },
     logRetention: raw("DEPLOY_LOG_RETENTION") ?? "1 month",
     nativeDir: raw("DEPLOY_NATIVE_DIR") ?? "layers",
   };

@@ -38,6 +38,8 @@ for (let i = 0; i < 99; i++) {
 const health = JSON.parse((await handler(event("GET", "/health"), context)).body);
 const snapshotMs = health.index?.load_ms ?? 0;
 const modelMs = health.reranker?.loadMs ?? 0;
+// Peak resident memory of the process (Linux), what a Lambda's memory size has to hold.
+const peakRssKb = Number(/^VmHWM:\s+(\d+) kB/m.exec(readFileSync("/proc/self/status", "utf8"))?.[1] ?? Number.NaN);
 console.log(
   JSON.stringify({
     status: res.statusCode,
@@ -58,6 +60,7 @@ console.log(
     // The service's own split of the first answer (embed, search, sparse, texts, rerank).
     first_timings: body.timings,
     total_ms: done,
+    peak_rss_mb: peakRssKb / 1024,
   }),
 );
 process.exit(0);

@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { LINKED_RESOURCES, resourceEnv } from "../../functions/runtime/resources.ts";
+import { ALLOCATOR_ENV } from "../../infra/process-env.ts";
 import { type Config, loadConfig, settings as configSettings } from "../../shared/core/config.ts";
 import {
   installSstStandIn,
@@ -21,8 +22,15 @@ import {
 const repoRoot = resolve(import.meta.dirname, "../..");
 const OPENAI_SECRET = "sk-test-openai-do-not-leak";
 const TOKEN_SECRET = "reranker-token-do-not-leak";
-/** Variables the code reads: the config table, plus the qualifier functions/runtime/resources.ts reads. */
-const KNOWN_VARIABLES = new Set([...Object.values(configSettings).map((s) => s.env), "RERANKER_FUNCTION_QUALIFIER"]);
+/**
+ * Variables the code reads: the config table, the qualifier functions/runtime/resources.ts reads,
+ * and the C library's own settings (infra/process-env.ts), read when the process starts.
+ */
+const KNOWN_VARIABLES = new Set([
+  ...Object.values(configSettings).map((s) => s.env),
+  "RERANKER_FUNCTION_QUALIFIER",
+  ...Object.keys(ALLOCATOR_ENV),
+]);
 
 let nativeRoot: string;
 
@@ -659,6 +667,29 @@ describe("stage settings", () => {
     const d = await deploy({ DEPLOY_RUNTIME_ENV: JSON.stringify({ SEARCH_DEFAULT_K: "7" }) });
     for (const id of ["Search", "Reranker", "Reindex"]) expect(runtimeView(d.rec.byId(id)).config.defaultK).toBe(7);
     await expect(deploy({ DEPLOY_RUNTIME_ENV: JSON.stringify({ OPENAI_API_KEY: "sk-x" }) })).rejects.toThrow(/secret/);
+  });
+
+  it("starts every function and the GPU service with the allocator settings, which DEPLOY_RUNTIME_ENV overrides", async () => {
+    const tunables = ALLOCATOR_ENV.GLIBC_TUNABLES;
+    const sharded = await deploy({
+      DEPLOY_INDEX_SHARDS: "2",
+      DEPLOY_SEARCH_SHARDS: "lambda",
+      DEPLOY_REINDEX_MODE: "sharded",
+    });
+    const functions = sharded.rec.ofType("sst.aws.Function");
+    expect(functions.map((f) => f.id)).toEqual(
+      expect.arrayContaining(["Search", "Reranker", "Reindex", "IndexShard1"]),
+    );
+    for (const fn of functions) expect(resolvedEnvironment(fn.args.environment).GLIBC_TUNABLES, fn.id).toBe(tunables);
+    const gpu = await deploy(
+      { DEPLOY_RERANKER: "gpu" },
+      { secrets: { OpenAiApiKey: OPENAI_SECRET, RerankerToken: TOKEN_SECRET } },
+    );
+    expect(runtimeView(gpu.rec.byId("RerankerService")).env.GLIBC_TUNABLES).toBe(tunables);
+    // An empty value is glibc's defaults.
+    const plain = await deploy({ DEPLOY_RUNTIME_ENV: JSON.stringify({ GLIBC_TUNABLES: "" }) });
+    for (const fn of plain.rec.ofType("sst.aws.Function"))
+      expect(resolvedEnvironment(fn.args.environment).GLIBC_TUNABLES, fn.id).toBe("");
   });
 
   it.each([

@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { ALLOCATOR_ENV } from "../../../infra/process-env.ts";
 import { buildFunctions } from "../../build-functions.ts";
 import { ensureFixtureModel } from "../../fixtures/index.ts";
 import { useLiteHashingIdentity } from "../../../shared/adapters/embedders.ts";
@@ -39,6 +40,14 @@ interface ColdRun {
   /** Bundle runs only: the service's timings of the first answer. */
   first_timings?: { embed_ms: number; search_ms: number; texts_ms?: number; rerank_ms: number; total_ms: number };
   total_ms: number;
+  /** Bundle runs only: the process's peak RSS (VmHWM) at the end, in MiB. */
+  peak_rss_mb?: number;
+}
+
+/** The C library's version, e.g. "glibc 2.36" ("unknown" where it is not glibc). */
+function glibcVersion(): string {
+  const header = process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined;
+  return header?.header?.glibcVersionRuntime ? `glibc ${header.header.glibcVersionRuntime}` : "unknown";
 }
 
 /** A fresh process: the bundled handler under plain node, or the TypeScript sources through tsx. */
@@ -109,6 +118,8 @@ export const suite: Suite = {
       });
       const modelDir = await ensureFixtureModel(ctx.quick ? "tiny-cross" : "minilm-l6-cross");
       const env = {
+        // What every deployed function starts with (the C library's allocator settings).
+        ...ALLOCATOR_ENV,
         STORE_KIND: "s3",
         BUCKET: bucket,
         S3_ENDPOINT: s3.endpoint,
@@ -133,6 +144,10 @@ export const suite: Suite = {
       await runChild(env, bundle.handlerFile);
       const tsxRuns: ColdRun[] = [];
       const fp16Runs: ColdRun[] = [];
+      // The same two snapshots with glibc's allocator defaults, side by side with ALLOCATOR_ENV.
+      const defaultsEnv = { ...env, GLIBC_TUNABLES: "" };
+      const mallocDefaultsRuns: ColdRun[] = [];
+      const mallocDefaultsFp16Runs: ColdRun[] = [];
       const warmupRuns: ColdRun[] = [];
       const inWorkerRuns: ColdRun[] = [];
       const inWorkerFp16Runs: ColdRun[] = [];
@@ -165,6 +180,9 @@ export const suite: Suite = {
         }
         ctx.log(`cold start ${r + 1}/${reps}: bundle, fp16 vectors`);
         fp16Runs.push(await runChild({ ...env, INDEX_PREFIX: "fp16/" }, bundle.handlerFile));
+        ctx.log(`cold start ${r + 1}/${reps}: bundle, glibc malloc defaults (flat and fp16)`);
+        mallocDefaultsRuns.push(await runChild(defaultsEnv, bundle.handlerFile));
+        mallocDefaultsFp16Runs.push(await runChild({ ...defaultsEnv, INDEX_PREFIX: "fp16/" }, bundle.handlerFile));
         ctx.log(`cold start ${r + 1}/${reps}: bundle, RERANKER_WARMUP_PAIRS=20`);
         warmupRuns.push(await runChild({ ...env, RERANKER_WARMUP_PAIRS: "20" }, bundle.handlerFile));
         ctx.log(`cold start ${r + 1}/${reps}: bundle, RERANKER_IN_WORKER=true (flat and fp16)`);
@@ -201,6 +219,8 @@ export const suite: Suite = {
       const everyRun = [
         ...Object.values(modeRuns).flat(),
         ...fp16Runs,
+        ...mallocDefaultsRuns,
+        ...mallocDefaultsFp16Runs,
         ...warmupRuns,
         ...inWorkerRuns,
         ...inWorkerFp16Runs,
@@ -298,6 +318,20 @@ export const suite: Suite = {
           figure("fp16 vectors: snapshot load", med(fp16Runs, "snapshot_load_ms"), "ms", undefined, fp16Rows),
           figure("fp16 vectors: first query", med(fp16Runs, "first_query_ms"), "ms"),
           figure("fp16 vectors: 100th query", med(fp16Runs, "query_100_ms"), "ms"),
+          figure("bundle: peak RSS", b("peak_rss_mb"), "MiB", undefined, "VmHWM after the 100th query"),
+          figure(
+            "glibc malloc defaults: process start → first answer",
+            med(mallocDefaultsRuns, "total_ms"),
+            "ms",
+            undefined,
+            `GLIBC_TUNABLES unset; model load ${Math.round(med(mallocDefaultsRuns, "model_load_ms"))} ms (${Math.round(b("model_load_ms"))} with ALLOCATOR_ENV)`,
+          ),
+          figure("glibc malloc defaults: peak RSS", med(mallocDefaultsRuns, "peak_rss_mb"), "MiB"),
+          figure(
+            "glibc malloc defaults, fp16 vectors: process start → first answer",
+            med(mallocDefaultsFp16Runs, "total_ms"),
+            "ms",
+          ),
           ...(["hashing", "use_lite_cold", "use_lite_cached"] as const).flatMap((k) => {
             const label = {
               hashing: `${nEmb} passages, EMBEDDER=hashing`,
@@ -332,6 +366,17 @@ export const suite: Suite = {
           fp16_snapshot_load_ms: Math.round(med(fp16Runs, "snapshot_load_ms")),
           fp16_vs_fp32_cold_start: Number((med(fp16Runs, "total_ms") / b("total_ms")).toFixed(3)),
           fp16_rows: fp16Rows,
+          peak_rss_mb: Math.round(b("peak_rss_mb")),
+          malloc_defaults_cold_start_ms: Math.round(med(mallocDefaultsRuns, "total_ms")),
+          malloc_defaults_model_load_ms: Math.round(med(mallocDefaultsRuns, "model_load_ms")),
+          malloc_defaults_peak_rss_mb: Math.round(med(mallocDefaultsRuns, "peak_rss_mb")),
+          allocator_vs_malloc_defaults_cold_start: Number(
+            (b("total_ms") / med(mallocDefaultsRuns, "total_ms")).toFixed(3),
+          ),
+          fp16_malloc_defaults_cold_start_ms: Math.round(med(mallocDefaultsFp16Runs, "total_ms")),
+          fp16_allocator_vs_malloc_defaults_cold_start: Number(
+            (med(fp16Runs, "total_ms") / med(mallocDefaultsFp16Runs, "total_ms")).toFixed(3),
+          ),
           in_worker_cold_start_ms: Math.round(med(inWorkerRuns, "total_ms")),
           in_worker_vs_default_cold_start: Number((med(inWorkerRuns, "total_ms") / b("total_ms")).toFixed(3)),
           in_worker_fp16_cold_start_ms: Math.round(med(inWorkerFp16Runs, "total_ms")),
@@ -349,13 +394,24 @@ export const suite: Suite = {
           use_lite_hashing_query_100_ms: Number(emb("use_lite_cold", "query_100_ms").toFixed(2)),
           hashing_query_100_ms: Number(emb("hashing", "query_100_ms").toFixed(2)),
         },
-        details: { modeRuns, fp16Runs, warmupRuns, inWorkerRuns, inWorkerFp16Runs, tsxRuns, embRuns },
+        details: {
+          modeRuns,
+          fp16Runs,
+          mallocDefaultsRuns,
+          mallocDefaultsFp16Runs,
+          warmupRuns,
+          inWorkerRuns,
+          inWorkerFp16Runs,
+          tsxRuns,
+          embRuns,
+        },
         notes: [
           `Median of ${reps} fresh processes per form, interleaved, after one unmeasured warm-up run of each (page cache, tsx compile cache).`,
           "Bundle: dist/functions/search/handler.mjs from `npm run build:functions` under plain node, fed a recorded API Gateway v2 event, as Lambda runs it; its phase split comes from /health (index.load_ms, reranker.loadMs).",
           "tsx: the same service built from the TypeScript sources (scripts/bench/coldstart-child.ts), PASSAGE_TEXTS at its default.",
           "PASSAGE_TEXTS: lazy (default; bundle figures above) serves once the index and the passage store's head are in and reads texts only by verified 64 KiB blocks (64 MB cache); background does the same and downloads all texts behind the first query; eager reads the whole store before serving. The 100th query follows 99 searches with different queries in the same process.",
           "s3rver runs in its own process on loopback; on AWS the snapshot comes from S3 over the network instead.",
+          `Every search process starts with ALLOCATOR_ENV (infra/process-env.ts, GLIBC_TUNABLES=${ALLOCATOR_ENV.GLIBC_TUNABLES}), as every deployed function does; 'glibc malloc defaults' runs the same bundle with GLIBC_TUNABLES empty. hugetlb needs glibc ≥ 2.35 (this machine: ${glibcVersion()}); older glibc applies top_pad only.`,
           "Embedder forms: the same bundle on a smaller snapshot embedded by each embedder, lexical reranker; use-lite+hashing is EMBEDDER=auto's pick. 'empty /tmp' converts the TF.js graph again (as each new Lambda execution environment does), 'cached' finds it in MODEL_CACHE_DIR. The USE-lite model load starts when the manifest is read, beside the index download.",
         ],
       };
