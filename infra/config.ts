@@ -64,8 +64,7 @@ export interface StageSettings {
    */
   shards: { count: number; search: "local" | "lambda"; memoryMb: number; timeoutMs: number };
   api: { rateLimit: number; burstLimit: number; corsOrigins: string[]; authMode: "off" | "required" };
-  /** Runtime variables passed to every function (non-secret), from DEPLOY_RUNTIME_ENV (JSON object). */
-  /** Every function's extra variables: ALLOCATOR_ENV, then DEPLOY_RUNTIME_ENV over it. */
+  /** Runtime variables passed to every function (non-secret): ALLOCATOR_ENV, then DEPLOY_RUNTIME_ENV (JSON object) over it. */
   runtimeEnv: Record<string, string>;
   logRetention: string;
   /** Where layers/build.sh leaves the Amazon Linux 2023 native bundles (relative to the repo root). */
